@@ -1,0 +1,5 @@
+"""diffnas: LLM-guided architecture search for diffusion-model denoisers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The `diffnas` command line (typer + rich)."""

@@ -1,0 +1,214 @@
+"""Datasets: `digits` (bundled, offline), `npz`, `imagefolder`, `cifar10`.
+
+Every loader returns an `ImageData`: float32 images N x C x H x W in [-1, 1], optional
+integer labels, a name and a fingerprint (a hash of the pixels, labels and options) that
+keys every cache built on the data (reference statistics, classifier features).
+Subsets are deterministic: a seeded permutation, then the first N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffnas.errors import UserError
+
+DataKind = Literal["digits", "npz", "imagefolder", "cifar10"]
+
+
+class DataSpec(BaseModel):
+    """Which images to load and how; round-trips through JSON so a run folder records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DataKind = Field("digits", description="digits | npz | imagefolder | cifar10")
+    path: str | None = Field(
+        None, description="file or folder (npz, imagefolder; cifar10: its root)"
+    )
+    split: Literal["train", "test", "all"] = Field(
+        "train", description="digits/cifar10 split; npz/imagefolder: all"
+    )
+    image_size: int | None = Field(
+        None, ge=4, description="resize to this many pixels square (None: as stored; digits: 16)"
+    )
+    subset: int | None = Field(
+        None, ge=1, description="keep N images, chosen by a seeded permutation"
+    )
+    subset_seed: int = Field(0, description="seed of the subset permutation")
+    hflip: bool = Field(
+        False, description="append mirrored copies (doubles the set; not for digits)"
+    )
+
+
+@dataclass
+class ImageData:
+    x: torch.Tensor  # float32 N x C x H x W in [-1, 1]
+    y: torch.Tensor | None  # int64 N, or None
+    name: str
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def image_size(self) -> int:
+        return self.x.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.x.shape[1]
+
+    def as_uint8(self) -> torch.Tensor:
+        """The images as uint8 N x C x H x W, the form scores take."""
+        return ((self.x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def parse_data(text: str) -> DataSpec:
+    """CLI spelling: `digits`, `cifar10[:ROOT]`, `npz:PATH` or `PATH.npz`, `imagefolder:DIR` or `DIR`."""
+    kind, _, rest = text.partition(":")
+    if kind in ("digits", "npz", "imagefolder", "cifar10"):
+        return DataSpec(kind=kind, path=rest or None)
+    path = Path(text)
+    if path.suffix == ".npz":
+        return DataSpec(kind="npz", path=text, split="all")
+    if path.is_dir():
+        return DataSpec(kind="imagefolder", path=text, split="all")
+    raise UserError(
+        f"--data {text!r}: expected digits, cifar10[:ROOT], npz:PATH (or a .npz file) or imagefolder:DIR (or a folder).",
+        field="data",
+    )
+
+
+def load_images(spec: DataSpec) -> ImageData:
+    loaders = {"digits": _digits, "npz": _npz, "imagefolder": _imagefolder, "cifar10": _cifar10}
+    x, y, name = loaders[spec.kind](spec)
+    if spec.image_size is not None and x.shape[-1] != spec.image_size:
+        x = F.interpolate(
+            x,
+            size=(spec.image_size, spec.image_size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        x = x.clamp(-1, 1)
+    if spec.subset is not None and spec.subset < x.shape[0]:
+        order = torch.randperm(
+            x.shape[0], generator=torch.Generator().manual_seed(spec.subset_seed)
+        )[: spec.subset]
+        x, y = x[order], (y[order] if y is not None else None)
+    if spec.hflip:
+        x = torch.cat([x, x.flip(-1)])
+        y = torch.cat([y, y]) if y is not None else None
+    x = x.contiguous().float()
+    digest = hashlib.sha256()
+    digest.update(spec.model_dump_json().encode())
+    digest.update(((x + 1) * 127.5).round().to(torch.uint8).numpy().tobytes())
+    if y is not None:
+        digest.update(y.numpy().tobytes())
+    return ImageData(x=x, y=y, name=name, fingerprint=digest.hexdigest()[:16])
+
+
+def _from_uint8(arr: np.ndarray) -> torch.Tensor:
+    """N x H x W x C uint8 -> float N x C x H x W in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1
+
+
+def _digits(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """scikit-learn's 1,797 8x8 handwritten digits (0..16 grey levels), resized to 16x16."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0 * 2 - 1
+    y = torch.from_numpy(bunch.target).long()
+    size = spec.image_size or 16
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    # A fixed 80/20 split so train and test never share an image.
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1234))
+    cut = int(0.8 * x.shape[0])
+    idx = {"train": order[:cut], "test": order[cut:], "all": order}[spec.split]
+    return x[idx], y[idx], f"digits-{spec.split}"
+
+
+def _npz(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    if not spec.path:
+        raise UserError("--data npz needs a path: npz:PATH.npz", field="data")
+    path = Path(spec.path)
+    if not path.is_file():
+        raise UserError(f"--data: npz file {str(path)!r} does not exist.", field="data")
+    with np.load(path) as f:
+        if "x" not in f:
+            raise UserError(
+                f"--data: {str(path)!r} has no array 'x' (found {sorted(f.files)}).", field="data"
+            )
+        x, y = f["x"], f.get("y")
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise UserError(
+            f"--data: {str(path)!r} array 'x' must be uint8 N x H x W x C (or N x H x W), got {x.dtype} {x.shape}.",
+            field="data",
+        )
+    if x.ndim == 3:
+        x = x[..., None]
+    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+        raise UserError(
+            f"--data: {str(path)!r} array 'y' must have one label per image, got {y.shape}.",
+            field="data",
+        )
+    labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
+    return _from_uint8(x), labels, path.stem
+
+
+def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    from PIL import Image
+
+    if not spec.path or not Path(spec.path).is_dir():
+        raise UserError(f"--data: image folder {spec.path!r} does not exist.", field="data")
+    root = Path(spec.path)
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
+    if not files:
+        raise UserError(
+            f"--data: no images ({', '.join(sorted(exts))}) under {str(root)!r}.", field="data"
+        )
+    classes = sorted({p.parent.name for p in files})
+    size = spec.image_size
+    arrays = []
+    for p in files:
+        img = Image.open(p).convert("RGB")
+        size = size or img.width
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        arrays.append(np.asarray(img))
+    labels = (
+        torch.tensor([classes.index(p.parent.name) for p in files]) if len(classes) > 1 else None
+    )
+    return _from_uint8(np.stack(arrays)), labels, root.name
+
+
+def _cifar10(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    from torchvision.datasets import CIFAR10
+
+    root = Path(spec.path or Path.home() / ".cache" / "diffnas" / "cifar10")
+    train = spec.split != "test"
+    try:
+        ds = CIFAR10(str(root), train=train, download=False)
+    except RuntimeError:
+        try:
+            ds = CIFAR10(str(root), train=train, download=True)
+        except Exception as err:  # offline: say where the files go
+            raise UserError(
+                f"--data cifar10: the dataset is not under {str(root)!r} and could not be downloaded ({type(err).__name__}). "
+                f"Place the extracted folder 'cifar-10-batches-py' (from cifar-10-python.tar.gz) in {str(root)!r}, "
+                "or give another root with --data cifar10:ROOT.",
+                field="data",
+            ) from None
+    x = _from_uint8(ds.data)
+    y = torch.tensor(ds.targets, dtype=torch.long)
+    return x, y, f"cifar10-{'train' if train else 'test'}"

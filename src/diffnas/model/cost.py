@@ -1,0 +1,88 @@
+"""What one forward pass of a candidate costs: parameters, MACs and FLOPs.
+
+Counted on the `meta` device: the model is built without memory and the forward pass runs
+shape inference only, so a 50 M-parameter net is counted in well under a second with no
+allocation. `torch.utils.flop_counter.FlopCounterMode` counts every matmul, convolution
+and attention product (on `meta`, scaled-dot-product attention runs its reference math
+path, so Q.K^T and A.V are seen; on real CPU tensors the fused kernel would be missed).
+Norms, activations and additions are not counted, the usual convention (they are a few
+percent of the total). FLOPs = 2 x MACs everywhere in diffnas.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffnas.model.builder import build_unet
+from diffnas.space.arch import ArchConfig
+from diffnas.space.search_space import Budget
+
+
+class Cost(BaseModel):
+    """Cost of one forward pass of one image at the architecture's resolution."""
+
+    params: int
+    macs: int
+    image_size: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def gmacs(self) -> float:
+        return self.macs / 1e9
+
+    @property
+    def params_m(self) -> float:
+        return self.params / 1e6
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "params": self.params,
+            "params_m": round(self.params_m, 4),
+            "macs": self.macs,
+            "gmacs": round(self.gmacs, 4),
+            "flops": self.flops,
+            "gflops": round(self.flops / 1e9, 4),
+            "image_size": self.image_size,
+        }
+
+
+def measure_cost(arch: ArchConfig) -> Cost:
+    """Parameters and MACs of one forward pass (batch 1), counted on the meta device."""
+    model = build_unet(arch, device="meta")
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.empty(1, arch.in_channels, arch.image_size, arch.image_size, device="meta")
+    t = torch.zeros(1, dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t)
+    return Cost(params=params, macs=counter.get_total_flops() // 2, image_size=arch.image_size)
+
+
+def budget_verdict(cost: Cost, budget: Budget) -> tuple[bool, str]:
+    """(within budget?, one sentence with the measured value, the bound and the overshoot)."""
+    g = cost.gmacs
+    if g > budget.max_gmacs:
+        over = 100 * (g / budget.max_gmacs - 1)
+        return (
+            False,
+            f"measured {g:.3g} GMACs, {over:.0f}% over the {budget.max_gmacs:g} GMACs bound",
+        )
+    if g < budget.min_gmacs:
+        under = 100 * (1 - g / budget.min_gmacs)
+        return (
+            False,
+            f"measured {g:.3g} GMACs, {under:.0f}% under the {budget.min_gmacs:g} GMACs lower bound",
+        )
+    if budget.max_params_m is not None and cost.params_m > budget.max_params_m:
+        over = 100 * (cost.params_m / budget.max_params_m - 1)
+        return False, (
+            f"measured {cost.params_m:.3g} M parameters, {over:.0f}% over the {budget.max_params_m:g} M bound"
+        )
+    return True, (
+        f"measured {g:.3g} GMACs, within the {budget.min_gmacs:g}-{budget.max_gmacs:g} GMACs budget "
+        f"({100 * g / budget.max_gmacs:.0f}% of the bound)"
+    )

@@ -1,0 +1,85 @@
+"""The CLI's contract: tables, JSON, and exit code 2 with one paragraph for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from diffnas.cli.main import app
+
+runner = CliRunner()
+
+
+def diffnas(*args: str) -> subprocess.CompletedProcess:
+    """Run the real entry point in a subprocess (the way a user's shell does)."""
+    return subprocess.run(
+        [sys.executable, "-m", "diffnas", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cost_reference_json() -> None:
+    result = runner.invoke(app, ["cost", "ddpm-cifar10", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["params_m"] == pytest.approx(35.75, abs=0.01)
+    assert data["gmacs"] == pytest.approx(6.22, abs=0.01)
+    assert data["flops"] == 2 * data["macs"]
+
+
+def test_cost_table_of_all_references_and_budget() -> None:
+    result = runner.invoke(app, ["cost", "--space", "cifar10-iddpm", "iddpm-cifar10"])
+    assert result.exit_code == 0, result.output
+    assert "52.5 M" in result.output and "within" in result.output
+
+
+def test_space_show_sample_and_schema() -> None:
+    shown = runner.invoke(app, ["space", "show", "tiny"])
+    assert (
+        shown.exit_code == 0
+        and "base_channels" in shown.output
+        and "reference tiny-digits" in shown.output
+    )
+    sampled = runner.invoke(app, ["space", "sample", "tiny", "-n", "3", "--json"])
+    assert sampled.exit_code == 0
+    assert len([json.loads(line) for line in sampled.output.splitlines()]) == 3
+    schema = runner.invoke(app, ["space", "show", "tiny", "--schema"])
+    assert json.loads(schema.output)["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ('{"base_channels": 100, "channel_mult": [1, 2], "num_res_blocks": 2}', "norm_groups"),
+        ('{"base_channels": 64, "channel_mult": [1, 2], "num_res_blocks": 2, "wings": 2}', "wings"),
+        ('{"base_channels": 64, "channel_mult": [1, 2', "not valid JSON"),
+    ],
+)
+def test_bad_architecture_exits_2_with_one_paragraph(tmp_path, content: str, field: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    proc = diffnas("cost", str(path))
+    assert proc.returncode == 2
+    assert field in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_out_of_space_and_unknown_preset_exit_2(tmp_path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text(
+        '{"base_channels": 64, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 9, "head_channels": 64}'
+    )
+    proc = diffnas("cost", str(path), "--space", "cifar10-ddpm")
+    assert proc.returncode == 2 and "num_res_blocks" in proc.stderr and "allowed" in proc.stderr
+    proc = diffnas("cost", "resnet50")
+    assert proc.returncode == 2 and "ddpm-cifar10" in proc.stderr
+
+
+def test_version_and_help() -> None:
+    proc = diffnas("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("diffnas ")
+    assert runner.invoke(app, ["cost", "--help"]).exit_code == 0

@@ -1,0 +1,118 @@
+"""SearchSpace: presets, membership, sampling, mutation, description and schema."""
+
+from __future__ import annotations
+
+import random
+
+import jsonschema
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diffnas.errors import ArchitectureError, UserError
+from diffnas.model.builder import build_unet
+from diffnas.space.references import get_reference
+from diffnas.space.search_space import SEARCHED_FIELDS, list_presets, load_space
+
+PRESETS = list_presets()
+
+
+def test_presets_exist_and_hold_their_reference() -> None:
+    assert {"cifar10-iddpm", "cifar10-ddpm", "tiny"} <= set(PRESETS)
+    for name in PRESETS:
+        space = load_space(name)
+        assert space.reference is not None
+        assert space.contains(get_reference(space.reference)), name
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), preset=st.sampled_from(PRESETS))
+def test_every_sample_validates_builds_and_runs_on_meta(seed: int, preset: str) -> None:
+    space = load_space(preset)
+    arch = space.sample(random.Random(seed))
+    assert space.contains(arch)
+    model = build_unet(arch, device="meta")
+    x = torch.empty(2, arch.in_channels, arch.image_size, arch.image_size, device="meta")
+    out = model(x, torch.zeros(2, dtype=torch.long, device="meta")).sample
+    assert tuple(out.shape) == (2, arch.out_channels, arch.image_size, arch.image_size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), preset=st.sampled_from(PRESETS))
+def test_mutations_stay_in_space_and_change_one_dimension(seed: int, preset: str) -> None:
+    space = load_space(preset)
+    rng = random.Random(seed)
+    parent = space.sample(rng)
+    child = space.mutate(parent, rng)
+    assert space.contains(child)
+    assert child.key() != parent.key()
+    a, b = space.proposal_of(parent), space.proposal_of(child)
+    changed = {f for f in SEARCHED_FIELDS if a[f] != b[f]} - {"head_channels"}
+    # head width may follow an attention toggle (it is moot without attention)
+    assert len(changed) <= 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), preset=st.sampled_from(PRESETS))
+def test_samples_satisfy_the_json_schema(seed: int, preset: str) -> None:
+    space = load_space(preset)
+    arch = space.sample(random.Random(seed))
+    jsonschema.validate(space.proposal_of(arch), space.arch_json_schema())
+
+
+def test_sampling_is_deterministic_per_seed() -> None:
+    space = load_space("tiny")
+    a = [space.sample(random.Random(7)).key() for _ in range(2)]
+    assert a[0] == a[1]
+
+
+def test_complete_fills_fixed_fields_and_rejects_overrides() -> None:
+    space = load_space("cifar10-iddpm")
+    proposal = space.proposal_of(get_reference("iddpm-cifar10"))
+    arch = space.complete(proposal)
+    assert arch.learn_sigma and arch.image_size == 32
+    with pytest.raises(ArchitectureError, match="'image_size' = 64 is fixed to 32"):
+        space.complete({**proposal, "image_size": 64})
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"base_channels": 256}, "field 'base_channels' = 256, allowed: [64, 96, 128, 160, 192]"),
+        ({"num_res_blocks": 7}, "field 'num_res_blocks' = 7"),
+        ({"channel_mult": [1, 2, 2, 5]}, "multipliers from [1, 2, 3, 4]"),
+        ({"channel_mult": [2, 1, 2, 2]}, "non-decreasing"),
+        ({"channel_mult": [1, 2, 2, 2, 2]}, "[3, 4] levels"),
+        ({"dropout": 0.5}, "field 'dropout' = 0.5"),
+        ({"head_channels": 128}, "field 'head_channels' = 128"),
+    ],
+)
+def test_out_of_space_values_name_field_and_allowed(change: dict, fragment: str) -> None:
+    space = load_space("cifar10-iddpm")
+    proposal = {**space.proposal_of(get_reference("iddpm-cifar10")), **change}
+    with pytest.raises(ArchitectureError) as err:
+        space.complete(proposal)
+    assert fragment in str(err.value)
+    assert "outside space 'cifar10-iddpm'" in str(err.value)
+
+
+def test_describe_mentions_every_dimension_and_budget() -> None:
+    space = load_space("cifar10-iddpm")
+    text = space.describe()
+    for field in SEARCHED_FIELDS:
+        assert field in text
+    assert "4 to 8.4 GMACs" in text
+    assert "true" in text and "True" not in text  # JSON spelling for the LLM
+
+
+def test_bad_space_files(tmp_path) -> None:
+    with pytest.raises(UserError, match="neither a preset"):
+        load_space("no-such-space")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nimage_size: 32\nbudget: {max_gmacs: 1, min_gmacs: 2}\n")
+    with pytest.raises(UserError, match="min_gmacs 2.0 must be below max_gmacs 1.0"):
+        load_space(path)
+    path.write_text("- a list\n")
+    with pytest.raises(UserError, match="must hold a mapping"):
+        load_space(path)
