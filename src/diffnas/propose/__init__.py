@@ -1,0 +1,1 @@
+"""Proposers: ask a language model (or a baseline) for new candidate architectures."""

@@ -1,0 +1,120 @@
+"""`make_backend("openai:gpt-4o-mini", ...)`: one place that turns a user's choice into a backend."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from diffnas.errors import UserError
+from diffnas.propose.llm.base import LLMBackend
+from diffnas.propose.llm.ledger import Budget, CostLedger, PriceTable
+from diffnas.propose.llm.openai_backend import STRUCTURED_MODES
+from diffnas.propose.llm.record import RecordingBackend, ReplayBackend
+from diffnas.propose.llm.retry import RetryPolicy
+
+ALLOWED_SPECS = "'local', 'openai:MODEL', 'anthropic:MODEL' or 'replay:RUN_DIR'"
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split a backend spec into (provider, model-or-path), or raise a UserError."""
+    provider, _, rest = spec.strip().partition(":")
+    if provider == "local" and not rest:
+        return "local", ""
+    if provider in ("openai", "anthropic", "replay") and rest.strip():
+        return provider, rest.strip()
+    raise UserError(f"llm={spec!r} is not a backend spec; allowed: {ALLOWED_SPECS}", field="llm")
+
+
+def make_backend(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    record_dir: str | Path | None = None,
+    replay_dir: str | Path | None = None,
+    api_key_env: str | None = None,
+    structured: str | None = None,
+    timeout_s: float = 120.0,
+    retry: RetryPolicy | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    budget: Budget | None = None,
+    local_model_path: str | Path | None = None,
+    n_ctx: int = 4096,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> LLMBackend:
+    """Build the backend for `spec`, wrapped to record calls and enforce the budget.
+
+    - `base_url`: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, Azure) or an
+      Anthropic-compatible one; `api_key_env` names the environment variable holding the key.
+    - `structured`: openai: 'json_schema' (default), 'json_object' or 'text' for servers that
+      lack schema mode; anthropic: 'json_schema' (default) or 'text'.
+    - `replay_dir`: answer from that run's recorded calls instead (spec is then ignored).
+    - `record_dir`: append every call to `record_dir/llm/calls.jsonl`; if it already holds
+      calls (a resumed run), those answers are served first.
+    - `budget`: hard token/USD cap; the wrapper's `.ledger` raises `LLMBudgetExhausted`.
+    The result is a `RecordingBackend` (with `.ledger`) whenever recording or a budget is asked.
+    """
+    provider, name = parse_spec(spec) if replay_dir is None else ("replay", str(replay_dir))
+    price_table = PriceTable(prices) if prices is not None else PriceTable()
+    inner: LLMBackend
+    if provider == "replay":
+        inner = ReplayBackend(name)
+    elif provider == "local":
+        from diffnas.propose.llm.local_backend import LocalBackend
+
+        inner = LocalBackend(model_path=local_model_path, n_ctx=n_ctx)
+    elif provider == "openai":
+        from diffnas.propose.llm.openai_backend import OpenAIBackend
+
+        mode = structured or "json_schema"
+        if mode not in STRUCTURED_MODES:
+            raise UserError(
+                f"structured={mode!r} is not allowed for openai; use one of {', '.join(STRUCTURED_MODES)}",
+                field="structured",
+            )
+        inner = OpenAIBackend(
+            name,
+            base_url=base_url,
+            api_key_env=api_key_env or "OPENAI_API_KEY",
+            structured=mode,  # type: ignore[arg-type]
+            timeout_s=timeout_s,
+            retry=retry,
+            prices=price_table,
+            sleep=sleep,
+            rng=rng,
+        )
+    else:
+        from diffnas.propose.llm.anthropic_backend import AnthropicBackend
+
+        mode = structured or "json_schema"
+        if mode not in ("json_schema", "text"):
+            raise UserError(
+                f"structured={mode!r} is not allowed for anthropic; use 'json_schema' or 'text'",
+                field="structured",
+            )
+        inner = AnthropicBackend(
+            name,
+            base_url=base_url,
+            api_key_env=api_key_env or "ANTHROPIC_API_KEY",
+            structured=mode == "json_schema",
+            timeout_s=timeout_s,
+            retry=retry,
+            prices=price_table,
+            sleep=sleep,
+            rng=rng,
+        )
+    priced = provider not in ("openai", "anthropic") or price_table.knows(name)
+    if budget is not None and budget.max_usd is not None and not priced:
+        raise UserError(
+            f"budget.max_usd is set but model {name!r} has no price; pass prices={{{name!r}: "
+            f"(input_usd_per_1M, output_usd_per_1M)}} or use budget.max_tokens",
+            field="budget.max_usd",
+        )
+    if record_dir is None and budget is None:
+        return inner
+    secret_env_vars = [api_key_env] if api_key_env else []
+    return RecordingBackend(
+        inner, record_dir, ledger=CostLedger(budget), secret_env_vars=secret_env_vars
+    )

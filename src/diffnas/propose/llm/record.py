@@ -1,0 +1,177 @@
+"""Every call on disk (`RUN_DIR/llm/calls.jsonl`), replay from it, and resume without paying twice.
+
+One JSON line per call: when, which endpoint, the request key and messages, the schema's hash,
+the answer (text, tokens, latency, cost, attempts) or the failure, and the faults retried.
+API keys are never part of a request or an endpoint, and any key value found in the
+environment is scrubbed from the line before it is written, as a second guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from diffnas.errors import UserError
+from diffnas.propose.llm.base import (
+    LLMBackend,
+    LLMRequest,
+    LLMResponse,
+    LLMUnavailable,
+)
+from diffnas.propose.llm.ledger import CostLedger
+from diffnas.runs import append_jsonl, read_jsonl
+
+CALLS_FILE = Path("llm") / "calls.jsonl"
+KEY_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+REDACTED = "[REDACTED]"
+
+
+class ReplayMiss(UserError):
+    """A replayed search asked something the recorded run never asked (it has diverged)."""
+
+
+def calls_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CALLS_FILE
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _env_secrets(extra_env_vars: Iterable[str] = ()) -> list[str]:
+    names = {*KEY_ENV_VARS, *extra_env_vars}
+    # Short values would scrub ordinary words; real keys are long.
+    return [v for name in names if len(v := os.environ.get(name, "").strip()) >= 8]
+
+
+def _load_recorded(path: Path) -> dict[str, deque[dict[str, Any]]]:
+    by_key: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+    for record in read_jsonl(path):
+        if "key" in record:
+            by_key[record["key"]].append(record)
+    return by_key
+
+
+class RecordingBackend(LLMBackend):
+    """Wraps a backend: enforces the budget, records each call, and on resume serves old answers.
+
+    With `run_dir=None` it only keeps the ledger. When `run_dir` already holds calls (a resumed
+    search), answers recorded for a request key are served first, in recorded order, without
+    calling the inner backend; their cost was already counted, and is loaded into the ledger.
+    """
+
+    def __init__(
+        self,
+        inner: LLMBackend,
+        run_dir: str | Path | None = None,
+        *,
+        ledger: CostLedger | None = None,
+        resume: bool = True,
+        secret_env_vars: Iterable[str] = (),
+    ) -> None:
+        self.inner = inner
+        self.model = inner.model
+        self.endpoint = inner.endpoint
+        self.ledger = ledger or CostLedger()
+        self.path = calls_path(run_dir) if run_dir is not None else None
+        self._secret_env_vars = tuple(secret_env_vars)
+        self._lock = threading.Lock()
+        self._recorded: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume:
+                for key, records in _load_recorded(self.path).items():
+                    answered = deque(r for r in records if r.get("ok"))
+                    self._recorded[key] = answered
+                    for record in answered:
+                        self.ledger.add(LLMResponse.model_validate(record["response"]))
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        key = request.key()
+        with self._lock:
+            if self._recorded.get(key):
+                record = self._recorded[key].popleft()
+                response = LLMResponse.model_validate(record["response"])
+                return response.model_copy(update={"replayed": True})
+        self.ledger.check()
+        try:
+            response = self.inner.complete(request)
+        except LLMUnavailable as exc:
+            self._append(request, None, exc)
+            raise
+        self.ledger.add(response)
+        self._append(request, response, None)
+        return response
+
+    def _append(
+        self, request: LLMRequest, response: LLMResponse | None, error: LLMUnavailable | None
+    ) -> None:
+        if self.path is None:
+            return
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "endpoint": self.endpoint,
+            "key": request.key(),
+            "messages": request.message_dicts(),
+            "schema_hash": request.schema_hash(),
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.seed,
+            "ok": response is not None,
+            "response": response.model_dump(mode="json") if response is not None else None,
+            "attempts": response.attempts if response is not None else error.attempts,
+            "errors": response.errors if response is not None else error.errors,
+            "error": str(error) if error is not None else None,
+        }
+        # Scrub any key value that could have slipped into a message or an error text.
+        text = redact(json.dumps(record), _env_secrets(self._secret_env_vars))
+        with self._lock:
+            append_jsonl(self.path, json.loads(text))
+
+
+class ReplayBackend(LLMBackend):
+    """Answers from a recorded run folder, offline and keyless, in the recorded order per key.
+
+    A recorded failure is replayed as the same `LLMUnavailable`, so a replayed search fails the
+    same rounds; a request never recorded raises `ReplayMiss`.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = calls_path(run_dir)
+        if not self.path.is_file():
+            raise UserError(
+                f"cannot replay {str(run_dir)!r}: it has no recorded LLM calls ({CALLS_FILE})",
+                field="replay_dir",
+            )
+        self._recorded = _load_recorded(self.path)
+        self._lock = threading.Lock()
+        self.model = "replay"
+        self.endpoint = f"replay:{run_dir}"
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        key = request.key()
+        with self._lock:
+            queue = self._recorded.get(key)
+            record = queue.popleft() if queue else None
+        if record is None:
+            raise ReplayMiss(
+                f"replay of {self.path} has no (more) recorded answers for request {key[:16]} "
+                f"(last message: {request.messages[-1].content[:80]!r}); the replayed search "
+                f"asked something the recorded run did not — was the config changed?",
+                field="replay_dir",
+            )
+        if not record.get("ok"):
+            raise LLMUnavailable(
+                self.endpoint, f"(replayed) {record.get('error')}", int(record.get("attempts", 1))
+            )
+        response = LLMResponse.model_validate(record["response"])
+        return response.model_copy(update={"replayed": True})

@@ -1,0 +1,168 @@
+"""Fault handling against real HTTP (loopback servers) through the real openai/anthropic SDKs."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from diffnas.propose.llm import (
+    Budget,
+    LLMBudgetExhausted,
+    LLMRequest,
+    LLMUnavailable,
+    RetryPolicy,
+    calls_path,
+    make_backend,
+)
+from doubles import AnthropicLoopback, OpenAILoopback
+
+SECRET = "sk-faults-SECRET-0123456789"
+POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=10.0, jitter=0.5)
+REQUEST = LLMRequest(
+    messages=[{"role": "user", "content": "propose an architecture"}], max_tokens=50
+)
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def server(request: pytest.FixtureRequest) -> Iterator[OpenAILoopback | AnthropicLoopback]:
+    loopback = OpenAILoopback if request.param == "openai" else AnthropicLoopback
+    with loopback() as running:
+        yield running
+
+
+def backend_for(server: OpenAILoopback | AnthropicLoopback, sleeps: list[float], **kwargs):
+    spec = (
+        "openai:gpt-4o-mini" if isinstance(server, OpenAILoopback) else "anthropic:claude-haiku-4-5"
+    )
+    kwargs.setdefault("retry", POLICY)
+    return make_backend(spec, base_url=server.base_url, sleep=sleeps.append, **kwargs)
+
+
+def test_429_retry_after_is_honoured_and_retried(server) -> None:
+    sleeps: list[float] = []
+    server.push_fault(status=429, retry_after=7)
+    server.push_json({"ok": True})
+    response = backend_for(server, sleeps).complete(REQUEST)
+    assert response.text == '{"ok": true}'
+    assert response.attempts == 2
+    assert sleeps == [7.0]  # the server's wait, not our backoff
+    assert "429" in response.errors[0]
+    assert len(server.requests) == 2
+
+
+def test_500_is_retried_with_jittered_exponential_backoff(server) -> None:
+    sleeps: list[float] = []
+    server.push_fault(status=500)
+    server.push_fault(status=503)
+    server.push_text("ok")
+    response = backend_for(server, sleeps).complete(REQUEST)
+    assert (response.text, response.attempts) == ("ok", 3)
+    assert 0.5 <= sleeps[0] <= 0.75  # base * (1 + jitter * U)
+    assert 1.0 <= sleeps[1] <= 1.5  # doubled
+    assert ["500" in response.errors[0], "503" in response.errors[1]] == [True, True]
+
+
+def test_timeout_is_retried(server) -> None:
+    sleeps: list[float] = []
+    server.push_fault(delay=2.0)  # outlasts the client's 0.2 s timeout
+    server.push_text("ok")
+    response = backend_for(server, sleeps, timeout_s=0.2).complete(REQUEST)
+    assert (response.text, response.attempts) == ("ok", 2)
+    assert "timed out" in response.errors[0].lower()
+
+
+def test_broken_json_body_is_retried(server) -> None:
+    sleeps: list[float] = []
+    server.push_fault(broken_json=True)
+    server.push_text("ok")
+    response = backend_for(server, sleeps).complete(REQUEST)
+    assert (response.text, response.attempts) == ("ok", 2)
+
+
+def test_client_errors_other_than_429_are_not_retried(server) -> None:
+    sleeps: list[float] = []
+    server.push_fault(status=400)
+    server.push_text("never reached")
+    with pytest.raises(LLMUnavailable, match="HTTP 400") as caught:
+        backend_for(server, sleeps).complete(REQUEST)
+    assert caught.value.attempts == 1
+    assert sleeps == []
+    assert len(server.requests) == 1
+
+
+def test_dead_backend_raises_one_clear_error_and_records_it(server, tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    for _ in range(POLICY.max_attempts):
+        server.push_fault(status=500)
+    backend = backend_for(server, sleeps, record_dir=tmp_path)
+    with pytest.raises(LLMUnavailable) as caught:
+        backend.complete(REQUEST)
+    error = caught.value
+    assert server.url in str(error)  # says which endpoint
+    assert "HTTP 500" in str(error)  # and the last error
+    assert error.attempts == POLICY.max_attempts == len(server.requests)
+    assert len(sleeps) == POLICY.max_attempts - 1
+    (record,) = [json.loads(line) for line in calls_path(tmp_path).read_text().splitlines()]
+    assert record["ok"] is False and record["response"] is None
+    assert record["attempts"] == POLICY.max_attempts and len(record["errors"]) == 3
+    assert SECRET not in calls_path(tmp_path).read_text()
+
+
+def test_connection_refused_is_retried_then_unavailable() -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps: list[float] = []
+    backend = make_backend(
+        "openai:gpt-4o-mini",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        retry=POLICY,
+        sleep=sleeps.append,
+    )
+    with pytest.raises(LLMUnavailable, match=f"127.0.0.1:{port}") as caught:
+        backend.complete(REQUEST)
+    assert caught.value.attempts == 3 and len(sleeps) == 2
+    assert "APIConnectionError" in caught.value.last_error
+
+
+def test_bugs_are_not_disguised_as_unavailability(server) -> None:
+    """A non-transport exception (here from the script) propagates instead of failing a round."""
+    backend = backend_for(server, [])
+    backend._client = None  # type: ignore[attr-defined]  # any call now raises AttributeError
+    with pytest.raises(AttributeError):
+        backend.complete(REQUEST)
+
+
+def test_token_budget_stops_before_the_call_that_would_start_over_it(server, tmp_path) -> None:
+    server.push_text("one two three")
+    server.push_text("never asked")
+    backend = backend_for(server, [], record_dir=tmp_path, budget=Budget(max_tokens=5))
+    first = backend.complete(REQUEST)
+    assert first.total_tokens >= 5
+    with pytest.raises(LLMBudgetExhausted, match="token budget"):
+        backend.complete(REQUEST)
+    assert len(server.requests) == 1  # the refused call never reached the endpoint
+    assert server.pending == 1
+
+
+def test_usd_budget_uses_the_price_table(server) -> None:
+    server.push_text("x", prompt_tokens=1_000_000, completion_tokens=0)
+    backend = backend_for(
+        server,
+        [],
+        budget=Budget(max_usd=1.0),
+        prices={"gpt-4o-mini": (2.0, 0.0), "claude-haiku-4-5": (2.0, 0.0)},
+    )
+    assert backend.complete(REQUEST).cost_usd == pytest.approx(2.0)
+    with pytest.raises(LLMBudgetExhausted, match=r"\$2\.0000 of \$1\.0000"):
+        backend.complete(REQUEST)
