@@ -1,0 +1,50 @@
+"""The search memory as proposers see it: one `TrialRecord` per candidate ever proposed.
+
+The Optuna study (`diffnas.search.study`) is where it is stored; this is the plain-data view
+that prompts, baselines and reports read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from diffnas.space.arch import ArchConfig
+
+TrialStatus = Literal["pending", "running", "complete", "rejected", "diverged", "oom", "failed"]
+
+
+@dataclass
+class TrialRecord:
+    number: int  # Optuna trial number: the candidate's id everywhere ("trial 7")
+    round: int
+    slot: int  # position in its round's proposal list
+    proposer: str
+    status: TrialStatus
+    arch: ArchConfig | None = None  # None when the proposal never parsed into an architecture
+    raw: Any = None  # what the proposer gave, verbatim (for rejected ones)
+    rationale: str = ""
+    reason: str = ""  # why it was rejected / failed
+    gmacs: float | None = None
+    params_m: float | None = None
+    score: float | None = None  # proxy score (RFID or KID), lower is better
+    score_name: str = "rfid"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.status == "complete" and self.score is not None
+
+
+def evaluated(memory: list[TrialRecord]) -> list[TrialRecord]:
+    """Completed candidates, best (lowest score) first."""
+    return sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
+
+
+def find_duplicate(memory: list[TrialRecord], arch: ArchConfig) -> TrialRecord | None:
+    """An earlier proposal of the same architecture that was (or is being) evaluated."""
+    key = arch.key()
+    for t in memory:
+        if t.arch is not None and t.status != "rejected" and t.arch.key() == key:
+            return t
+    return None

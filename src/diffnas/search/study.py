@@ -1,0 +1,145 @@
+"""The search memory stored as an Optuna study (SQLite in the run folder, or any DB URL).
+
+Each candidate is one trial:
+- params: the architecture (`diffnas.search.params`), when it parsed into the space;
+- value: the proxy score (minimised);
+- user attrs: round, slot, proposer, rationale, status, reason, cost, scores with their
+  protocol, and the raw proposal.
+States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
+RUNNING (being evaluated, or interrupted by a kill: resumed by the loop), WAITING (enqueued).
+Proposals enter through Optuna's ask-and-tell with enqueued trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from diffnas.search import params as arch_params
+from diffnas.search.memory import TrialRecord
+from diffnas.space.arch import ArchConfig
+from diffnas.space.search_space import SearchSpace
+
+STUDY_NAME = "diffnas"
+
+
+def storage_url(run_dir: Path, url: str | None) -> str:
+    return url or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+
+
+def open_study(run_dir: Path, url: str | None = None) -> optuna.Study:
+    """Create or load the run's study."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage_url(run_dir, url),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def _attrs(record: dict[str, Any]) -> dict[str, Any]:
+    """User attrs must be JSON-serialisable; keep them flat and small."""
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def add_rejected(
+    study: optuna.Study, space: SearchSpace, attrs: dict[str, Any], arch: ArchConfig | None
+) -> int:
+    """Record a proposal that failed the check: a FAIL trial with its reason; no training spent."""
+    params, dists = {}, {}
+    if arch is not None and space.contains(arch):
+        params = arch_params.encode(space, arch)
+        dists = arch_params.distributions(space)
+    trial = optuna.trial.create_trial(
+        state=TrialState.FAIL,
+        params=params,
+        distributions=dists,
+        user_attrs=_attrs({**attrs, "status": "rejected"}),
+    )
+    study.add_trial(trial)
+    return study.trials[-1].number
+
+
+def start_trial(
+    study: optuna.Study, space: SearchSpace, arch: ArchConfig, attrs: dict[str, Any]
+) -> optuna.Trial:
+    """Enqueue the architecture and ask for it: the trial is RUNNING with the architecture as params."""
+    study.enqueue_trial(
+        arch_params.encode(space, arch), user_attrs=_attrs({**attrs, "status": "pending"})
+    )
+    return ask_waiting(study, space)
+
+
+def ask_waiting(study: optuna.Study, space: SearchSpace) -> optuna.Trial:
+    """Pop the oldest WAITING trial (an enqueued proposal) and mark it running."""
+    trial = study.ask(arch_params.distributions(space))
+    trial.set_user_attr("status", "running")
+    return trial
+
+
+def reopen_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
+    """A handle on a RUNNING trial left by an interrupted process, to finish it here."""
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def finish_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    status: str,
+    score: float | None,
+    attrs: dict[str, Any],
+) -> None:
+    """Tell the outcome of a running trial: COMPLETE with its score, or FAIL with its status."""
+    for key, value in _attrs({**attrs, "status": status}).items():
+        trial.set_user_attr(key, value)
+    if status == "complete" and score is not None:
+        study.tell(trial, score)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def trials_by_slot(study: optuna.Study) -> dict[tuple[int, int], FrozenTrial]:
+    """Every trial keyed by (round, slot): the loop's test for 'already done'."""
+    out: dict[tuple[int, int], FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False):
+        if "round" in t.user_attrs and "slot" in t.user_attrs:
+            out[(int(t.user_attrs["round"]), int(t.user_attrs["slot"]))] = t
+    return out
+
+
+def to_record(t: FrozenTrial) -> TrialRecord:
+    a = t.user_attrs
+    arch = ArchConfig.model_validate(a["arch"]) if a.get("arch") else None
+    status = a.get("status", "pending")
+    if t.state == TrialState.RUNNING:
+        status = "running"
+    raw = a.get("raw")
+    return TrialRecord(
+        number=t.number,
+        round=int(a.get("round", -1)),
+        slot=int(a.get("slot", -1)),
+        proposer=a.get("proposer", ""),
+        status=status,
+        arch=arch,
+        raw=json.loads(raw) if isinstance(raw, str) and raw[:1] in "[{" else raw,
+        rationale=a.get("rationale", ""),
+        reason=a.get("reason", ""),
+        gmacs=a.get("gmacs"),
+        params_m=a.get("params_m"),
+        score=t.value if t.state == TrialState.COMPLETE else None,
+        score_name=a.get("score_name", "rfid"),
+        extra={
+            k: v for k, v in a.items() if k in ("scores", "train", "final", "eval_dir", "wall_s")
+        },
+    )
+
+
+def load_memory(study: optuna.Study) -> list[TrialRecord]:
+    """Every candidate of the study, in trial order."""
+    return [to_record(t) for t in study.get_trials(deepcopy=False) if "round" in t.user_attrs]
