@@ -1,0 +1,25 @@
+"""Run every benchmark (bench_*.py) in this folder on this machine's CPU, one after another.
+
+`make bench` calls this. Each script prints a Markdown table; copy the figures into
+RESULTS.md with the date and the machine. GPU figures: run a script with `--device cuda`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main() -> int:
+    failures = 0
+    for script in sorted(HERE.glob("bench_*.py")):
+        print(f"\n## {script.name}\n", flush=True)
+        failures += subprocess.call([sys.executable, str(script), *sys.argv[1:]]) != 0
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
