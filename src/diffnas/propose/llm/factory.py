@@ -40,7 +40,7 @@ def make_backend(
     prices: Mapping[str, tuple[float, float]] | None = None,
     budget: Budget | None = None,
     local_model_path: str | Path | None = None,
-    n_ctx: int = 4096,
+    n_ctx: int = 8192,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> LLMBackend:

@@ -9,6 +9,8 @@ process and shared.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib.util
 import threading
 import time
@@ -59,16 +61,27 @@ def load_llama(model_path: Path, n_ctx: int) -> Any:
     with _MODELS_LOCK:
         if cache_key not in _MODELS:
             # The seed here only sets the default; each request passes its own.
+            if not _MODELS:
+                atexit.register(_close_models)
             _MODELS[cache_key] = Llama(
                 model_path=str(model_path), n_ctx=n_ctx, seed=0, verbose=False
             )
         return _MODELS[cache_key]
 
 
+def _close_models() -> None:
+    """Free llama.cpp models before interpreter teardown (its __del__ fails once modules are gone)."""
+    with _MODELS_LOCK:
+        for model in _MODELS.values():
+            with contextlib.suppress(Exception):
+                model.close()
+        _MODELS.clear()
+
+
 class LocalBackend(LLMBackend):
     """SmolLM2-135M-Instruct (or any chat GGUF given by path), schema-constrained, cost 0."""
 
-    def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = 4096) -> None:
+    def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = 8192) -> None:
         path = Path(model_path) if model_path is not None else find_bundled_gguf()
         if not path.is_file():
             raise UserError(f"local model file {str(path)!r} does not exist", field="model_path")
