@@ -1,0 +1,373 @@
+"""Feature extractors for Fréchet distance / KID: the standard FID Inception and a small classifier.
+
+Every extractor takes uint8 images N×C×H×W (0..255, the standard FID protocol: generated
+samples are quantised exactly like saved PNGs before they are scored) and returns float64
+features N×D, computed in batches. `name` + `weights_sha256` identify the features: scores
+and reference statistics are only comparable when both match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_fidelity.feature_extractor_inceptionv3 import (
+    URL_INCEPTION_V3,
+    FeatureExtractorInceptionV3,
+)
+
+from diffnas.errors import UserError
+
+INCEPTION_ENV = "DIFFNAS_INCEPTION_WEIGHTS"
+# pytorch-fid's release name; torch-fidelity hosts the same converted TF weights as
+# `weights-inception-2015-12-05-6726825d.pth` (the hub-style suffix is the SHA-256 prefix).
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_TF_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URLS = (
+    URL_INCEPTION_V3,
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILE,
+)
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Quantise float images in [-1, 1] to uint8 the way saved samples are (EDM: x*127.5+128, clip)."""
+    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def as_uint8_images(images: torch.Tensor | np.ndarray, field: str = "images") -> torch.Tensor:
+    """Check and return images as a uint8 torch tensor N×C×H×W."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}"
+        raise UserError(
+            f"{field} must be uint8 images N×C×H×W (use to_uint8 on [-1, 1] floats), got {got}",
+            field=field,
+        )
+    if len(images) == 0:
+        raise UserError(f"{field} is empty: at least one image is needed", field=field)
+    return images
+
+
+class FeatureExtractor(ABC):
+    """uint8 N×C×H×W → float64 features N×D, in batches on `device`."""
+
+    name: str
+    weights_sha256: str
+    dim: int
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features of one uint8 batch already on `self.device`."""
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        images = as_uint8_images(images)
+        out = [
+            self._features(images[i : i + self.batch_size].to(self.device)).double().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(out).numpy()
+
+
+class InceptionExtractor(FeatureExtractor):
+    """torch-fidelity's FID InceptionV3, 2048-d pool features.
+
+    torch-fidelity resizes to 299×299 itself (its TF1-compatible bilinear) and scales
+    (x - 128) / 128, so images go in as uint8 at their own resolution. 1-channel images are
+    repeated to 3 channels (the usual convention for MNIST-like data).
+    """
+
+    dim = 2048
+
+    def __init__(self, weights_path: str | Path, weights_sha256: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.name = "inception-v3-2048"
+        self.weights_sha256 = weights_sha256
+        self.model = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path)
+        ).to(self.device)
+
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[1] == 1:
+            batch = batch.repeat(1, 3, 1, 1)
+        if batch.shape[1] != 3:
+            raise UserError(
+                f"images have {batch.shape[1]} channels; the inception extractor takes 1 or 3",
+                field="images",
+            )
+        return self.model(batch)[0]
+
+
+def resolve_inception_weights(
+    weights_path: str | Path | None = None,
+    *,
+    expected_sha256: str | None = INCEPTION_SHA256,
+    allow_download: bool = True,
+) -> tuple[Path, str]:
+    """Find the FID Inception weights; return (path, sha256).
+
+    Order: `weights_path`, then $DIFFNAS_INCEPTION_WEIGHTS, then torch hub's cache (where
+    torch-fidelity puts its download), then a download when `allow_download`. A configured
+    file must exist and match `expected_sha256` (None skips the check, e.g. for test weights).
+    """
+    configured = weights_path or os.environ.get(INCEPTION_ENV) or None
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"inception weights_path {str(path)!r} (from the option or ${INCEPTION_ENV}) is not "
+                f"a file; get {INCEPTION_FILE} from {INCEPTION_URLS[1]}",
+                field="weights_path",
+            )
+    else:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_TF_FILE
+        if not path.is_file():
+            try:
+                if not allow_download:
+                    raise RuntimeError("downloads are disabled")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(URL_INCEPTION_V3, str(path), progress=False)
+            except Exception as err:  # offline: any network/IO failure means "get it by hand"
+                raise UserError(
+                    f"FID Inception weights are missing and could not be downloaded ({err}). "
+                    f"Get {INCEPTION_FILE} (from {INCEPTION_URLS[1]}, or torch-fidelity's identical "
+                    f"{INCEPTION_TF_FILE}) and pass its path as weights_path "
+                    f"(--inception-weights) or set {INCEPTION_ENV}=PATH, or put it at {path}",
+                    field="weights_path",
+                ) from err
+    sha = file_sha256(path)
+    if expected_sha256 is not None and sha != expected_sha256.lower():
+        raise UserError(
+            f"inception weights {str(path)!r} have SHA-256 {sha}, expected {expected_sha256} "
+            f"({INCEPTION_FILE}); re-download the file",
+            field="weights_path",
+        )
+    return path, sha
+
+
+def save_random_inception_weights(path: str | Path, *, seed: int = 0, calibrate: int = 8) -> str:
+    """Write a randomly initialised FID-Inception state dict (for tests and benchmarks).
+
+    BatchNorm statistics are set from `calibrate` random images so activations stay O(1)
+    through all 90-odd layers (raw random weights explode or vanish). Returns its SHA-256.
+    """
+    import torchvision
+
+    torch.manual_seed(seed)
+    # PyTorch's default init (init_weights=False) is fast; the BN calibration below fixes the scale.
+    net = torchvision.models.inception_v3(
+        weights=None, aux_logits=False, init_weights=False, num_classes=1008
+    )
+    path = Path(path)
+    torch.save(net.state_dict(), path)  # same module names as torch-fidelity's copy
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(path))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: one pass gives the batch statistics
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model(torch.randint(0, 256, (calibrate, 3, 32, 32), generator=gen, dtype=torch.uint8))
+    torch.save(model.state_dict(), path)
+    return file_sha256(path)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[torch.nn.Module]:
+    conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    return [conv, torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]  # BN: trains in a few epochs
+
+
+class SmallCNN(torch.nn.Module):
+    """Three conv stages → `feature_dim` penultimate features → class logits. ~0.2M parameters."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int, widths=(32, 64, 128), feature_dim: int = 128
+    ) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        channels = in_channels
+        for i, width in enumerate(widths):
+            layers += _conv_bn_relu(channels, width)
+            if i < len(widths) - 1:
+                layers += [*_conv_bn_relu(width, width), torch.nn.MaxPool2d(2)]
+            channels = width
+        layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
+        layers += [torch.nn.Linear(channels, feature_dim), torch.nn.ReLU()]
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _scale(images_uint8: torch.Tensor) -> torch.Tensor:
+    return images_uint8.float() / 127.5 - 1
+
+
+class ClassifierExtractor(FeatureExtractor):
+    """Penultimate-layer features of a SmallCNN trained on the dataset's own labels."""
+
+    def __init__(self, model: SmallCNN, metadata: dict, weights_sha256: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model.to(self.device).eval()
+        self.metadata = metadata  # includes heldout_accuracy, arch, seed, dataset_fingerprint
+        self.weights_sha256 = weights_sha256
+        self.name = f"classifier-{metadata['arch']}"
+        self.dim = self.model.head.in_features
+
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        want = (self.metadata["channels"], self.metadata["resolution"])
+        if (batch.shape[1], batch.shape[-1]) != want or batch.shape[-2] != want[1]:
+            raise UserError(
+                f"images are {tuple(batch.shape[1:])} but this classifier was trained on "
+                f"{want[0]}×{want[1]}×{want[1]} images",
+                field="images",
+            )
+        return self.model.features(_scale(batch))
+
+
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, *, seed: int, epochs: int, batch_size: int = 64
+) -> tuple[SmallCNN, float]:
+    """Train a SmallCNN (seeded, CPU-friendly); return it and its held-out accuracy (10% split)."""
+    torch.manual_seed(seed)
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    num_heldout = max(1, len(images) // 10)
+    heldout, train = perm[:num_heldout], perm[num_heldout:]
+    x, y = _scale(images), labels.long()
+    model = SmallCNN(images.shape[1], int(labels.max()) + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(epochs):
+        order = train[torch.randperm(len(train))]
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x[heldout]).argmax(1) == y[heldout]).float().mean().item()
+    return model, accuracy
+
+
+def classifier_extractor(
+    *,
+    cache_dir: str | Path,
+    dataset_fingerprint: str,
+    train_images: torch.Tensor | np.ndarray | None = None,
+    train_labels: torch.Tensor | np.ndarray | None = None,
+    seed: int = 0,
+    epochs: int = 5,
+    **kwargs,
+) -> ClassifierExtractor:
+    """Load the classifier for this dataset from `cache_dir`, training (and caching) it on a miss.
+
+    The cache key covers the dataset fingerprint, the architecture/training recipe and the seed.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from diffnas.runs import read_json, write_json
+
+    arch = f"smallcnn32-64-128-bn-f128-e{epochs}"
+    key = hashlib.sha256(f"{dataset_fingerprint}|{arch}|{seed}".encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir)
+    weights, meta_path = (cache_dir / f"classifier-{key}.{ext}" for ext in ("safetensors", "json"))
+    if weights.is_file() and meta_path.is_file():
+        meta = read_json(meta_path)
+        model = SmallCNN(meta["channels"], meta["num_classes"])
+        model.load_state_dict(load_file(weights))
+        return ClassifierExtractor(model, meta, file_sha256(weights), **kwargs)
+    if train_images is None or train_labels is None:
+        raise UserError(
+            f"no cached classifier for dataset {dataset_fingerprint!r} in {str(cache_dir)!r}: "
+            "train_images and train_labels are needed to train one (the dataset must have labels)",
+            field="train_labels",
+        )
+    images = as_uint8_images(train_images, "train_images")
+    labels = torch.as_tensor(np.asarray(train_labels)).long()
+    if labels.shape != (len(images),) or int(labels.min()) < 0:
+        raise UserError(
+            f"train_labels must be {len(images)} class indices >= 0, got shape {tuple(labels.shape)}",
+            field="train_labels",
+        )
+    model, accuracy = train_classifier(images, labels, seed=seed, epochs=epochs)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    meta = {
+        "arch": arch,
+        "seed": seed,
+        "epochs": epochs,
+        "dataset_fingerprint": dataset_fingerprint,
+        "num_classes": model.head.out_features,
+        "channels": images.shape[1],
+        "resolution": images.shape[-1],
+        "num_train_images": len(images),
+        "heldout_accuracy": accuracy,
+        "weights_sha256": file_sha256(weights),
+    }
+    write_json(meta_path, meta)
+    return ClassifierExtractor(model, meta, meta["weights_sha256"], **kwargs)
+
+
+def get_extractor(
+    name: str,
+    *,
+    weights_path: str | Path | None = None,
+    expected_sha256: str | None = INCEPTION_SHA256,
+    allow_download: bool = True,
+    train_images: torch.Tensor | np.ndarray | None = None,
+    train_labels: torch.Tensor | np.ndarray | None = None,
+    cache_dir: str | Path | None = None,
+    dataset_fingerprint: str | None = None,
+    seed: int = 0,
+    epochs: int = 5,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> FeatureExtractor:
+    """Build a feature extractor by name: "inception" (standard FID) or "classifier" (offline)."""
+    if name == "inception":
+        path, sha = resolve_inception_weights(
+            weights_path, expected_sha256=expected_sha256, allow_download=allow_download
+        )
+        return InceptionExtractor(path, sha, device=device, batch_size=batch_size)
+    if name == "classifier":
+        if cache_dir is None or not dataset_fingerprint:
+            raise UserError(
+                "the classifier extractor needs cache_dir and dataset_fingerprint",
+                field="cache_dir",
+            )
+        return classifier_extractor(
+            cache_dir=cache_dir,
+            dataset_fingerprint=dataset_fingerprint,
+            train_images=train_images,
+            train_labels=train_labels,
+            seed=seed,
+            epochs=epochs,
+            device=device,
+            batch_size=batch_size,
+        )
+    raise UserError(
+        f"extractor {name!r} is unknown; choose 'inception' or 'classifier'", field="extractor"
+    )

@@ -1,0 +1,118 @@
+"""Reference statistics (mu, sigma and the features for KID), cached on disk.
+
+A cache entry is keyed by everything that changes the numbers: the dataset fingerprint, the
+split, the extractor name + weights hash and the resolution. Computing Inception features of
+a 50k reference set takes minutes, so every run after the first reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffnas.errors import UserError
+from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
+from diffnas.evaluate.frechet import feature_statistics
+from diffnas.runs import write_json
+
+Images = torch.Tensor | np.ndarray
+
+
+@dataclass(frozen=True)
+class RefStats:
+    """Statistics of one reference set under one extractor."""
+
+    mu: np.ndarray  # D, float64
+    sigma: np.ndarray  # D×D, float64
+    features: np.ndarray  # N×D, float64 (KID needs the samples, not just moments)
+    dataset: str  # dataset name, for display
+    split: str
+    dataset_fingerprint: str
+    extractor: str
+    weights_sha256: str
+    resolution: int
+    key: str
+
+    @property
+    def num_images(self) -> int:
+        return len(self.features)
+
+    @property
+    def description(self) -> str:
+        return f"{self.dataset}/{self.split}/{self.dataset_fingerprint}"
+
+
+def reference_key(
+    *,
+    dataset_fingerprint: str,
+    split: str,
+    extractor: str,
+    weights_sha256: str,
+    resolution: int,
+) -> str:
+    """Cache key: a hash of every part that changes the statistics."""
+    parts = [dataset_fingerprint, split, extractor, weights_sha256, int(resolution)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def reference_stats(
+    extractor: FeatureExtractor,
+    images: Images | Callable[[], Images],
+    *,
+    dataset_fingerprint: str,
+    split: str,
+    resolution: int,
+    cache_dir: str | Path | None,
+    dataset: str = "dataset",
+) -> RefStats:
+    """Reference statistics from the cache, or computed from `images` (uint8 N×C×H×W) and cached.
+
+    `images` may be a zero-argument callable so a cache hit never loads the dataset.
+    """
+    key = reference_key(
+        dataset_fingerprint=dataset_fingerprint,
+        split=split,
+        extractor=extractor.name,
+        weights_sha256=extractor.weights_sha256,
+        resolution=resolution,
+    )
+    meta = {
+        "dataset": dataset,
+        "split": split,
+        "dataset_fingerprint": dataset_fingerprint,
+        "extractor": extractor.name,
+        "weights_sha256": extractor.weights_sha256,
+        "resolution": int(resolution),
+        "key": key,
+    }
+    arrays_path = meta_path = None
+    if cache_dir is not None:
+        arrays_path = Path(cache_dir) / f"ref-{key}.npz"
+        meta_path = Path(cache_dir) / f"ref-{key}.json"
+        if arrays_path.is_file() and meta_path.is_file():
+            with np.load(arrays_path) as arrays:  # the key already pins every field of `meta`
+                return RefStats(arrays["mu"], arrays["sigma"], arrays["features"], **meta)
+
+    images = as_uint8_images(images() if callable(images) else images, "reference images")
+    if tuple(images.shape[-2:]) != (resolution, resolution):
+        raise UserError(
+            f"reference images are {tuple(images.shape[-2:])} but resolution is {resolution}",
+            field="resolution",
+        )
+    features = extractor(images)
+    mu, sigma = feature_statistics(features)
+    if arrays_path is not None and meta_path is not None:
+        arrays_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = arrays_path.with_name(arrays_path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma, features=features)
+        os.replace(tmp, arrays_path)
+        write_json(meta_path, {**meta, "num_images": len(features)})  # written last: marks done
+    return RefStats(mu, sigma, features, **meta)

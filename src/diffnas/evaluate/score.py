@@ -1,0 +1,110 @@
+"""One entry point that scores generated images against reference statistics.
+
+Every score carries its protocol (metric, extractor + weights hash, sample counts, sampler
+and steps, reference set) because FID values are only comparable under the same protocol:
+an RFID at N=1k, S=25 steps says nothing about an FID at N=50k, S=1000.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from diffnas.errors import UserError
+from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
+from diffnas.evaluate.frechet import (
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+    kid,
+)
+from diffnas.evaluate.reference import RefStats
+
+Metric = Literal["fid", "rfid", "kid"]
+METRICS = ("fid", "rfid", "kid")
+
+
+class ScoreProtocol(BaseModel):
+    """How a score was measured; two scores compare only if their protocols agree."""
+
+    metric: Metric = Field(description="fid; rfid (FID at reduced samples/steps); kid (MMD²)")
+    extractor: str = Field(description="feature extractor name, e.g. inception-v3-2048")
+    weights_sha256: str = Field(description="SHA-256 of the extractor weights file")
+    num_generated: int = Field(description="number of generated images scored")
+    num_reference: int = Field(description="number of reference images in the statistics")
+    reference: str = Field(description="reference set as dataset/split/fingerprint")
+    sampler: str | None = Field(default=None, description="sampler that made the images")
+    steps: int | None = Field(default=None, description="sampler steps")
+    resolution: int = Field(description="image side length in pixels")
+    kid_subsets: int | None = Field(default=None, description="KID only: number of subsets")
+    kid_subset_size: int | None = Field(default=None, description="KID only: images per subset")
+
+
+class Score(BaseModel):
+    """A score value with its protocol (lower is better for every metric here)."""
+
+    value: float = Field(description="FID/RFID, or the KID mean")
+    std: float | None = Field(default=None, description="KID only: std over subsets")
+    protocol: ScoreProtocol
+
+
+def score_images(
+    generated: torch.Tensor | np.ndarray,
+    reference: RefStats,
+    extractor: FeatureExtractor,
+    *,
+    metric: str = "rfid",
+    sampler: str | None = None,
+    steps: int | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    seed: int = 2020,
+) -> Score:
+    """Score generated uint8 images N×C×H×W against `reference` with `metric`.
+
+    KID's subset size defaults to min(1000, N generated, N reference) so it works at small N.
+    """
+    if metric not in METRICS:
+        raise UserError(f"metric {metric!r} is unknown; choose one of {METRICS}", field="metric")
+    made_by = (reference.extractor, reference.weights_sha256)
+    if (extractor.name, extractor.weights_sha256) != made_by:
+        raise UserError(
+            f"reference statistics were made with {reference.extractor} "
+            f"({reference.weights_sha256[:12]}) but the extractor is {extractor.name} "
+            f"({extractor.weights_sha256[:12]}); recompute them with the same extractor",
+            field="reference",
+        )
+    generated = as_uint8_images(generated, "generated images")
+    if tuple(generated.shape[-2:]) != (reference.resolution, reference.resolution):
+        raise UserError(
+            f"generated images are {tuple(generated.shape[-2:])} but the reference statistics "
+            f"are at resolution {reference.resolution}",
+            field="generated",
+        )
+    features = extractor(generated)
+    protocol = dict(
+        metric=metric,
+        extractor=extractor.name,
+        weights_sha256=extractor.weights_sha256,
+        num_generated=len(features),
+        num_reference=reference.num_images,
+        reference=reference.description,
+        sampler=sampler,
+        steps=steps,
+        resolution=reference.resolution,
+    )
+    if metric == "kid":
+        size = kid_subset_size or min(1000, len(features), reference.num_images)
+        mean, std = kid(
+            features, reference.features, subsets=kid_subsets, subset_size=size, seed=seed
+        )
+        protocol.update(kid_subsets=kid_subsets, kid_subset_size=size)
+        return Score(value=mean, std=std, protocol=ScoreProtocol(**protocol))
+    if max(len(features), reference.num_images) <= features.shape[1]:
+        value = frechet_distance_from_features(features, reference.features)  # N×N fast path
+    else:
+        value = frechet_distance(*feature_statistics(features), reference.mu, reference.sigma)
+    return Score(value=value, protocol=ScoreProtocol(**protocol))
