@@ -1,0 +1,314 @@
+"""The baselines DiffNAS is compared with: random search, TPE and regularised evolution.
+
+All three draw architectures and ask `ctx.check` before proposing, redrawing (a bounded number
+of times) what is over budget, outside the space or a duplicate - the same gate the LLM's
+repair turns answer to, so every method spends its training only on acceptable candidates.
+Every draw uses `ctx.rng` (TPE: a sampler seeded from it), so a round is reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from diffnas.errors import UserError
+from diffnas.propose.base import Proposal, ProposalContext, Proposer, Verdict
+from diffnas.search.memory import TrialRecord
+from diffnas.space.arch import ArchConfig
+from diffnas.space.search_space import SEARCHED_FIELDS, Budget, SearchSpace
+
+Draw = Callable[[], tuple[Any, str]]  # () -> (raw proposal, rationale)
+Feedback = Callable[[Any, Verdict], None]
+
+
+def draw_until_ok(
+    ctx: ProposalContext,
+    accepted: list[ArchConfig],
+    draw: Draw,
+    max_tries: int,
+    name: str,
+    feedback: Feedback | None = None,
+) -> Proposal:
+    """Draw until the check accepts; after `max_tries` the last draw comes back with its reason."""
+    raw: Any = None
+    rationale = ""
+    verdict = Verdict(arch=None, cost=None, reason="no draw was made")
+    for attempt in range(1, max_tries + 1):
+        raw, rationale = draw()
+        verdict = ctx.check(raw, accepted)
+        if feedback is not None:
+            feedback(raw, verdict)
+        if verdict.ok:
+            return Proposal(raw, rationale, verdict, name, meta={"draws": attempt})
+    reason = f"no acceptable candidate in {max_tries} draws; the last one: {verdict.reason}"
+    return Proposal(
+        raw, rationale, Verdict(verdict.arch, verdict.cost, reason), name, {"draws": max_tries}
+    )
+
+
+def fill_round(
+    ctx: ProposalContext,
+    draw_for_slot: Callable[[list[ArchConfig]], Draw],
+    max_tries: int,
+    name: str,
+    feedback: Feedback | None = None,
+) -> list[Proposal]:
+    """Up to `ctx.k` accepted proposals; stops at the first slot that cannot be filled.
+
+    `draw_for_slot(accepted so far)` gives the slot's draw function (evolution switches from
+    random samples to mutations once the population is full).
+    """
+    proposals: list[Proposal] = []
+    accepted: list[ArchConfig] = []
+    for _ in range(ctx.k):
+        proposal = draw_until_ok(ctx, accepted, draw_for_slot(accepted), max_tries, name, feedback)
+        proposals.append(proposal)
+        if proposal.verdict is None or not proposal.verdict.ok:
+            break  # the space is (nearly) exhausted: more draws would fail the same way
+        assert proposal.verdict.arch is not None
+        accepted.append(proposal.verdict.arch)
+    return proposals
+
+
+class RandomProposer(Proposer):
+    """Uniform samples from the space, redrawn until in budget and new."""
+
+    name = "random"
+
+    def __init__(self, *, max_tries: int = 200) -> None:
+        self.max_tries = max_tries  # draws per slot before giving up
+
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        def draw() -> tuple[Any, str]:
+            return ctx.space.proposal_of(ctx.space.sample(ctx.rng)), "uniform random sample"
+
+        return fill_round(ctx, lambda _: draw, self.max_tries, self.name)
+
+
+class EvolutionProposer(Proposer):
+    """Regularised evolution (Real et al. 2019): tournament on the latest P, mutate the winner.
+
+    The population is the last `population_size` evaluated candidates (so the oldest die
+    first, the "aging" of regularised evolution). Until it has that many members, counting
+    those still being evaluated and this round's, the slots are filled with random samples.
+    """
+
+    name = "evolution"
+
+    def __init__(
+        self, *, population_size: int = 16, tournament_size: int = 4, max_tries: int = 200
+    ) -> None:
+        if not 1 <= tournament_size <= population_size:
+            raise UserError(
+                f"tournament_size={tournament_size} must be between 1 and population_size={population_size}",
+                field="tournament_size",
+            )
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self.max_tries = max_tries
+
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        scored = sorted((t for t in ctx.memory if t.evaluated), key=lambda t: t.number)
+        population = scored[-self.population_size :]
+        in_flight = sum(t.status in ("pending", "running") for t in ctx.memory)
+
+        def draw_for_slot(accepted: list[ArchConfig]) -> Draw:
+            filling = len(population) + in_flight + len(accepted) < self.population_size
+            return self._random(ctx) if filling or not population else self._mutant(ctx, population)
+
+        return fill_round(ctx, draw_for_slot, self.max_tries, self.name)
+
+    def _random(self, ctx: ProposalContext) -> Draw:
+        def draw() -> tuple[Any, str]:
+            arch = ctx.space.sample(ctx.rng)
+            return ctx.space.proposal_of(arch), "random sample (filling the population)"
+
+        return draw
+
+    def _mutant(self, ctx: ProposalContext, population: list[TrialRecord]) -> Draw:
+        def draw() -> tuple[Any, str]:
+            contenders = ctx.rng.sample(population, min(self.tournament_size, len(population)))
+            parent = min(contenders, key=lambda t: (t.score, t.number))
+            assert parent.arch is not None
+            try:
+                child = ctx.space.mutate(parent.arch, ctx.rng)
+            except UserError:  # a parent from another space may have no valid mutation here
+                return self._random(ctx)()
+            note = f"mutation of trial {parent.number} ({parent.score_name} {parent.score:.4g})"
+            return ctx.space.proposal_of(child), note
+
+        return draw
+
+
+# --- TPE ----------------------------------------------------------------------------------
+
+NO_ATTENTION = "none"  # the categorical spelling of an empty attention_resolutions
+
+
+def _join(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def tpe_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """One categorical per searched field; lists become strings like "1,2,2"."""
+    mults = [
+        list(m)
+        for n in sorted(space.num_levels)
+        for m in itertools.product(space.channel_mult_values, repeat=n)
+        if not space.mult_non_decreasing or list(m) == sorted(m)
+    ]
+    attn = sorted(space.attention_resolutions, reverse=True)
+    subsets = [
+        _join(list(s)) or NO_ATTENTION
+        for r in range(len(attn) + 1)
+        for s in itertools.combinations(attn, r)
+    ]
+    choices: dict[str, list[Any]] = {
+        "channel_mult": [_join(m) for m in mults],
+        "attention_resolutions": subsets,
+    }
+    return {
+        field: CategoricalDistribution(choices.get(field) or list(getattr(space, field)))
+        for field in SEARCHED_FIELDS
+    }
+
+
+def tpe_encode(
+    space: SearchSpace, arch: ArchConfig, dists: dict[str, BaseDistribution]
+) -> dict[str, Any] | None:
+    """The architecture as categorical params, or None if a value is not among the choices."""
+    proposal = space.proposal_of(arch)
+    params = {
+        **proposal,
+        "channel_mult": _join(proposal["channel_mult"]),
+        "attention_resolutions": _join(proposal["attention_resolutions"]) or NO_ATTENTION,
+    }
+    for field, dist in dists.items():
+        assert isinstance(dist, CategoricalDistribution)
+        if params[field] not in dist.choices:
+            return None
+    return params
+
+
+def tpe_decode(params: dict[str, Any]) -> dict[str, Any]:
+    """Categorical params back to a proposal dict."""
+    attn = params["attention_resolutions"]
+    return {
+        **params,
+        "channel_mult": [int(v) for v in params["channel_mult"].split(",")],
+        "attention_resolutions": [] if attn == NO_ATTENTION else [int(v) for v in attn.split(",")],
+    }
+
+
+def budget_violation(gmacs: float, params_m: float | None, budget: Budget) -> float:
+    """How far outside the budget, as a fraction of the bound (<= 0: inside)."""
+    excess = [gmacs / budget.max_gmacs - 1]
+    if budget.min_gmacs > 0:
+        excess.append(1 - gmacs / budget.min_gmacs)
+    if budget.max_params_m is not None and params_m is not None:
+        excess.append(params_m / budget.max_params_m - 1)
+    return max(excess)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Keep the throwaway study's INFO lines and experimental-feature warnings off the console."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+class TPEProposer(Proposer):
+    """Optuna's TPE, rebuilt each round from the memory, with the budget as a constraint.
+
+    Completed candidates enter an in-memory study with their score; over-budget, diverged,
+    out-of-memory and failed ones as constraint violations (`create_trial(constraints=...)`,
+    optuna's successor of `constraints_func`), which TPE ranks below every feasible trial.
+    Draws the check rejects this round are told to the study the same way, so TPE moves away
+    from them; accepted draws stay running (TPE's constant liar keeps a round diverse).
+    """
+
+    name = "tpe"
+
+    def __init__(
+        self, *, n_startup_trials: int = 10, n_ei_candidates: int = 24, max_tries: int = 200
+    ) -> None:
+        self.n_startup_trials = n_startup_trials  # random draws before TPE models the memory
+        self.n_ei_candidates = n_ei_candidates
+        self.max_tries = max_tries
+
+    def _study(
+        self, ctx: ProposalContext, dists: dict[str, BaseDistribution], filler: float
+    ) -> optuna.Study:
+        sampler = optuna.samplers.TPESampler(
+            n_startup_trials=self.n_startup_trials,
+            n_ei_candidates=self.n_ei_candidates,
+            seed=ctx.rng.randrange(2**32),
+            constant_liar=True,
+        )
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status != "rejected"}
+        for record in ctx.memory:
+            if record.arch is None or record.status in ("pending", "running"):
+                continue
+            params = tpe_encode(ctx.space, record.arch, dists)
+            if params is None:
+                continue
+            if record.evaluated:
+                value, violation = record.score, 0.0
+            elif record.status == "rejected" and record.arch.key() in kept_keys:
+                continue  # a duplicate: its architecture is in the memory already
+            elif record.status == "rejected" and record.gmacs is not None:
+                value = filler
+                violation = budget_violation(record.gmacs, record.params_m, ctx.space.budget)
+                violation = violation if violation > 0 else 1.0
+            else:
+                value, violation = filler, 1.0
+            study.add_trial(
+                create_trial(
+                    value=value,
+                    params=params,
+                    distributions=dists,
+                    constraints={"budget": violation},
+                )
+            )
+        return study
+
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        dists = tpe_distributions(ctx.space)
+        scores = [t.score for t in ctx.memory if t.evaluated]
+        filler = max(scores) if scores else 0.0  # infeasible trials need a value; TPE ignores it
+        with _quiet_optuna():
+            study = self._study(ctx, dists, filler)
+            current: list[optuna.Trial] = []
+
+            def draw() -> tuple[Any, str]:
+                current.append(study.ask(dists))
+                return tpe_decode(current[-1].params), "TPE sample"
+
+            def feedback(raw: Any, verdict: Verdict) -> None:
+                if verdict.ok:
+                    return  # stays running: the constant liar steers the next draws elsewhere
+                trial = current[-1]
+                if verdict.cost is not None:
+                    v = budget_violation(
+                        verdict.cost.gmacs, verdict.cost.params_m, ctx.space.budget
+                    )
+                    trial.set_constraint("budget", v if v > 0 else 1.0)
+                    study.tell(trial, filler)
+                else:  # outside the space or a duplicate: no information about the objective
+                    study.tell(trial, state=TrialState.FAIL)
+
+            return fill_round(ctx, lambda _: draw, self.max_tries, self.name, feedback)

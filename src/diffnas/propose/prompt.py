@@ -1,0 +1,222 @@
+"""The LLM's prompts: template files a user can override, filled from the round's context.
+
+Templates live in `prompts/` (`system.txt`, `round.txt`, `memory.txt`, `repair.txt`) and use
+`string.Template` placeholders (`$name`), so the JSON braces in them need no escaping. A
+`prompt_dir` may hold files of the same names; each one found replaces ours.
+
+The search memory is rendered one line per candidate (its architecture as the JSON the model
+must write, its cost and score; rejected and failed ones with their reason), best last, so
+the strongest designs sit next to the instruction. When it grows past `max_entries` lines it
+is compacted to the best `top_k` plus the `recent` latest, with one line on what was left
+out: the embedded SmolLM2-135M has a 4k-token context. Nothing time-dependent goes into a
+prompt, so the same memory and round give the same request (and the same record key).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffnas.errors import UserError
+from diffnas.propose.base import ProposalContext
+from diffnas.propose.llm import ChatMessage
+from diffnas.search.memory import TrialRecord
+from diffnas.space.search_space import SEARCHED_FIELDS, SearchSpace
+
+TEMPLATE_DIR = Path(__file__).parent / "prompts"
+TEMPLATE_NAMES = ("system.txt", "round.txt", "memory.txt", "repair.txt")
+# The placeholders each template may use (a user's template may use fewer).
+PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "system.txt": ("score_name",),
+    "round.txt": (
+        "task",
+        "space",
+        "reference",
+        "memory",
+        "k",
+        "round",
+        "num_rounds",
+        "fields",
+        "score_name",
+    ),
+    "memory.txt": ("count", "entries", "score_name"),
+    "repair.txt": ("problems", "kept", "n"),
+}
+
+
+class MemoryLayout(BaseModel):
+    """How much of the search memory a prompt shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_entries: int = Field(16, ge=1, description="compact the memory when it has more lines")
+    top_k: int = Field(6, ge=0, description="best evaluated candidates kept when compacting")
+    recent: int = Field(6, ge=0, description="latest candidates (any status) kept when compacting")
+
+
+class PromptTemplates:
+    """Our templates, each replaced by a same-named file in `prompt_dir` when there is one."""
+
+    def __init__(self, prompt_dir: str | Path | None = None) -> None:
+        if prompt_dir is not None and not Path(prompt_dir).is_dir():
+            raise UserError(
+                f"prompt_dir={str(prompt_dir)!r} is not a directory; give a folder holding any of "
+                f"{', '.join(TEMPLATE_NAMES)}",
+                field="prompt_dir",
+            )
+        self.sources: dict[str, Path] = {}
+        self.texts: dict[str, str] = {}
+        for name in TEMPLATE_NAMES:
+            override = Path(prompt_dir) / name if prompt_dir is not None else None
+            path = override if override is not None and override.is_file() else TEMPLATE_DIR / name
+            self.sources[name] = path
+            self.texts[name] = path.read_text(encoding="utf-8").strip()
+
+    def render(self, name: str, **values: Any) -> str:
+        """Fill template `name`; an unknown placeholder is a UserError naming file and allowed ones."""
+        try:
+            return Template(self.texts[name]).substitute(values)
+        except (KeyError, ValueError) as err:
+            allowed = ", ".join(f"${p}" for p in PLACEHOLDERS[name])
+            raise UserError(
+                f"prompt template {str(self.sources[name])!r} has a bad placeholder ({err}); "
+                f"allowed: {allowed} (write $$ for a literal $)",
+                field="prompt_dir",
+            ) from None
+
+
+def _arch_json(space: SearchSpace, record: TrialRecord) -> str:
+    if record.arch is not None:
+        return json.dumps(space.proposal_of(record.arch), separators=(",", ":"))
+    text = record.raw if isinstance(record.raw, str) else json.dumps(record.raw, default=str)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _cost_text(record: TrialRecord) -> str:
+    parts = []
+    if record.gmacs is not None:
+        parts.append(f"{record.gmacs:.3g} GMACs")
+    if record.params_m is not None:
+        parts.append(f"{record.params_m:.3g} M params")
+    return ", ".join(parts)
+
+
+def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
+    """One line: `trial N: {arch} -> cost, score` or the reason it was not scored."""
+    cost = _cost_text(record)
+    if record.evaluated:
+        outcome = f"{record.score_name} {record.score:.4g}"
+    elif record.status == "rejected":
+        cost = ""  # the reason already says what the check measured
+        outcome = f"REJECTED: {record.reason or 'no reason given'}"
+    elif record.status in ("pending", "running"):
+        outcome = "being evaluated, no score yet"
+    else:
+        outcome = f"FAILED ({record.status}): {record.reason or 'no reason given'}"
+    return f"trial {record.number}: {_arch_json(space, record)} -> " + ", ".join(
+        p for p in (cost, outcome) if p
+    )
+
+
+def memory_entries(
+    memory: list[TrialRecord], space: SearchSpace, layout: MemoryLayout, score_name: str
+) -> list[str]:
+    """The memory's lines: unscored ones first, then scored worst to best; compacted if long."""
+    kept = list(memory)
+    summary: str | None = None
+    if len(memory) > layout.max_entries:
+        scored = sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
+        keep_ids = {t.number for t in scored[: layout.top_k]}
+        latest = sorted(memory, key=lambda t: t.number)[-layout.recent :] if layout.recent else []
+        keep_ids |= {t.number for t in latest}
+        kept = [t for t in memory if t.number in keep_ids]
+        left = [t for t in memory if t.number not in keep_ids]
+        left_scored = [t.score for t in left if t.evaluated]
+        parts = []
+        if left_scored:
+            parts.append(
+                f"{len(left_scored)} evaluated with {score_name} "
+                f"{min(left_scored):.4g} to {max(left_scored):.4g}"  # type: ignore[type-var]
+            )
+        if len(left) > len(left_scored):
+            parts.append(f"{len(left) - len(left_scored)} rejected, failed or pending")
+        summary = (
+            f"({len(left)} other candidate(s) left out: {'; '.join(parts)}; "
+            f"shown: the {min(layout.top_k, len(scored))} best and the {len(latest)} latest)"
+        )
+    unscored = sorted((t for t in kept if not t.evaluated), key=lambda t: t.number)
+    scored_kept = sorted((t for t in kept if t.evaluated), key=lambda t: (-t.score, t.number))  # type: ignore[operator]
+    lines = [memory_entry(space, t) for t in (*unscored, *scored_kept)]
+    return [summary, *lines] if summary else lines
+
+
+def default_task(space: SearchSpace, score_name: str) -> str:
+    what = space.description or f"space {space.name}"
+    return (
+        f"{what}; generate {space.image_size}x{space.image_size} images with the {space.objective} "
+        f"objective; minimise {score_name} after a short proxy training run."
+    )
+
+
+def round_messages(
+    ctx: ProposalContext,
+    templates: PromptTemplates,
+    *,
+    with_memory: bool = True,
+    layout: MemoryLayout | None = None,
+) -> list[ChatMessage]:
+    """The system and user turns that open a round (`with_memory=False`: the ablation)."""
+    memory = ""
+    if with_memory:
+        entries = memory_entries(ctx.memory, ctx.space, layout or MemoryLayout(), ctx.score_name)
+        memory = templates.render(
+            "memory.txt",
+            count=len(ctx.memory),
+            entries="\n".join(entries) if entries else "(none yet: this is the first round)",
+            score_name=ctx.score_name,
+        )
+    user = templates.render(
+        "round.txt",
+        task=ctx.task or default_task(ctx.space, ctx.score_name),
+        space=ctx.space.describe(),
+        reference=ctx.reference_line,
+        memory=memory,
+        k=ctx.k,
+        round=ctx.round + 1,
+        num_rounds=ctx.num_rounds,
+        fields=", ".join(SEARCHED_FIELDS),
+        score_name=ctx.score_name,
+    )
+    system = templates.render("system.txt", score_name=ctx.score_name)
+    return [
+        ChatMessage(role="system", content=_tidy(system)),
+        ChatMessage(role="user", content=_tidy(user)),
+    ]
+
+
+def repair_message(
+    templates: PromptTemplates, problems: list[str], kept: int, wanted: int
+) -> ChatMessage:
+    """The user turn after a flawed answer: each problem, what is kept, how many to send."""
+    kept_line = (
+        f"{kept} candidate(s) from your earlier answers are accepted and kept; do not send them again."
+        if kept
+        else ""
+    )
+    text = templates.render(
+        "repair.txt",
+        problems="\n".join(f"- {p}" for p in problems),
+        kept=kept_line,
+        n=wanted - kept,
+    )
+    return ChatMessage(role="user", content=_tidy(text))
+
+
+def _tidy(text: str) -> str:
+    """Drop the blank runs that empty placeholders leave behind."""
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -1,0 +1,107 @@
+"""Baselines: random gives up with a reason, evolution's tournament, TPE's encoding and constraints."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from diffnas.errors import UserError
+from diffnas.propose.baselines import (
+    EvolutionProposer,
+    RandomProposer,
+    TPEProposer,
+    budget_violation,
+    tpe_decode,
+    tpe_distributions,
+    tpe_encode,
+)
+from diffnas.search.check import check_candidate
+from diffnas.search.memory import TrialRecord
+from diffnas.space.search_space import Budget
+from test_propose_conformance import FRESH, SPACE, make_ctx, make_memory
+
+
+@pytest.fixture(scope="module")
+def memory() -> list[TrialRecord]:
+    return make_memory(8)
+
+
+def test_random_gives_up_after_max_tries_with_the_last_reason() -> None:
+    impossible = SPACE.model_copy(update={"budget": Budget(max_gmacs=1e-4)})
+    ctx = make_ctx([], k=3)
+    ctx.space = impossible
+    ctx.check = lambda raw, accepted: check_candidate(raw, impossible, [], accepted)
+    proposals = RandomProposer(max_tries=3).propose(ctx)
+    assert len(proposals) == 1  # later slots would fail the same way
+    assert not proposals[0].verdict.ok
+    assert proposals[0].verdict.reason.startswith("no acceptable candidate in 3 draws")
+    assert "% over the 0.0001 GMACs bound" in proposals[0].verdict.reason
+
+
+def test_evolution_fills_the_population_with_random_samples_first() -> None:
+    proposals = EvolutionProposer(population_size=4).propose(make_ctx([], k=3))
+    assert [p.rationale for p in proposals] == ["random sample (filling the population)"] * 3
+
+
+def test_evolution_mutates_the_tournament_winner_of_the_latest(memory) -> None:
+    latest = sorted((t for t in memory if t.evaluated), key=lambda t: t.number)[-2:]
+    winner = min(latest, key=lambda t: t.score)
+    proposals = EvolutionProposer(population_size=2, tournament_size=2).propose(
+        make_ctx(memory, k=3)
+    )
+    assert len(proposals) == 3
+    for p in proposals:
+        assert p.verdict.ok
+        assert p.rationale == f"mutation of trial {winner.number} (rfid {winner.score:.4g})"
+        child, parent = p.raw, SPACE.proposal_of(winner.arch)
+        changed = [f for f in parent if child[f] != parent[f]]
+        assert 1 <= len(changed) <= 2  # one dimension (head width may follow attention)
+
+
+def test_evolution_rejects_a_tournament_larger_than_the_population() -> None:
+    with pytest.raises(
+        UserError, match="tournament_size=5 must be between 1 and population_size=4"
+    ):
+        EvolutionProposer(population_size=4, tournament_size=5)
+
+
+def test_tpe_encoding_round_trips_every_sampled_architecture() -> None:
+    dists = tpe_distributions(SPACE)
+    assert "1,2,2" in dists["channel_mult"].choices and "2,1" not in dists["channel_mult"].choices
+    assert set(dists["attention_resolutions"].choices) == {"none", "8", "4", "8,4"}
+    rng = random.Random(0)
+    for _ in range(20):
+        arch = SPACE.sample(rng)
+        params = tpe_encode(SPACE, arch, dists)
+        assert params is not None
+        assert SPACE.complete(tpe_decode(params)).key() == arch.key()
+
+
+def test_tpe_study_scores_completed_and_constrains_rejected(memory) -> None:
+    ctx = make_ctx(memory)
+    duplicate = next(t for t in memory if t.evaluated)
+    extra = [
+        TrialRecord(8, 2, 0, "tpe", "rejected", arch=duplicate.arch, reason="same architecture"),
+        TrialRecord(9, 2, 1, "tpe", "oom", arch=SPACE.complete(FRESH[1]), reason="out of memory"),
+        TrialRecord(10, 2, 2, "tpe", "running", arch=memory[2].arch),
+    ]
+    ctx.memory = memory + extra
+    study = TPEProposer()._study(ctx, tpe_distributions(SPACE), filler=99.0)
+    trials = study.get_trials(deepcopy=False)
+    scored = [t for t in memory if t.evaluated]
+    over = [t for t in memory if t.status == "rejected"]
+    assert len(trials) == len(scored) + len(over) + 1  # duplicate and running left out
+    feasible = [t for t in trials if t.constraints["budget"] <= 0]
+    assert sorted(t.value for t in feasible) == sorted(t.score for t in scored)
+    infeasible = [t.constraints["budget"] for t in trials if t.constraints["budget"] > 0]
+    expected = [budget_violation(t.gmacs, t.params_m, SPACE.budget) for t in over] + [1.0]
+    assert sorted(infeasible) == pytest.approx(sorted(expected))
+
+
+def test_budget_violation_is_the_relative_overshoot() -> None:
+    budget = Budget(max_gmacs=2.0, min_gmacs=1.0, max_params_m=10.0)
+    assert budget_violation(3.0, 5.0, budget) == pytest.approx(0.5)
+    assert budget_violation(0.5, 5.0, budget) == pytest.approx(0.5)
+    assert budget_violation(1.5, 12.0, budget) == pytest.approx(0.2)
+    assert budget_violation(1.5, 5.0, budget) < 0
