@@ -12,12 +12,10 @@ from diffnas.propose.baselines import (
     RandomProposer,
     TPEProposer,
     budget_violation,
-    tpe_decode,
-    tpe_distributions,
-    tpe_encode,
 )
 from diffnas.search.check import check_candidate
 from diffnas.search.memory import TrialRecord
+from diffnas.space.params import decode, distributions, encode
 from diffnas.space.search_space import Budget
 from test_propose_conformance import FRESH, SPACE, make_ctx, make_memory
 
@@ -67,15 +65,15 @@ def test_evolution_rejects_a_tournament_larger_than_the_population() -> None:
 
 
 def test_tpe_encoding_round_trips_every_sampled_architecture() -> None:
-    dists = tpe_distributions(SPACE)
+    dists = distributions(SPACE)
     assert "1,2,2" in dists["channel_mult"].choices and "2,1" not in dists["channel_mult"].choices
     assert set(dists["attention_resolutions"].choices) == {"none", "8", "4", "8,4"}
     rng = random.Random(0)
     for _ in range(20):
         arch = SPACE.sample(rng)
-        params = tpe_encode(SPACE, arch, dists)
+        params = encode(SPACE, arch, dists)
         assert params is not None
-        assert SPACE.complete(tpe_decode(params)).key() == arch.key()
+        assert SPACE.complete(decode(params)).key() == arch.key()
 
 
 def test_tpe_study_scores_completed_and_constrains_rejected(memory) -> None:
@@ -87,7 +85,7 @@ def test_tpe_study_scores_completed_and_constrains_rejected(memory) -> None:
         TrialRecord(10, 2, 2, "tpe", "running", arch=memory[2].arch),
     ]
     ctx.memory = memory + extra
-    study = TPEProposer()._study(ctx, tpe_distributions(SPACE), filler=99.0)
+    study = TPEProposer()._study(ctx, distributions(SPACE), filler=99.0)
     trials = study.get_trials(deepcopy=False)
     scored = [t for t in memory if t.evaluated]
     over = [t for t in memory if t.status == "rejected"]

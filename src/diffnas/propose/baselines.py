@@ -9,20 +9,20 @@ Every draw uses `ctx.rng` (TPE: a sampler seeded from it), so a round is reprodu
 from __future__ import annotations
 
 import contextlib
-import itertools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
 from diffnas.errors import UserError
 from diffnas.propose.base import Proposal, ProposalContext, Proposer, Verdict
 from diffnas.search.memory import TrialRecord
 from diffnas.space.arch import ArchConfig
-from diffnas.space.search_space import SEARCHED_FIELDS, Budget, SearchSpace
+from diffnas.space.params import decode, distributions, encode
+from diffnas.space.search_space import Budget
 
 Draw = Callable[[], tuple[Any, str]]  # () -> (raw proposal, rationale)
 Feedback = Callable[[Any, Verdict], None]
@@ -149,63 +149,6 @@ class EvolutionProposer(Proposer):
 
 # --- TPE ----------------------------------------------------------------------------------
 
-NO_ATTENTION = "none"  # the categorical spelling of an empty attention_resolutions
-
-
-def _join(values: list[int]) -> str:
-    return ",".join(str(v) for v in values)
-
-
-def tpe_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """One categorical per searched field; lists become strings like "1,2,2"."""
-    mults = [
-        list(m)
-        for n in sorted(space.num_levels)
-        for m in itertools.product(space.channel_mult_values, repeat=n)
-        if not space.mult_non_decreasing or list(m) == sorted(m)
-    ]
-    attn = sorted(space.attention_resolutions, reverse=True)
-    subsets = [
-        _join(list(s)) or NO_ATTENTION
-        for r in range(len(attn) + 1)
-        for s in itertools.combinations(attn, r)
-    ]
-    choices: dict[str, list[Any]] = {
-        "channel_mult": [_join(m) for m in mults],
-        "attention_resolutions": subsets,
-    }
-    return {
-        field: CategoricalDistribution(choices.get(field) or list(getattr(space, field)))
-        for field in SEARCHED_FIELDS
-    }
-
-
-def tpe_encode(
-    space: SearchSpace, arch: ArchConfig, dists: dict[str, BaseDistribution]
-) -> dict[str, Any] | None:
-    """The architecture as categorical params, or None if a value is not among the choices."""
-    proposal = space.proposal_of(arch)
-    params = {
-        **proposal,
-        "channel_mult": _join(proposal["channel_mult"]),
-        "attention_resolutions": _join(proposal["attention_resolutions"]) or NO_ATTENTION,
-    }
-    for field, dist in dists.items():
-        assert isinstance(dist, CategoricalDistribution)
-        if params[field] not in dist.choices:
-            return None
-    return params
-
-
-def tpe_decode(params: dict[str, Any]) -> dict[str, Any]:
-    """Categorical params back to a proposal dict."""
-    attn = params["attention_resolutions"]
-    return {
-        **params,
-        "channel_mult": [int(v) for v in params["channel_mult"].split(",")],
-        "attention_resolutions": [] if attn == NO_ATTENTION else [int(v) for v in attn.split(",")],
-    }
-
 
 def budget_violation(gmacs: float, params_m: float | None, budget: Budget) -> float:
     """How far outside the budget, as a fraction of the bound (<= 0: inside)."""
@@ -263,7 +206,7 @@ class TPEProposer(Proposer):
         for record in ctx.memory:
             if record.arch is None or record.status in ("pending", "running"):
                 continue
-            params = tpe_encode(ctx.space, record.arch, dists)
+            params = encode(ctx.space, record.arch, dists)
             if params is None:
                 continue
             if record.evaluated:
@@ -287,7 +230,7 @@ class TPEProposer(Proposer):
         return study
 
     def propose(self, ctx: ProposalContext) -> list[Proposal]:
-        dists = tpe_distributions(ctx.space)
+        dists = distributions(ctx.space)
         scores = [t.score for t in ctx.memory if t.evaluated]
         filler = max(scores) if scores else 0.0  # infeasible trials need a value; TPE ignores it
         with _quiet_optuna():
@@ -296,7 +239,7 @@ class TPEProposer(Proposer):
 
             def draw() -> tuple[Any, str]:
                 current.append(study.ask(dists))
-                return tpe_decode(current[-1].params), "TPE sample"
+                return decode(current[-1].params), "TPE sample"
 
             def feedback(raw: Any, verdict: Verdict) -> None:
                 if verdict.ok:

@@ -1,0 +1,63 @@
+"""`SearchConfig`: every option of a search, as plain data (saved as `options.json`).
+
+One field per CLI flag; `diffnas search --resume RUN_DIR` reloads this file, so a resumed
+search runs with exactly the options it started with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffnas.evaluate.candidate import EvalSpec
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = Field("tiny", description="space preset or YAML file")
+    data: str = Field(
+        "digits", description="--data spelling: digits, cifar10[:ROOT], npz:PATH, imagefolder:DIR"
+    )
+    data_subset: int | None = Field(
+        None, ge=1, description="train on a deterministic subset of N images"
+    )
+    llm: str = Field("local", description="local | openai:MODEL | anthropic:MODEL")
+    base_url: str | None = Field(None, description="OpenAI/Anthropic-compatible endpoint")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    structured: str | None = Field(None, description="openai: json_schema | json_object | text")
+    replay: str | None = Field(None, description="answer LLM requests from this earlier run folder")
+    proposer: str = Field(
+        "diffnas", description="diffnas | llm-no-memory | random | tpe | evolution"
+    )
+    rounds: int = Field(3, ge=1, description="proposal rounds")
+    per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
+    max_repairs: int = Field(
+        2, ge=0, le=10, description="repair turns per round for invalid proposals"
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="LLM sampling temperature")
+    llm_max_tokens: int | None = Field(None, ge=1, description="hard budget: total LLM tokens")
+    llm_max_usd: float | None = Field(
+        None, gt=0, description="hard budget: estimated LLM cost, USD"
+    )
+    time_budget_s: float | None = Field(
+        None, gt=0, description="stop proposing after this much wall time"
+    )
+    prompt_dir: str | None = Field(None, description="folder of prompt templates overriding ours")
+    promote: int = Field(
+        1, ge=0, description="top-k candidates trained with the final recipe and scored by FID"
+    )
+    seed: int = Field(0, description="seeds proposals, training and sampling")
+    executor: Literal["inline", "subprocess"] = Field(
+        "inline", description="evaluate in this process or in a child process per candidate"
+    )
+    storage: str | None = Field(
+        None, description="Optuna storage URL (default: SQLite in the run folder)"
+    )
+    proxy: EvalSpec = Field(
+        default_factory=EvalSpec.proxy_default, description="proxy evaluation: recipe + RFID"
+    )
+    final: EvalSpec = Field(
+        default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
+    )
