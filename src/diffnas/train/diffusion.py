@@ -1,0 +1,330 @@
+"""Diffusion objectives: DDPM's L_simple and IDDPM's L_hybrid with a learned-range variance.
+
+The noise schedules come from `diffusers.DDPMScheduler` ("linear" = DDPM, "squaredcos_cap_v2" =
+IDDPM's cosine schedule); diffusers has no learned-variance *training* loss, so the variational
+bound terms (normal KL, discretized Gaussian log-likelihood at t = 0, in bits/dim) follow
+openai/improved-diffusion (`gaussian_diffusion.py`, `losses.py`, `resample.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+class DiffusionConfig(BaseModel):
+    """What the denoiser is trained to predict and how timesteps are drawn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objective: Literal["ddpm", "iddpm"] = Field(
+        "ddpm",
+        description="Objective family: 'ddpm' (Ho et al. 2020) or 'iddpm' (Nichol & Dhariwal 2021).",
+    )
+    schedule: Literal["linear", "cosine"] = Field(
+        "linear",
+        description="β schedule: 'linear' (1e-4 → 0.02, DDPM) or 'cosine' (IDDPM, s = 0.008).",
+    )
+    timesteps: int = Field(1000, ge=2, le=100_000, description="Number of diffusion steps T.")
+    learn_sigma: bool = Field(
+        False,
+        description="Predict the variance too (learned range between β̃_t and β_t): the model has 2×C "
+        "output channels and the VLB term is added to the loss.",
+    )
+    vlb_weight: float = Field(
+        0.001, ge=0.0, description="λ in L_hybrid = L_simple + λ·L_vlb (IDDPM uses 0.001)."
+    )
+    timestep_sampler: Literal["uniform", "importance"] = Field(
+        "uniform",
+        description="How training timesteps are drawn: 'uniform' or 'importance' (IDDPM's "
+        "loss-second-moment resampler; costs one host sync per step to record losses).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionConfig:
+        if self.objective == "ddpm" and self.learn_sigma:
+            raise ValueError(
+                "objective 'ddpm' has a fixed variance: set learn_sigma=False or use 'iddpm'"
+            )
+        return self
+
+    @classmethod
+    def ddpm(cls) -> DiffusionConfig:
+        """DDPM: linear schedule, T = 1000, ε-prediction, L_simple, fixed variance."""
+        return cls(objective="ddpm", schedule="linear", timesteps=1000, learn_sigma=False)
+
+    @classmethod
+    def iddpm(cls) -> DiffusionConfig:
+        """IDDPM: cosine schedule, T = 1000, learned-range variance, L_hybrid with λ = 0.001."""
+        return cls(objective="iddpm", schedule="cosine", timesteps=1000, learn_sigma=True)
+
+    def out_channels(self, in_channels: int) -> int:
+        """Channels the denoiser must output for images with `in_channels` channels."""
+        return 2 * in_channels if self.learn_sigma else in_channels
+
+    def scheduler_kwargs(self) -> dict:
+        """Keyword arguments for diffusers schedulers with this noise schedule."""
+        return {
+            "num_train_timesteps": self.timesteps,
+            "beta_schedule": _SCHEDULE_NAMES[self.schedule],
+        }
+
+    def betas(self) -> np.ndarray:
+        """β_1..β_T as float64, taken from `diffusers.DDPMScheduler`."""
+        return DDPMScheduler(**self.scheduler_kwargs()).betas.double().numpy()
+
+
+def normal_kl(
+    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) elementwise, in nats."""
+    return 0.5 * (
+        -1.0
+        + logvar2
+        - logvar1
+        + torch.exp(logvar1 - logvar2)
+        + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
+
+
+def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation of Φ(x) used by improved-diffusion (kept for equal numbers)."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """log p(x) for x in [-1, 1] quantised to 256 bins of a Gaussian; edge bins take the tails."""
+    centered = x - means
+    inv_stdv = torch.exp(-log_scales)
+    cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
+    cdf_min = approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_cdf_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(
+        x < -0.999,
+        log_cdf_plus,
+        torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta),
+    )
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over all but the batch dimension."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def _gather(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """values[t] shaped (B, 1, 1, ...) to broadcast against an image batch."""
+    return values[t].view(-1, *([1] * (ndim - 1)))
+
+
+class GaussianDiffusion:
+    """The forward process q and the training losses for one `DiffusionConfig`.
+
+    Coefficients are computed in float64 and stored as float32 tensors on `device`; losses are
+    computed in float32 whatever dtype the model produced.
+    """
+
+    def __init__(self, config: DiffusionConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.num_timesteps = config.timesteps
+        betas = config.betas()
+        alphas_cumprod = np.cumprod(1.0 - betas)
+        alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # β̃_0 = 0, so improved-diffusion clips the log at t = 0 to β̃_1.
+        posterior_log_variance_clipped = np.log(
+            np.append(posterior_variance[1], posterior_variance[1:])
+        )
+        arrays = {
+            "betas": betas,
+            "log_betas": np.log(betas),
+            "alphas_cumprod": alphas_cumprod,
+            "sqrt_alphas_cumprod": np.sqrt(alphas_cumprod),
+            "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - alphas_cumprod),
+            "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod),
+            "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / alphas_cumprod - 1.0),
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": posterior_log_variance_clipped,
+            "posterior_mean_coef1": betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev)
+            * np.sqrt(1.0 - betas)
+            / (1.0 - alphas_cumprod),
+        }
+        for name, value in arrays.items():
+            setattr(self, name, torch.tensor(value, dtype=torch.float32, device=device))
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Sample x_t ~ q(x_t | x_0)."""
+        return (
+            _gather(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
+            + _gather(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
+        )
+
+    def q_posterior(
+        self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
+        mean = (
+            _gather(self.posterior_mean_coef1, t, x_t.ndim) * x_start
+            + _gather(self.posterior_mean_coef2, t, x_t.ndim) * x_t
+        )
+        return mean, _gather(self.posterior_log_variance_clipped, t, x_t.ndim)
+
+    def p_mean_log_variance(
+        self, eps: torch.Tensor, var_values: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of p(x_{t-1} | x_t) from predicted ε and the learned-range value v.
+
+        log σ² = frac·log β_t + (1 − frac)·log β̃_t with frac = (v + 1) / 2.
+        """
+        min_log = _gather(self.posterior_log_variance_clipped, t, x_t.ndim)
+        max_log = _gather(self.log_betas, t, x_t.ndim)
+        frac = (var_values + 1.0) / 2.0
+        log_variance = frac * max_log + (1.0 - frac) * min_log
+        pred_x_start = (
+            _gather(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t
+            - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+        )
+        mean, _ = self.q_posterior(pred_x_start, x_t, t)
+        return mean, log_variance
+
+    def vb_terms_bpd(
+        self,
+        eps: torch.Tensor,
+        var_values: torch.Tensor,
+        x_start: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-sample VLB term L_t in bits/dim: KL to the true posterior for t > 0, −log p(x_0|x_1) at t = 0."""
+        true_mean, true_log_variance = self.q_posterior(x_start, x_t, t)
+        mean, log_variance = self.p_mean_log_variance(eps, var_values, x_t, t)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, mean, log_variance)) / math.log(2.0)
+        nll = -discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_variance)
+        nll = mean_flat(nll) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    def loss_terms(
+        self,
+        model_output: torch.Tensor,
+        x_start: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample losses: 'mse' (L_simple), 'vb' (λ·T·L_t, when learning σ) and their sum 'loss'.
+
+        As in improved-diffusion, the VLB term sees the mean with a stop-gradient so it only trains
+        the variance; T·L_t is an unbiased estimate of L_vlb = Σ_t L_t, so λ·T·L_t realises λ·L_vlb.
+        """
+        model_output = model_output.float()
+        channels = x_start.shape[1]
+        if self.config.learn_sigma:
+            if model_output.shape[1] != 2 * channels:
+                raise ValueError(
+                    f"learn_sigma needs {2 * channels} output channels, got {model_output.shape[1]}"
+                )
+            eps, var_values = model_output.split(channels, dim=1)
+        else:
+            if model_output.shape[1] != channels:
+                raise ValueError(
+                    f"expected {channels} output channels, got {model_output.shape[1]}"
+                )
+            eps, var_values = model_output, None
+        terms = {"mse": mean_flat((noise - eps) ** 2)}
+        if var_values is not None:
+            vb = self.vb_terms_bpd(eps.detach(), var_values, x_start, x_t, t)
+            terms["vb"] = vb * (self.config.vlb_weight * self.num_timesteps)
+            terms["loss"] = terms["mse"] + terms["vb"]
+        else:
+            terms["loss"] = terms["mse"]
+        return terms
+
+
+class UniformSampler:
+    """Timesteps uniform on {0..T-1}, all weights 1."""
+
+    def __init__(self, num_timesteps: int) -> None:
+        self.num_timesteps = num_timesteps
+
+    def sample(
+        self, batch_size: int, device: torch.device, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.randint(0, self.num_timesteps, (batch_size,), device=device, generator=generator)
+        return t, torch.ones(batch_size, device=device)
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Uniform sampling learns nothing from losses."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LossSecondMomentSampler(UniformSampler):
+    """IDDPM's importance sampler: p(t) ∝ sqrt(E[L_t²]) over the last `history` losses per t.
+
+    Uniform until every t has `history` losses; a `uniform_prob` share of uniform mass keeps
+    every t reachable. Weights 1/(T·p(t)) keep the loss unbiased.
+    """
+
+    def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001) -> None:
+        super().__init__(num_timesteps)
+        self.history = history
+        self.uniform_prob = uniform_prob
+        self.loss_history = np.zeros((num_timesteps, history), dtype=np.float64)
+        self.loss_counts = np.zeros(num_timesteps, dtype=np.int64)
+
+    def probabilities(self) -> np.ndarray:
+        if not (self.loss_counts == self.history).all():
+            return np.full(self.num_timesteps, 1.0 / self.num_timesteps)
+        p = np.sqrt(np.mean(self.loss_history**2, axis=-1))
+        p /= p.sum()
+        return p * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+
+    def sample(
+        self, batch_size: int, device: torch.device, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = torch.tensor(self.probabilities(), dtype=torch.float32, device=device)
+        t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        weights = 1.0 / (self.num_timesteps * p[t])
+        return t, weights
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        for step, loss in zip(t.tolist(), losses.detach().float().tolist()):
+            if self.loss_counts[step] == self.history:
+                self.loss_history[step, :-1] = self.loss_history[step, 1:]
+                self.loss_history[step, -1] = loss
+            else:
+                self.loss_history[step, self.loss_counts[step]] = loss
+                self.loss_counts[step] += 1
+
+    def state_dict(self) -> dict:
+        # Tensors, not arrays, so checkpoints load with `torch.load(weights_only=True)`.
+        return {
+            "loss_history": torch.from_numpy(self.loss_history.copy()),
+            "loss_counts": torch.from_numpy(self.loss_counts.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss_history = state["loss_history"].numpy().astype(np.float64).copy()
+        self.loss_counts = state["loss_counts"].numpy().astype(np.int64).copy()
+
+
+def make_timestep_sampler(config: DiffusionConfig) -> UniformSampler:
+    """The timestep sampler named by `config.timestep_sampler`."""
+    if config.timestep_sampler == "importance":
+        return LossSecondMomentSampler(config.timesteps)
+    return UniformSampler(config.timesteps)
