@@ -13,7 +13,7 @@ import click
 import typer
 
 from diffnas import __version__
-from diffnas.cli import cost_cmd, space_cmd
+from diffnas.cli import cost_cmd, search_cmd, space_cmd
 from diffnas.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 app.add_typer(space_cmd.app, name="space")
 app.command("cost")(cost_cmd.cost)
+app.command("search")(search_cmd.search)
+app.command("status")(search_cmd.status)
 
 
 def _version(value: bool) -> None:

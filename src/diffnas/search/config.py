@@ -20,6 +20,7 @@ class SearchConfig(BaseModel):
     data: str = Field(
         "digits", description="--data spelling: digits, cifar10[:ROOT], npz:PATH, imagefolder:DIR"
     )
+    data_image_size: int | None = Field(None, ge=4, description="resize the data to this size")
     data_subset: int | None = Field(
         None, ge=1, description="train on a deterministic subset of N images"
     )
@@ -27,6 +28,16 @@ class SearchConfig(BaseModel):
     base_url: str | None = Field(None, description="OpenAI/Anthropic-compatible endpoint")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     structured: str | None = Field(None, description="openai: json_schema | json_object | text")
+    llm_timeout_s: float = Field(
+        120.0, gt=0, description="seconds before one LLM request times out"
+    )
+    llm_attempts: int = Field(
+        5, ge=1, le=20, description="tries per LLM request (timeouts, 429, 5xx)"
+    )
+    llm_backoff_s: float = Field(
+        1.0, ge=0, description="backoff before the second try; doubles after"
+    )
+    llm_max_output_tokens: int = Field(1024, ge=16, description="max tokens of one LLM answer")
     replay: str | None = Field(None, description="answer LLM requests from this earlier run folder")
     proposer: str = Field(
         "diffnas", description="diffnas | llm-no-memory | random | tpe | evolution"

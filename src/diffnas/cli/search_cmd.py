@@ -1,0 +1,268 @@
+"""`diffnas search` (run, resume, replay, dry-run) and `diffnas status RUN_DIR`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from diffnas.errors import UserError
+from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.model.cost import measure_cost
+from diffnas.runs import next_run_dir, read_json
+from diffnas.search import study as study_mod
+from diffnas.search.config import SearchConfig
+from diffnas.search.loop import OPTIONS_FILE, SUMMARY_FILE, SearchRun
+from diffnas.space.references import get_reference
+from diffnas.space.search_space import load_space
+
+console = Console()
+
+
+def _config_error(err: ValidationError) -> UserError:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"option '{loc}' = {e.get('input')!r}: {e['msg']}")
+    return UserError("Invalid search options: " + "; ".join(parts) + ".")
+
+
+def search(
+    space: str = typer.Option(
+        "tiny", help="Space preset (tiny, cifar10-ddpm, cifar10-iddpm) or YAML file."
+    ),
+    data: str = typer.Option(
+        "digits", help="digits | cifar10[:ROOT] | npz:PATH | PATH.npz | imagefolder:DIR"
+    ),
+    data_subset: int | None = typer.Option(
+        None, help="Train on a deterministic subset of N images."
+    ),
+    llm: str = typer.Option("local", help="local | openai:MODEL | anthropic:MODEL"),
+    base_url: str | None = typer.Option(
+        None, help="OpenAI- or Anthropic-compatible endpoint (vLLM, Ollama, ...)."
+    ),
+    api_key_env: str | None = typer.Option(
+        None, help="Environment variable with the API key (never stored)."
+    ),
+    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    proposer: str = typer.Option(
+        "diffnas", help="diffnas | llm-no-memory | random | tpe | evolution"
+    ),
+    rounds: int = typer.Option(3, help="Proposal rounds R."),
+    per_round: int = typer.Option(2, help="Candidates per round K."),
+    max_repairs: int = typer.Option(2, help="Repair turns per round for invalid proposals."),
+    temperature: float = typer.Option(0.7, help="LLM sampling temperature."),
+    seed: int = typer.Option(0, help="Seeds proposals, training and sampling."),
+    proxy_steps: int | None = typer.Option(
+        None, help="Proxy recipe: optimizer steps (default 20k)."
+    ),
+    proxy_batch_size: int | None = typer.Option(
+        None, help="Proxy recipe: batch size (default 128)."
+    ),
+    metric: str = typer.Option("rfid", help="Proxy score: rfid | kid."),
+    score_samples: int = typer.Option(1000, help="Proxy score: generated images N."),
+    score_steps: int = typer.Option(50, help="Proxy score: DDIM steps S."),
+    extractor: str = typer.Option(
+        "classifier", help="Features: classifier (offline, labelled data) | inception."
+    ),
+    inception_weights: str | None = typer.Option(
+        None, help="FID Inception weights file (offline use)."
+    ),
+    promote: int = typer.Option(
+        1, help="Top-k candidates trained with the final recipe and scored by FID."
+    ),
+    final_recipe: str = typer.Option("full", help="Final recipe: full | proxy."),
+    final_steps: int | None = typer.Option(
+        None, help="Final recipe: steps (default: the paper's)."
+    ),
+    final_batch_size: int | None = typer.Option(None, help="Final recipe: batch size."),
+    fid_samples: int = typer.Option(10_000, help="Final FID: generated images."),
+    fid_steps: int = typer.Option(100, help="Final FID: DDIM steps."),
+    llm_max_tokens: int | None = typer.Option(None, help="Hard LLM budget in tokens."),
+    llm_max_usd: float | None = typer.Option(None, help="Hard LLM budget in USD (estimated)."),
+    time_budget: float | None = typer.Option(None, help="Stop proposing after this many seconds."),
+    prompt_dir: str | None = typer.Option(
+        None, help="Folder of prompt templates overriding the bundled ones."
+    ),
+    executor: str = typer.Option("inline", help="inline | subprocess"),
+    storage: str | None = typer.Option(
+        None, help="Optuna storage URL (default SQLite in the run folder)."
+    ),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
+    resume: Path | None = typer.Option(
+        None, help="Resume the search in this run folder with its saved options."
+    ),
+    replay: Path | None = typer.Option(
+        None, help="Answer LLM requests from this earlier run's record (offline)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan and its estimated compute; run nothing."
+    ),
+) -> None:
+    """Run the DiffNAS search: an LLM proposes UNets, each is proxy-trained and scored, the best are promoted."""
+    if resume is not None:
+        options = resume / OPTIONS_FILE
+        if not options.is_file():
+            raise UserError(
+                f"--resume {str(resume)!r}: no {OPTIONS_FILE} there; is it a search run folder?"
+            )
+        try:
+            config = SearchConfig.model_validate(read_json(options))
+        except ValidationError as err:
+            raise _config_error(err) from None
+        run_dir = resume
+    else:
+        if replay is not None and not (replay / "llm" / "calls.jsonl").is_file():
+            raise UserError(
+                f"--replay {str(replay)!r}: no recorded LLM calls (llm/calls.jsonl) there."
+            )
+
+        def recipe(steps: int | None, batch: int | None) -> dict:
+            return {k: v for k, v in (("steps", steps), ("batch_size", batch)) if v is not None}
+
+        try:
+            config = SearchConfig(
+                space=space, data=data, data_subset=data_subset, llm=llm, base_url=base_url,
+                api_key_env=api_key_env, structured=structured, proposer=proposer, rounds=rounds,
+                per_round=per_round, max_repairs=max_repairs, temperature=temperature, seed=seed,
+                promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
+                time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
+                replay=str(replay) if replay else None,
+                proxy=EvalSpec(
+                    recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
+                    score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,
+                                    steps=score_steps, inception_weights=inception_weights),
+                ),
+                final=EvalSpec(
+                    recipe=final_recipe, recipe_overrides=recipe(final_steps, final_batch_size), device=device,
+                    score=ScoreSpec(metric="fid", extractor=extractor, num_samples=fid_samples,
+                                    steps=fid_steps, inception_weights=inception_weights),
+                ),
+            )  # fmt: skip
+        except ValidationError as err:
+            raise _config_error(err) from None
+        run_dir = None
+    plan = SearchPlan(config)
+    if dry_run:
+        plan.print()
+        return
+    plan.validate()
+    if run_dir is None:
+        run_dir = next_run_dir(runs, "search", f"{Path(config.space).stem}-{config.proposer}")
+    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    summary = SearchRun(config, run_dir, console=console).run()
+    show_status(run_dir)
+    console.print(
+        f"stopped: {summary['stop_reason']}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
+    )
+
+
+class SearchPlan:
+    """What a search will do and roughly what it costs, before anything runs."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config
+        self.space = load_space(config.space)
+
+    def validate(self) -> None:
+        cfg = self.config
+        for spec in (cfg.proxy, cfg.final):
+            spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+
+    def print(self) -> None:
+        cfg, space = self.config, self.space
+        self.validate()
+        ref = get_reference(space.reference) if space.reference else None
+        macs = measure_cost(ref).macs if ref else int(space.budget.max_gmacs * 1e9)
+        proxy = cfg.proxy.train_recipe(space.objective)
+        final = cfg.final.train_recipe(space.objective)
+        n_candidates = cfg.rounds * cfg.per_round
+        # training ~ 3 forward passes (forward + backward) per image; sampling: one per image per step
+        proxy_flops = (
+            2
+            * macs
+            * (
+                3 * proxy.steps * proxy.batch_size
+                + cfg.proxy.score.num_samples * (cfg.proxy.score.steps or 1000)
+            )
+        )
+        final_flops = (
+            2
+            * macs
+            * (
+                3 * final.steps * final.batch_size
+                + cfg.final.score.num_samples * (cfg.final.score.steps or 1000)
+            )
+        )
+        console.print_json(json.dumps(cfg.model_dump(mode="json")))
+        table = Table(
+            "stage",
+            "count",
+            "per candidate",
+            "PFLOPs (est.)",
+            title="Plan (FLOPs = 2 x MACs; at the reference's cost)",
+        )
+        table.add_row(
+            "LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", "-"
+        )
+        table.add_row(
+            "proxy train + score", f"<= {n_candidates}",
+            f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.metric} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
+            f"{n_candidates * proxy_flops / 1e15:.3g}",
+        )  # fmt: skip
+        table.add_row(
+            "final train + FID", str(cfg.promote),
+            f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
+            f"{cfg.promote * final_flops / 1e15:.3g}",
+        )  # fmt: skip
+        console.print(table)
+
+
+def show_status(run_dir: Path) -> None:
+    """The table of trials of a search run folder."""
+    if not (run_dir / "study.db").exists() and not (run_dir / OPTIONS_FILE).exists():
+        raise UserError(
+            f"{str(run_dir)!r} is not a search run folder (no study.db / options.json)."
+        )
+    config = SearchConfig.model_validate(read_json(run_dir / OPTIONS_FILE))
+    study = study_mod.open_study(run_dir, config.storage)
+    memory = study_mod.load_memory(study)
+    metric = config.proxy.score.metric.upper()
+    table = Table("trial", "round", "proposer", "status", "architecture", "GMACs", "params (M)", metric, "note",
+                  title=f"Search {run_dir.name}: {config.space}, proposer {config.proposer}")  # fmt: skip
+    best = min((t.score for t in memory if t.score is not None), default=None)
+    for t in memory:
+        style = {"complete": "green", "rejected": "yellow"}.get(t.status, "red")
+        score = f"{t.score:.4g}" if t.score is not None else "-"
+        if t.score is not None and t.score == best:
+            score = f"[bold]{score}*[/bold]"
+        table.add_row(
+            str(t.number), str(t.round + 1), t.proposer, f"[{style}]{t.status}[/{style}]",
+            t.arch.summary() if t.arch else str(t.raw)[:60], f"{t.gmacs:.3g}" if t.gmacs else "-",
+            f"{t.params_m:.2f}" if t.params_m else "-", score, (t.reason or t.rationale)[:80],
+        )  # fmt: skip
+    console.print(table)
+    summary_file = run_dir / SUMMARY_FILE
+    if summary_file.exists():
+        summary = read_json(summary_file)
+        for final in summary.get("final", []):
+            value = f"{final['score']:.4g}" if final.get("score") is not None else final["status"]
+            console.print(
+                f"final: trial {final['trial']} (proxy {final['proxy_score']:.4g}) -> FID {value}"
+            )
+        if summary.get("llm"):
+            llm = summary["llm"]
+            console.print(
+                f"LLM: {llm['calls']} calls, {llm['prompt_tokens']} + {llm['completion_tokens']} tokens, "
+                f"${llm['cost_usd']:.4f} estimated"
+            )
+
+
+def status(run_dir: Path = typer.Argument(..., help="A search run folder.")) -> None:
+    """Show the trials of a search (running or finished)."""
+    show_status(run_dir)

@@ -1,0 +1,224 @@
+"""One candidate's evaluation: train with a recipe, sample, score - a pure function of its job.
+
+`evaluate_candidate(EvalJob) -> EvalResult` depends only on the job (architecture, recipe,
+data, scoring protocol, seed) and the files in its work folder, so any executor - this
+process, a child process, a GPU pool, a Ray worker - can run it. An interrupted job resumes
+from the trainer's checkpoint in `workdir/train`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from diffnas.data.datasets import DataSpec, load_images
+from diffnas.errors import UserError
+from diffnas.evaluate.features import get_extractor
+from diffnas.evaluate.reference import reference_stats
+from diffnas.evaluate.score import score_images
+from diffnas.model.builder import build_unet
+from diffnas.space.arch import ArchConfig
+from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.recipe import TrainRecipe
+from diffnas.train.sampling import sample_images, save_grid
+from diffnas.train.trainer import restore_ema, train
+
+Objective = Literal["ddpm", "iddpm"]
+
+
+class ScoreSpec(BaseModel):
+    """The scoring protocol: which metric, features, how many samples, which sampler."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["rfid", "fid", "kid"] = Field(
+        "rfid", description="rfid: FID at reduced N and S"
+    )
+    extractor: Literal["classifier", "inception"] = Field(
+        "classifier",
+        description="classifier: offline CNN on the data's labels; inception: standard FID",
+    )
+    num_samples: int = Field(1000, ge=2, description="generated images N")
+    sampler: Literal["ddim", "ddpm", "respaced"] = Field("ddim", description="sampler")
+    steps: int | None = Field(50, ge=1, description="sampler steps S (ddpm: all T)")
+    batch_size: int = Field(256, ge=1, description="sampling batch")
+    inception_weights: str | None = Field(None, description="FID Inception weights file (offline)")
+
+
+class EvalSpec(BaseModel):
+    """How candidates are trained and scored at one fidelity (proxy or final)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: Literal["proxy", "full"] = Field("proxy", description="training recipe preset")
+    recipe_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="TrainRecipe fields to change"
+    )
+    score: ScoreSpec = Field(default_factory=ScoreSpec)
+    device: str = Field("auto", description="auto (cuda if available) | cpu | cuda[:N]")
+
+    @classmethod
+    def proxy_default(cls) -> EvalSpec:
+        return cls(recipe="proxy", score=ScoreSpec(metric="rfid", num_samples=1000, steps=50))
+
+    @classmethod
+    def final_default(cls) -> EvalSpec:
+        return cls(recipe="full", score=ScoreSpec(metric="fid", num_samples=10_000, steps=100))
+
+    def train_recipe(self, objective: Objective) -> TrainRecipe:
+        """The resolved recipe. Shortening `steps` also shortens the default warm-up (to a tenth
+        of the run at most), so `--steps 300` means a 300-step run, not an error."""
+        overrides = dict(self.recipe_overrides)
+        base = TrainRecipe.proxy() if self.recipe == "proxy" else TrainRecipe.full(objective)
+        if (
+            "steps" in overrides
+            and "warmup_steps" not in overrides
+            and isinstance(overrides["steps"], int)
+        ):
+            overrides["warmup_steps"] = min(base.warmup_steps, overrides["steps"] // 10)
+        try:
+            return (
+                base.model_copy(update={})
+                if not overrides
+                else type(base).model_validate({**base.model_dump(), **overrides})
+            )
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
+            raise UserError(
+                f"{self.recipe} recipe overrides {overrides}: {problems}.", field="recipe"
+            ) from None
+
+
+class EvalJob(BaseModel):
+    """Everything an evaluation depends on; JSON-serialisable (written as job.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: ArchConfig
+    objective: Objective
+    data: DataSpec
+    spec: EvalSpec
+    seed: int
+    workdir: str
+    cache_dir: str  # reference statistics and classifier weights, shared by all candidates
+
+
+class EvalResult(BaseModel):
+    status: Literal["complete", "diverged", "oom", "failed"]
+    score: float | None = None  # the spec's metric, lower is better
+    scores: dict[str, Any] = Field(default_factory=dict)  # metric -> Score (value + protocol)
+    train: dict[str, Any] = Field(default_factory=dict)  # steps, last_loss, images_per_sec
+    wall_s: float = 0.0
+    error: str | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate_candidate(job: EvalJob) -> EvalResult:
+    """Train, sample and score one candidate. Faults become a status; bad configuration raises."""
+    start = time.perf_counter()
+    workdir = Path(job.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _evaluate(job, workdir)
+    except UserError:
+        raise  # a configuration problem would fail every candidate: stop and say so
+    except torch.cuda.OutOfMemoryError as err:
+        result = EvalResult(status="oom", error=str(err).splitlines()[0])
+    except Exception as err:  # a fault in one candidate must not end the search
+        (workdir / "error.txt").write_text(traceback.format_exc())
+        result = EvalResult(status="failed", error=f"{type(err).__name__}: {err}")
+    result.wall_s = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
+    device = resolve_device(job.spec.device)
+    data = load_images(job.data)
+    if data.image_size != job.arch.image_size or data.channels != job.arch.in_channels:
+        raise UserError(
+            f"data {data.name} has {data.channels}x{data.image_size}x{data.image_size} images but the "
+            f"architecture expects {job.arch.in_channels}x{job.arch.image_size}x{job.arch.image_size}; "
+            "pick a space that matches the data (or set the data's image_size).",
+            field="data",
+        )
+    diffusion = DiffusionConfig.iddpm() if job.objective == "iddpm" else DiffusionConfig.ddpm()
+    recipe = job.spec.train_recipe(job.objective)
+    if job.data.kind == "digits" and "random_hflip" not in job.spec.recipe_overrides:
+        recipe = recipe.model_copy(
+            update={"random_hflip": False}
+        )  # a mirrored digit is not a digit
+    torch.manual_seed(job.seed)
+    model = build_unet(job.arch)
+    trained = train(
+        model,
+        data.x,
+        recipe=recipe,
+        diffusion=diffusion,
+        run_dir=workdir / "train",
+        seed=job.seed,
+        device=device,
+        resume=True,
+        metadata={
+            "arch": job.arch.model_dump(),
+            "objective": job.objective,
+            "data": job.data.model_dump(),
+        },
+        progress=False,
+    )
+    train_info = {
+        "steps": trained.steps,
+        "last_loss": trained.last_loss,
+        "images_per_sec": trained.images_per_sec,
+    }
+    if trained.status != "complete":
+        return EvalResult(status=trained.status, train=train_info, error=trained.error)
+    restore_ema(model, trained.ema_checkpoint)
+    spec = job.spec.score
+    images = sample_images(
+        model, diffusion, spec.num_samples, sampler=spec.sampler, steps=spec.steps,
+        seed=job.seed, batch_size=spec.batch_size, device=device,
+    )  # fmt: skip
+    save_grid(images[:64], workdir / "samples.png")
+    cache = Path(job.cache_dir)
+    extractor = get_extractor(
+        spec.extractor,
+        weights_path=spec.inception_weights,
+        train_images=data.as_uint8(),
+        train_labels=data.y,
+        cache_dir=cache,
+        dataset_fingerprint=data.fingerprint,
+        seed=0,
+        device=device,
+    )
+    reference = reference_stats(
+        extractor,
+        data.as_uint8,
+        dataset_fingerprint=data.fingerprint,
+        split=job.data.split,
+        resolution=data.image_size,
+        cache_dir=cache,
+        dataset=data.name,
+    )
+    sampler_name = f"{spec.sampler}" + (f"-{spec.steps}" if spec.steps else "")
+    score = score_images(
+        images, reference, extractor, metric=spec.metric, sampler=sampler_name, steps=spec.steps
+    )
+    return EvalResult(
+        status="complete",
+        score=score.value,
+        scores={spec.metric: score.model_dump(mode="json")},
+        train=train_info,
+    )

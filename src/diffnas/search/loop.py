@@ -1,0 +1,400 @@
+"""The DiffNAS loop: rounds of propose -> gate -> proxy-train and score -> record, then promote.
+
+Round r:
+1. the proposer fills K slots, seeing the search memory (every earlier trial);
+2. each proposal passes the gate (`check_candidate`): invalid, duplicate or over-budget ones
+   are recorded as rejected with their reason and cost no training;
+3. the round's proposals are written to `rounds/round-RRR.json` (atomically) before any trial
+   exists, so a resumed search never asks for them again;
+4. each accepted candidate becomes an Optuna trial (enqueue + ask), is evaluated by the
+   executor in `trials/NNNNN/`, and is told its score.
+After the last round (or the time/LLM budget), the top-k by proxy score are trained with the
+final recipe and scored by FID in `final/NNNNN/`.
+
+Resume: a kill at any moment leaves the study, the round files, the trainer's checkpoints and
+the recorded LLM calls. Re-running the same loop on the run folder skips finished rounds and
+trials, finishes an interrupted trial from its checkpoint (same trial number), and answers
+LLM requests it has already paid for from the record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+from rich.console import Console
+
+from diffnas import __version__
+from diffnas.data.datasets import DataSpec, parse_data
+from diffnas.errors import UserError
+from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
+from diffnas.execute.executors import Executor, make_executor
+from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.propose.base import Proposal, ProposalContext
+from diffnas.propose.llm import (
+    LLMBackend,
+    LLMBudgetExhausted,
+    LLMUnavailable,
+    RetryPolicy,
+    make_backend,
+)
+from diffnas.propose.llm.ledger import Budget as LLMBudget
+from diffnas.propose.registry import LLM_PROPOSERS, make_proposer
+from diffnas.runs import append_jsonl, read_json, write_json
+from diffnas.search import study as study_mod
+from diffnas.search.check import check_candidate
+from diffnas.search.config import SearchConfig
+from diffnas.search.memory import TrialRecord, evaluated
+from diffnas.space.arch import ArchConfig
+from diffnas.space.references import get_reference
+from diffnas.space.search_space import SearchSpace, load_space
+
+OPTIONS_FILE = "options.json"
+SUMMARY_FILE = "summary.json"
+EVENTS_FILE = "events.jsonl"
+
+
+class SearchRun:
+    """One search in one run folder; `run()` is idempotent and resumes where a previous call stopped."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        run_dir: Path,
+        *,
+        console: Console | None = None,
+        llm_backend: LLMBackend | None = None,
+        executor: Executor | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.console = console or Console()
+        self.space: SearchSpace = load_space(config.space)
+        self.data: DataSpec = parse_data(config.data)
+        if config.data_subset:
+            self.data = self.data.model_copy(update={"subset": config.data_subset})
+        if config.data_image_size:
+            self.data = self.data.model_copy(update={"image_size": config.data_image_size})
+        self.executor = executor or make_executor(config.executor)
+        self._llm_backend = llm_backend
+        self._sleep = sleep
+
+    # ----- set-up -----
+    def _make_backend(self) -> LLMBackend | None:
+        if self.config.proposer not in LLM_PROPOSERS:
+            return None
+        if self._llm_backend is not None:
+            return self._llm_backend
+        cfg = self.config
+        budget = LLMBudget(max_tokens=cfg.llm_max_tokens, max_usd=cfg.llm_max_usd)
+        return make_backend(
+            cfg.llm,
+            base_url=cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            structured=cfg.structured,
+            replay_dir=cfg.replay,
+            record_dir=self.run_dir,
+            timeout_s=cfg.llm_timeout_s,
+            retry=RetryPolicy(max_attempts=cfg.llm_attempts, base_delay_s=cfg.llm_backoff_s),
+            budget=budget,
+            sleep=self._sleep,
+        )
+
+    def _write_provenance(self) -> None:
+        import diffusers
+        import optuna
+        import torch
+
+        write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
+        env = {
+            "diffnas": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "optuna": optuna.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform(),
+            "seed": self.config.seed,
+        }
+        env_file = self.run_dir / "env.json"
+        history = read_json(env_file) if env_file.exists() else []
+        write_json(env_file, [*history, env])  # one entry per start or resume
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        append_jsonl(self.run_dir / EVENTS_FILE, {"event": kind, "time": time.time(), **fields})
+
+    # ----- the loop -----
+    def run(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"run folder {str(self.run_dir)!r} is in use by another diffnas search."
+                ) from None
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
+        cfg = self.config
+        self._write_provenance()
+        self.study = study_mod.open_study(self.run_dir, cfg.storage)
+        backend = self._make_backend()
+        proposer = make_proposer(
+            cfg.proposer,
+            llm_backend=backend,
+            prompt_dir=cfg.prompt_dir,
+            max_repairs=cfg.max_repairs,
+            temperature=cfg.temperature,
+            **({"max_tokens": cfg.llm_max_output_tokens} if cfg.proposer in LLM_PROPOSERS else {}),
+        )
+        start = time.monotonic()
+        stop_reason = "all rounds done"
+        self._event("start", rounds=cfg.rounds, per_round=cfg.per_round)
+        for r in range(cfg.rounds):
+            if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
+                stop_reason = f"time budget of {cfg.time_budget_s:g} s spent"
+                break
+            try:
+                entries = self._round_entries(r, proposer)
+            except LLMBudgetExhausted as err:
+                stop_reason = f"LLM budget spent: {err}"
+                self.console.print(
+                    f"[yellow]round {r + 1}: {stop_reason}; stopping the search[/yellow]"
+                )
+                self._event("budget_exhausted", round=r, message=str(err))
+                break
+            except LLMUnavailable as err:
+                self.console.print(
+                    f"[red]round {r + 1} failed: the LLM is unavailable: {err}[/red]"
+                )
+                self._event("round_failed", round=r, message=str(err))
+                continue
+            self._evaluate_round(r, entries)
+        self._event("rounds_end", reason=stop_reason)
+        finals = self._promote()
+        summary = self._summary(stop_reason, finals, backend)
+        write_json(self.run_dir / SUMMARY_FILE, summary)
+        self._event("end")
+        return summary
+
+    # ----- proposing -----
+    def _round_file(self, r: int) -> Path:
+        return self.run_dir / "rounds" / f"round-{r:03d}.json"
+
+    def _round_entries(self, r: int, proposer: Any) -> list[dict[str, Any]]:
+        """The round's proposals with their gate verdicts: from its file, or asked now and saved."""
+        path = self._round_file(r)
+        if path.exists():
+            return read_json(path)["entries"]
+        cfg = self.config
+        memory = study_mod.load_memory(self.study)
+        ctx = ProposalContext(
+            space=self.space,
+            memory=memory,
+            round=r,
+            num_rounds=cfg.rounds,
+            k=cfg.per_round,
+            rng=random.Random(f"{cfg.seed}-round-{r}"),
+            check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
+            task=self._task_line(),
+            reference_line=self._reference_line(),
+        )
+        self.console.print(
+            f"[bold]round {r + 1}/{cfg.rounds}[/bold]: asking {proposer.name} for {cfg.per_round}"
+        )
+        proposals: list[Proposal] = proposer.propose(ctx)[: cfg.per_round]
+        entries = self._gate(proposals, memory)
+        path.parent.mkdir(exist_ok=True)
+        write_json(path, {"round": r, "proposer": proposer.name, "entries": entries})
+        ok = sum(e["reason"] is None for e in entries)
+        self._event("proposed", round=r, accepted=ok, rejected=len(entries) - ok)
+        return entries
+
+    def _gate(self, proposals: list[Proposal], memory: list[TrialRecord]) -> list[dict[str, Any]]:
+        """Check every proposal again: nothing invalid, duplicate or over budget reaches training."""
+        entries, accepted = [], []
+        for slot, p in enumerate(proposals):
+            verdict = p.verdict
+            # A proposal the proposer already judged bad keeps that reason (its raw text may
+            # not even parse); a good one is checked again against this round's acceptances.
+            if verdict is None or verdict.ok:
+                verdict = check_candidate(p.raw, self.space, memory, accepted)
+            if verdict.ok and verdict.arch is not None:
+                accepted.append(verdict.arch)
+            cost = verdict.cost or (
+                measure_cost(verdict.arch) if verdict.arch is not None else None
+            )
+            entries.append(
+                {
+                    "slot": slot,
+                    "proposer": p.proposer or self.config.proposer,
+                    "rationale": p.rationale,
+                    "raw": p.raw
+                    if isinstance(p.raw, (dict, list, str, int, float, bool))
+                    else repr(p.raw),
+                    "arch": verdict.arch.model_dump() if verdict.arch is not None else None,
+                    "reason": verdict.reason,
+                    "gmacs": round(cost.gmacs, 5) if cost else None,
+                    "params_m": round(cost.params_m, 5) if cost else None,
+                    "meta": p.meta,
+                }
+            )
+        return entries
+
+    def _task_line(self) -> str:
+        s = self.space
+        kind = (
+            self.data.kind
+            if self.data.kind != "npz"
+            else f"npz file {Path(self.data.path or '').name}"
+        )
+        return (
+            f"Design the UNet denoiser of a diffusion model for {kind} images, {s.image_size}x{s.image_size} "
+            f"pixels, {s.in_channels} channel(s), {s.objective.upper()} objective. Candidates are ranked by "
+            f"{self.config.proxy.score.metric.upper()} (lower is better) after a short training run."
+        )
+
+    def _reference_line(self) -> str:
+        if not self.space.reference:
+            return ""
+        ref = get_reference(self.space.reference)
+        cost = measure_cost(ref)
+        _, verdict = budget_verdict(cost, self.space.budget)
+        return (
+            f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
+            f"{cost.params_m:.2f} M params; {verdict}."
+        )
+
+    # ----- evaluating -----
+    def _job(self, arch: ArchConfig, spec: EvalSpec, workdir: Path) -> EvalJob:
+        return EvalJob(
+            arch=arch,
+            objective=self.space.objective,
+            data=self.data,
+            spec=spec,
+            seed=self.config.seed,
+            workdir=str(workdir),
+            cache_dir=str(self.run_dir.parent / "cache"),
+        )
+
+    def _evaluate_round(self, r: int, entries: list[dict[str, Any]]) -> None:
+        by_slot = study_mod.trials_by_slot(self.study)
+        for e in entries:
+            attrs = {
+                "round": r,
+                "slot": e["slot"],
+                "proposer": e["proposer"],
+                "rationale": e["rationale"][:500],
+                "raw": json.dumps(e["raw"])[:4000],
+                "arch": e["arch"],
+                "arch_hash": ArchConfig.model_validate(e["arch"]).arch_hash()
+                if e["arch"]
+                else None,
+                "gmacs": e["gmacs"],
+                "params_m": e["params_m"],
+                "score_name": self.config.proxy.score.metric,
+            }
+            existing = by_slot.get((r, e["slot"]))
+            if e["reason"] is not None:
+                if existing is None:
+                    arch = ArchConfig.model_validate(e["arch"]) if e["arch"] else None
+                    number = study_mod.add_rejected(
+                        self.study, self.space, {**attrs, "reason": e["reason"]}, arch
+                    )
+                    self.console.print(
+                        f"  trial {number}: [yellow]rejected[/yellow] - {e['reason']}"
+                    )
+                continue
+            if existing is not None and existing.state.is_finished():
+                continue
+            arch = ArchConfig.model_validate(e["arch"])
+            if existing is None:
+                trial = study_mod.start_trial(self.study, self.space, arch, attrs)
+            elif existing.state == TrialState.WAITING:
+                trial = study_mod.ask_waiting(self.study, self.space)
+            else:  # RUNNING: interrupted by a kill; the same trial continues from its checkpoint
+                trial = study_mod.reopen_trial(self.study, existing)
+                self.console.print(f"  trial {trial.number}: resuming")
+            self.console.print(
+                f"  trial {trial.number}: {arch.summary()} ({e['gmacs']:.3g} GMACs) ..."
+            )
+            result = self.executor.run(
+                self._job(arch, self.config.proxy, self._trial_dir(trial.number))
+            )
+            self._tell(trial, result)
+
+    def _trial_dir(self, number: int) -> Path:
+        return self.run_dir / "trials" / f"{number:05d}"
+
+    def _tell(self, trial: Any, result: EvalResult) -> None:
+        attrs = {
+            "scores": result.scores,
+            "train": result.train,
+            "wall_s": result.wall_s,
+            "eval_dir": str(self._trial_dir(trial.number).relative_to(self.run_dir)),
+            "reason": result.error,
+        }
+        study_mod.finish_trial(self.study, trial, result.status, result.score, attrs)
+        if result.status == "complete":
+            metric = self.config.proxy.score.metric.upper()
+            self.console.print(
+                f"  trial {trial.number}: {metric} {result.score:.4g} ({result.wall_s:.0f} s)"
+            )
+        else:
+            self.console.print(
+                f"  trial {trial.number}: [red]{result.status}[/red] {result.error or ''}"
+            )
+
+    # ----- promotion and summary -----
+    def _promote(self) -> list[dict[str, Any]]:
+        cfg = self.config
+        best = evaluated(study_mod.load_memory(self.study))[: cfg.promote]
+        finals = []
+        for record in best:
+            assert record.arch is not None
+            self.console.print(
+                f"[bold]final[/bold]: trial {record.number} with the {cfg.final.recipe} recipe "
+                f"and {cfg.final.score.metric.upper()}"
+            )
+            workdir = self.run_dir / "final" / f"{record.number:05d}"
+            result = self.executor.run(self._job(record.arch, cfg.final, workdir))
+            finals.append(
+                {
+                    "trial": record.number,
+                    "proxy_score": record.score,
+                    **result.model_dump(mode="json"),
+                }
+            )
+            if result.status == "complete":
+                self.console.print(
+                    f"  trial {record.number}: {cfg.final.score.metric.upper()} {result.score:.4g}"
+                )
+        return finals
+
+    def _summary(
+        self, stop_reason: str, finals: list[dict[str, Any]], backend: LLMBackend | None
+    ) -> dict[str, Any]:
+        memory = study_mod.load_memory(self.study)
+        ledger = getattr(backend, "ledger", None)
+        counts: dict[str, int] = {}
+        for t in memory:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        best = evaluated(memory)
+        return {
+            "stop_reason": stop_reason,
+            "trials": len(memory),
+            "status_counts": counts,
+            "best_trial": best[0].number if best else None,
+            "best_score": best[0].score if best else None,
+            "final": finals,
+            "llm": ledger.summary() if ledger is not None else None,
+        }
