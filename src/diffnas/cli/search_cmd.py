@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -10,9 +11,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from diffnas.data.datasets import parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
+from diffnas.propose.llm import parse_spec
+from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.runs import next_run_dir, read_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -170,7 +174,16 @@ class SearchPlan:
         self.space = load_space(config.space)
 
     def validate(self) -> None:
+        """Every option checked before anything runs, each error naming its option."""
         cfg = self.config
+        if cfg.proposer not in PROPOSERS:
+            raise UserError(
+                f"--proposer {cfg.proposer!r} is unknown; allowed: {', '.join(PROPOSERS)}.",
+                field="proposer",
+            )
+        if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
+            parse_spec(cfg.llm)
+        parse_data(cfg.data)
         for spec in (cfg.proxy, cfg.final):
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
 
@@ -225,6 +238,8 @@ class SearchPlan:
 
 def show_status(run_dir: Path) -> None:
     """The table of trials of a search run folder."""
+    # piped or captured output gets a wide table rather than 80 columns of folded cells
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if not (run_dir / "study.db").exists() and not (run_dir / OPTIONS_FILE).exists():
         raise UserError(
             f"{str(run_dir)!r} is not a search run folder (no study.db / options.json)."

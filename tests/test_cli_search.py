@@ -1,0 +1,54 @@
+"""`diffnas search --dry-run`, bad options, and `diffnas status` on a finished run."""
+
+from __future__ import annotations
+
+import torch
+from typer.testing import CliRunner
+
+from diffnas.cli.main import app
+
+runner = CliRunner()
+
+
+def test_dry_run_prints_plan_and_creates_nothing(tmp_path) -> None:
+    result = runner.invoke(
+        app, ["search", "--dry-run", "--proxy-steps", "300", "--runs", str(tmp_path / "runs")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "proxy train + score" in result.output and "PFLOPs" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_options_are_user_errors(tmp_path) -> None:
+    result = runner.invoke(app, ["search", "--rounds", "0", "--runs", str(tmp_path)])
+    assert isinstance(result.exception, ValueError) and "rounds" in str(result.exception)
+    result = runner.invoke(app, ["search", "--dry-run", "--proposer", "genius"])
+    assert "--proposer 'genius' is unknown; allowed: diffnas" in str(result.exception)
+    result = runner.invoke(app, ["search", "--dry-run", "--llm", "gpt4"])
+    assert "llm='gpt4' is not a backend spec" in str(result.exception)
+    result = runner.invoke(app, ["search", "--resume", str(tmp_path / "nope")])
+    assert "no options.json" in str(result.exception)
+
+
+def test_random_search_then_status(tmp_path) -> None:
+    torch.set_num_threads(1)
+    runs = tmp_path / "runs"
+    args = ["search", "--proposer", "random", "--rounds", "1", "--per-round", "2", "--data-subset", "100",
+            "--proxy-steps", "4", "--proxy-batch-size", "4", "--score-samples", "8", "--score-steps", "2",
+            "--promote", "1", "--final-recipe", "proxy", "--final-steps", "4", "--final-batch-size", "4",
+            "--fid-samples", "8", "--fid-steps", "2", "--device", "cpu", "--runs", str(runs)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = next(runs.glob("00000-search-tiny-random"))
+    for name in (
+        "options.json",
+        "env.json",
+        "study.db",
+        "summary.json",
+        "events.jsonl",
+        "rounds/round-000.json",
+    ):
+        assert (run_dir / name).exists(), name
+    status = runner.invoke(app, ["status", str(run_dir)])
+    assert status.exit_code == 0
+    assert "complete" in status.output and "final: trial" in status.output

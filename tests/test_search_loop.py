@@ -1,0 +1,193 @@
+"""The search loop end to end on tiny candidates: faults from a loopback LLM, replay, kill -9 + resume.
+
+Every test runs the real pipeline (study, gate, trainer, sampler, classifier RFID) on a
+200-image digits subset with a few training steps, so a candidate costs a second or two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.search import study as study_mod
+from diffnas.search.config import SearchConfig
+from diffnas.search.loop import SearchRun
+from diffnas.space.references import get_reference
+from diffnas.space.search_space import load_space
+from doubles import OpenAILoopback
+
+SPACE = load_space("tiny")
+REF = SPACE.proposal_of(get_reference("tiny-digits"))  # in the space and within budget
+SMALL = {**REF, "base_channels": 16}
+SMALL2 = {**REF, "base_channels": 16, "num_res_blocks": 2}
+SMALL3 = {**REF, "base_channels": 24, "head_channels": 16, "attention_resolutions": []}
+OVER = {
+    **REF,
+    "base_channels": 48,
+    "channel_mult": [1, 2, 3],
+    "num_res_blocks": 2,
+    "head_channels": 16,
+}
+TINY_EVAL = EvalSpec(
+    recipe="proxy",
+    recipe_overrides={"steps": 8, "batch_size": 8, "log_every": 4, "checkpoint_every": 4},
+    score=ScoreSpec(num_samples=16, steps=2, batch_size=16),
+    device="cpu",
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and faster on a shared 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(**overrides) -> SearchConfig:
+    base = dict(
+        space="tiny", data="digits", data_subset=200, rounds=3, per_round=2, max_repairs=2, promote=1,
+        proxy=TINY_EVAL, final=TINY_EVAL.model_copy(update={"score": ScoreSpec(metric="fid", num_samples=16, steps=2)}),
+        llm_timeout_s=1.0, llm_attempts=4, llm_backoff_s=0.0,
+    )  # fmt: skip
+    base.update(overrides)
+    return SearchConfig(**base)
+
+
+def answer(*archs: dict) -> str:
+    return json.dumps(
+        {"candidates": [{"rationale": f"idea {i}", "arch": a} for i, a in enumerate(archs)]}
+    )
+
+
+def trials(run_dir: Path) -> list:
+    return study_mod.load_memory(study_mod.open_study(run_dir))
+
+
+def test_faulty_llm_search_completes_with_valid_candidates_and_reasons(
+    tmp_path, monkeypatch
+) -> None:
+    assert measure_cost(SPACE.complete(OVER)).gmacs > SPACE.budget.max_gmacs
+    monkeypatch.setenv("LOOPBACK_KEY", "sk-test-secret-123")
+    with OpenAILoopback() as server:
+        # round 1: a 500, then broken JSON, then a schema-invalid answer, then one good + one over budget
+        server.push_fault(status=500)
+        server.push_text('{"candidates": [ {"rationale": "oops", "arch": ')
+        server.push_text(answer({**SMALL, "wings": 2}, {**SMALL, "base_channels": 20}))
+        server.push_text(answer(SMALL, OVER))
+        # round 2: a 429 with retry-after, then a duplicate of trial 0 and a good one;
+        # the repair turn times out once, then answers a good one
+        server.push_fault(status=429, retry_after=0)
+        server.push_text(answer(SMALL, SMALL2))
+        server.push_fault(delay=2.5)
+        server.push_text(answer(REF))
+        # round 3: the endpoint is dead (every try fails): the round fails, not the run
+        for _ in range(4):
+            server.push_fault(status=503)
+        cfg = config(llm="openai:test-model", base_url=server.base_url, api_key_env="LOOPBACK_KEY")
+        run_dir = tmp_path / "runs" / "00000-search"
+        summary = SearchRun(cfg, run_dir).run()
+
+    memory = trials(run_dir)
+    complete = [t for t in memory if t.status == "complete"]
+    rejected = [t for t in memory if t.status == "rejected"]
+    assert summary["stop_reason"] == "all rounds done"
+    # the duplicate of round 2 was repaired; the over-budget one of round 1 never was
+    assert len(complete) == 3 and len(rejected) == 1
+    for t in complete:  # everything trained is valid and in budget
+        assert SPACE.contains(t.arch)
+        assert budget_verdict(measure_cost(t.arch), SPACE.budget)[0]
+        assert t.score is not None and t.extra["scores"]["rfid"]["protocol"]["num_generated"] == 16
+    assert "216% over the 0.08 GMACs bound" in rejected[0].reason
+    assert rejected[0].gmacs == pytest.approx(0.253, abs=1e-3)
+    # the repair turns told the model what was wrong
+    repair_texts = [
+        json.dumps(r["messages"][-1]) for r in server.requests if len(r["messages"]) > 2
+    ]
+    assert any("wings" in t for t in repair_texts)
+    assert any("same architecture as trial 0" in t for t in repair_texts)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in events if e["event"] == "round_failed"] == [2]
+    assert summary["final"][0]["status"] == "complete"
+    # the key never reaches disk
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".db"):
+            assert b"sk-test-secret-123" not in path.read_bytes(), path
+
+
+def test_replay_reproduces_trials_and_scores(tmp_path) -> None:
+    def responder(body: dict) -> str:
+        # a deterministic "model": a different small candidate per round, from the prompt's length
+        n = sum(len(m["content"]) for m in body["messages"])
+        return answer([SMALL, SMALL2, SMALL3][n % 3], REF)
+
+    with OpenAILoopback(responder=responder) as server:
+        cfg = config(llm="openai:test-model", base_url=server.base_url, rounds=2, promote=0)
+        first = tmp_path / "runs" / "00000-search"
+        SearchRun(cfg, first).run()
+    # the server is gone: the replay answers from the record, offline
+    second = tmp_path / "runs" / "00001-search"
+    SearchRun(cfg.model_copy(update={"replay": str(first), "base_url": None}), second).run()
+
+    def outcome(run_dir: Path) -> list[tuple]:
+        return [
+            (t.round, t.slot, t.status, t.arch.arch_hash() if t.arch else None, t.score)
+            for t in trials(run_dir)
+        ]
+
+    assert outcome(first) == outcome(second)
+    assert sum(1 for o in outcome(first) if o[2] == "complete") >= 2
+
+
+def test_resume_after_sigkill_keeps_every_trial_exactly_once(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    args = [
+        sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "tiny",
+        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "400",
+        "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
+        "--device", "cpu", "--runs", str(runs),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        # wait until the second trial is training, then kill -9 in the middle of it
+        while time.time() < deadline and not list(runs.glob("*/trials/00001/train/metrics.jsonl")):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = next(runs.glob("*-search-*"))
+    interrupted = trials(run_dir)
+    assert [t.status for t in interrupted][:2] == ["complete", "running"]
+    first_score = interrupted[0].score
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "diffnas", "search", "--resume", str(run_dir)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    final = trials(run_dir)
+    assert len(final) == 4
+    assert sorted((t.round, t.slot) for t in final) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [t.number for t in final] == [0, 1, 2, 3]
+    assert all(t.status == "complete" for t in final)
+    assert final[0].score == first_score  # not evaluated again
+    hashes = [t.arch.arch_hash() for t in final]
+    assert len(set(hashes)) == 4
+    # the interrupted trial finished in its own folder
+    status = json.loads((run_dir / "trials" / "00001" / "train" / "status.json").read_text())
+    assert status["status"] == "complete"
