@@ -31,8 +31,17 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(BIN)/python -m pytest
 
+# The main job, offline on a CPU: a real DiffNAS search of the `tiny` space on the bundled
+# digits with the embedded local LLM (3 rounds x 2 candidates, short proxy runs, RFID on
+# classifier features), then the best candidate trained longer and scored by FID.
+DEMO_ARGS ?= --space tiny --data digits --llm local --proposer diffnas --rounds 3 --per-round 2 \
+	--proxy-steps 300 --proxy-batch-size 32 --score-samples 256 --score-steps 20 \
+	--promote 1 --final-recipe proxy --final-steps 1000 --final-batch-size 64 \
+	--fid-samples 512 --fid-steps 50
+
 demo: setup
 	$(BIN)/diffnas cost
+	$(BIN)/diffnas search $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

@@ -53,6 +53,10 @@ def search(
         None, help="Environment variable with the API key (never stored)."
     ),
     structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    llm_timeout: float = typer.Option(120.0, help="Seconds before one LLM request times out."),
+    llm_attempts: int = typer.Option(
+        5, help="Tries per LLM request (timeouts, 429, 5xx) before the round fails."
+    ),
     proposer: str = typer.Option(
         "diffnas", help="diffnas | llm-no-memory | random | tpe | evolution"
     ),
@@ -132,7 +136,7 @@ def search(
         try:
             config = SearchConfig(
                 space=space, data=data, data_subset=data_subset, llm=llm, base_url=base_url,
-                api_key_env=api_key_env, structured=structured, proposer=proposer, rounds=rounds,
+                api_key_env=api_key_env, structured=structured, llm_timeout_s=llm_timeout, llm_attempts=llm_attempts, proposer=proposer, rounds=rounds,
                 per_round=per_round, max_repairs=max_repairs, temperature=temperature, seed=seed,
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
