@@ -13,7 +13,7 @@ import click
 import typer
 
 from diffnas import __version__
-from diffnas.cli import cost_cmd, search_cmd, space_cmd
+from diffnas.cli import cost_cmd, score_cmd, search_cmd, space_cmd, train_cmd
 from diffnas.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 app.add_typer(space_cmd.app, name="space")
 app.command("cost")(cost_cmd.cost)
+app.command("train")(train_cmd.train)
+app.command("sample")(score_cmd.sample)
+app.command("score")(score_cmd.score)
 app.command("search")(search_cmd.search)
 app.command("status")(search_cmd.status)
 

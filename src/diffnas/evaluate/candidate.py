@@ -16,11 +16,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from diffnas.data.datasets import DataSpec, load_images
+from diffnas.data.datasets import DataSpec, ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.reference import reference_stats
-from diffnas.evaluate.score import score_images
+from diffnas.evaluate.score import Score, score_images
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
@@ -144,6 +144,41 @@ def evaluate_candidate(job: EvalJob) -> EvalResult:
     return result
 
 
+def score_samples(
+    images: torch.Tensor,
+    data: ImageData,
+    split: str,
+    spec: ScoreSpec,
+    cache_dir: Path,
+    device: torch.device,
+) -> Score:
+    """Score generated uint8 images against `data` by the protocol `spec` (features, reference
+    statistics from the cache, metric). The one scoring path of the search and `diffnas score`."""
+    extractor = get_extractor(
+        spec.extractor,
+        weights_path=spec.inception_weights,
+        train_images=data.as_uint8(),
+        train_labels=data.y,
+        cache_dir=cache_dir,
+        dataset_fingerprint=data.fingerprint,
+        seed=0,
+        device=device,
+    )
+    reference = reference_stats(
+        extractor,
+        data.as_uint8,
+        dataset_fingerprint=data.fingerprint,
+        split=split,
+        resolution=data.image_size,
+        cache_dir=cache_dir,
+        dataset=data.name,
+    )
+    sampler_name = spec.sampler + (f"-{spec.steps}" if spec.steps else "")
+    return score_images(
+        images, reference, extractor, metric=spec.metric, sampler=sampler_name, steps=spec.steps
+    )
+
+
 def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
     device = resolve_device(job.spec.device)
     data = load_images(job.data)
@@ -192,30 +227,7 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         seed=job.seed, batch_size=spec.batch_size, device=device,
     )  # fmt: skip
     save_grid(images[:64], workdir / "samples.png")
-    cache = Path(job.cache_dir)
-    extractor = get_extractor(
-        spec.extractor,
-        weights_path=spec.inception_weights,
-        train_images=data.as_uint8(),
-        train_labels=data.y,
-        cache_dir=cache,
-        dataset_fingerprint=data.fingerprint,
-        seed=0,
-        device=device,
-    )
-    reference = reference_stats(
-        extractor,
-        data.as_uint8,
-        dataset_fingerprint=data.fingerprint,
-        split=job.data.split,
-        resolution=data.image_size,
-        cache_dir=cache,
-        dataset=data.name,
-    )
-    sampler_name = f"{spec.sampler}" + (f"-{spec.steps}" if spec.steps else "")
-    score = score_images(
-        images, reference, extractor, metric=spec.metric, sampler=sampler_name, steps=spec.steps
-    )
+    score = score_samples(images, data, job.data.split, spec, Path(job.cache_dir), device)
     return EvalResult(
         status="complete",
         score=score.value,

@@ -33,7 +33,7 @@ class TrainRecipe(BaseModel):
         128, ge=1, description="Images per optimizer step (128 in both papers)."
     )
     lr: float = Field(
-        4e-4, gt=0, description="Peak learning rate (DDPM 2e-4, IDDPM 1e-4, proxy 2× DDPM)."
+        4e-4, gt=0, le=1.0, description="Peak learning rate (DDPM 2e-4, IDDPM 1e-4, proxy 2× DDPM)."
     )
     warmup_steps: int = Field(
         500, ge=0, description="Linear warm-up from 0 to `lr` over this many steps (DDPM 5000)."

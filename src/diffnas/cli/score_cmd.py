@@ -1,0 +1,315 @@
+"""`diffnas sample CKPT` and `diffnas score CKPT`: images and FID/RFID/KID from a trained model.
+
+Both rebuild the model from `ema.pt` alone (its metadata holds the architecture, objective
+and training data) and write into a new numbered run folder. Scores are printed with their
+protocol, because a number without N, sampler steps and extractor compares to nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import typer
+from diffusers import UNet2DModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.table import Table
+
+from diffnas.cli.train_cmd import OPTIONS, check_data_fits, check_device, console, pydantic_message
+from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
+from diffnas.errors import UserError
+from diffnas.evaluate.candidate import ScoreSpec, resolve_device, score_samples
+from diffnas.evaluate.score import Score
+from diffnas.model.builder import build_unet
+from diffnas.model.cost import measure_cost
+from diffnas.runs import next_run_dir, read_json, write_json
+from diffnas.space.arch import ArchConfig
+from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
+from diffnas.train.trainer import EMA_CHECKPOINT, load_checkpoint, restore_ema
+
+SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
+
+
+@dataclass
+class Trained:
+    """A trained denoiser rebuilt from its EMA checkpoint."""
+
+    model: UNet2DModel
+    diffusion: DiffusionConfig
+    metadata: dict[str, Any]
+    path: Path
+    label: str
+    arch: ArchConfig | None
+
+    def forward_flops(self) -> int | None:
+        return measure_cost(self.arch).flops if self.arch is not None else None
+
+
+def load_trained(ckpt: str | Path) -> Trained:
+    """A train run folder (its ema.pt) or a checkpoint file → the EMA model and its settings."""
+    path = Path(ckpt)
+    if path.is_dir():
+        path = path / EMA_CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(ckpt)!r}: no such file ({path})", field="checkpoint")
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "ema_model" not in state or "diffusion" not in state:
+        raise UserError(f"{str(path)!r} is not a diffnas checkpoint (ema.pt)", field="checkpoint")
+    metadata = state.get("metadata") or {}
+    arch = ArchConfig.model_validate(metadata["arch"]) if "arch" in metadata else None
+    # Without metadata (a checkpoint from the Python API) the diffusers config still rebuilds it.
+    model = build_unet(arch) if arch is not None else UNet2DModel.from_config(state["model_config"])
+    restore_ema(model, state)
+    label = metadata.get("arch_name") or path.parent.name
+    label = label.removesuffix(Path(label).suffix)
+    diffusion = DiffusionConfig.model_validate(state["diffusion"])
+    return Trained(model, diffusion, metadata, path.resolve(), label, arch)
+
+
+def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
+    nfe_per_image = steps or trained.diffusion.timesteps
+    line = (
+        f"plan: {n:,} images x {nfe_per_image} sampler steps = {n * nfe_per_image:,} forward passes"
+    )
+    flops = trained.forward_flops()
+    if flops is not None:
+        line += f", {flops * n * nfe_per_image / 1e12:.3g} TFLOPs"
+    console.print(line)
+
+
+def _load_options(model: type[BaseModel], run_dir: Path) -> Any:
+    if not (run_dir / OPTIONS).is_file():
+        raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS} there", field="resume")
+    try:
+        return model.model_validate_json((run_dir / OPTIONS).read_text())
+    except ValidationError as err:
+        raise UserError(pydantic_message(err, str(run_dir / OPTIONS)), field="resume") from None
+
+
+def _default_steps(sampler: str, steps: int | None) -> int | None:
+    return steps if steps is not None or sampler == "ddpm" else 50
+
+
+# ----------------------------------------------------------------------------------- sample
+
+
+class SampleOptions(BaseModel):
+    """A sampling run; written as its options.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="ema.pt the images come from")
+    num: int = Field(ge=1, description="images to draw")
+    sampler: str = Field(description="ddim | ddpm | respaced")
+    steps: int | None = Field(description="sampler steps (ddpm: all T)")
+    seed: int = Field(description="seed of the initial noise")
+    batch_size: int = Field(ge=1, description="images per sampling batch")
+    device: str = Field(description="auto | cpu | cuda[:N]")
+
+
+def sample(
+    ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
+    num: int = typer.Option(64, "-n", "--num", help="Images to draw."),
+    sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print options and plan; create nothing."
+    ),
+    resume: Path | None = typer.Option(None, "--resume", help="Finish this sample run folder."),
+) -> None:
+    """Draw images from a trained model; writes PNGs and a grid into a new run folder."""
+    if resume is not None:
+        opts = _load_options(SampleOptions, resume)
+        run_dir = resume
+        if (resume / "sample.json").is_file():
+            console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)")
+            return
+    elif ckpt is None:
+        raise UserError("give a checkpoint (train run folder or ema.pt) or --resume", field="ckpt")
+    else:
+        try:
+            opts = SampleOptions(
+                checkpoint="", num=num, sampler=sampler, steps=_default_steps(sampler, steps),
+                seed=seed, batch_size=batch_size, device=check_device(device),
+            )  # fmt: skip
+        except ValidationError as err:
+            raise UserError(pydantic_message(err, "sample option"), field="sample") from None
+    trained = load_trained(opts.checkpoint or ckpt)
+    opts = opts.model_copy(update={"checkpoint": str(trained.path)})
+    make_scheduler(trained.diffusion, opts.sampler, opts.steps)  # checks sampler and steps
+    if dry_run:
+        console.print_json(opts.model_dump_json())
+        print_sampling_plan(trained, opts.num, opts.steps)
+        console.print("dry run: nothing written")
+        return
+    if resume is None:
+        run_dir = next_run_dir(runs, "sample", trained.label)
+        write_json(run_dir / OPTIONS, opts.model_dump(mode="json"))
+    start = time.perf_counter()
+    images = sample_images(
+        trained.model, trained.diffusion, opts.num, sampler=opts.sampler, steps=opts.steps,
+        seed=opts.seed, batch_size=opts.batch_size, device=resolve_device(opts.device),
+    )  # fmt: skip
+    pngs = save_pngs(images, run_dir / "images")
+    grid = save_grid(images[:64], run_dir / "grid.png")
+    seconds = time.perf_counter() - start
+    write_json(run_dir / "sample.json", {"images": len(pngs), "grid": str(grid), "wall_s": seconds})
+    console.print(
+        f"wrote {len(pngs)} PNGs to {run_dir / 'images'} and a grid {grid} ({seconds:.1f} s)"
+    )
+
+
+# ------------------------------------------------------------------------------------ score
+
+
+class ScoreOptions(BaseModel):
+    """A scoring run; written as its options.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="ema.pt the images come from")
+    data: DataSpec = Field(description="reference images")
+    score: ScoreSpec = Field(description="metric, extractor, N, sampler and steps")
+    seed: int = Field(description="seed of the initial noise")
+    device: str = Field(description="auto | cpu | cuda[:N]")
+    cache_dir: str = Field(description="reference statistics and classifier weights")
+
+
+def score(
+    ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
+    metric: str = typer.Option("rfid", "--metric", help="rfid | fid | kid"),
+    num: int = typer.Option(1000, "-n", "--num", help="Generated images N."),
+    sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="Reference images (default: the checkpoint's training data)."
+    ),
+    extractor: str = typer.Option("classifier", "--extractor", help="classifier | inception"),
+    inception_weights: str | None = typer.Option(
+        None, "--inception-weights", help="FID Inception weights file (offline)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Sampling batch."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Reference statistics cache (default: RUNS/cache)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print options and plan; create nothing."
+    ),
+    resume: Path | None = typer.Option(None, "--resume", help="Finish this score run folder."),
+) -> None:
+    """Score a trained model: sample N images and compare them with the reference data."""
+    if resume is not None:
+        opts = _load_options(ScoreOptions, resume)
+        run_dir = resume
+        if (resume / "score.json").is_file():
+            _report(read_json(resume / "score.json"), as_json)
+            return
+        trained = load_trained(opts.checkpoint)
+    elif ckpt is None:
+        raise UserError("give a checkpoint (train run folder or ema.pt) or --resume", field="ckpt")
+    else:
+        trained = load_trained(ckpt)
+        if data is not None:
+            data_spec = parse_data(data)
+        elif "data" in trained.metadata:
+            data_spec = DataSpec.model_validate(trained.metadata["data"])
+        else:
+            raise UserError(f"{trained.path} does not record its training data; give --data")
+        try:
+            spec = ScoreSpec(
+                metric=metric, extractor=extractor, num_samples=num, sampler=sampler,
+                steps=_default_steps(sampler, steps), batch_size=batch_size,
+                inception_weights=inception_weights,
+            )  # fmt: skip
+        except ValidationError as err:
+            raise UserError(pydantic_message(err, "score option"), field="score") from None
+        opts = ScoreOptions(
+            checkpoint=str(trained.path), data=data_spec, score=spec, seed=seed,
+            device=check_device(device), cache_dir=str(cache_dir or runs / "cache"),
+        )  # fmt: skip
+    spec = opts.score
+    make_scheduler(trained.diffusion, spec.sampler, spec.steps)  # checks sampler and steps
+    images = load_images(opts.data)
+    config = trained.model.config
+    check_data_fits(images, (config.in_channels, config.sample_size), trained.label)
+    if dry_run:
+        console.print_json(opts.model_dump_json())
+        print_sampling_plan(trained, spec.num_samples, spec.steps)
+        console.print(f"reference: {len(images):,} {images.name} images; dry run: nothing written")
+        return
+    if resume is None:
+        run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")
+        write_json(run_dir / OPTIONS, opts.model_dump(mode="json"))
+    result = _score(trained, images, opts, run_dir)
+    write_json(run_dir / "score.json", result)
+    _report(result, as_json)
+
+
+def _score(trained: Trained, data: ImageData, opts: ScoreOptions, run_dir: Path) -> dict[str, Any]:
+    """Sample (or reuse the saved samples), then extractor → reference statistics → score."""
+    spec, device = opts.score, resolve_device(opts.device)
+    start = time.perf_counter()
+    samples_path = run_dir / SAMPLES
+    generated = None
+    if samples_path.is_file():
+        with np.load(samples_path) as f:
+            if len(f["images"]) == spec.num_samples:
+                generated = torch.from_numpy(f["images"])
+    if generated is None:
+        generated = sample_images(
+            trained.model, trained.diffusion, spec.num_samples, sampler=spec.sampler,
+            steps=spec.steps, seed=opts.seed, batch_size=spec.batch_size, device=device,
+        )  # fmt: skip
+        tmp = samples_path.with_name("samples.tmp.npz")
+        np.savez(tmp, images=generated.numpy())
+        tmp.replace(samples_path)
+        save_grid(generated[:64], run_dir / "samples.png")
+    sample_s = time.perf_counter() - start
+    result = score_samples(generated, data, opts.data.split, spec, Path(opts.cache_dir), device)
+    return {
+        "score": result.model_dump(mode="json"),
+        "checkpoint": opts.checkpoint,
+        "run_dir": str(run_dir),
+        "sample_s": round(sample_s, 3),
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    s = Score.model_validate(result["score"])
+    p = s.protocol
+    value = f"{s.value:.4g}" + (f" ± {s.std:.2g}" if s.std is not None else "")
+    table = Table("", "", title=f"{p.metric.upper()} (lower is better)", show_header=False)
+    table.add_row(p.metric, value)
+    table.add_row("extractor", p.extractor)
+    table.add_row("weights sha256", p.weights_sha256[:16])
+    table.add_row("generated N", str(p.num_generated))
+    table.add_row("reference N", str(p.num_reference))
+    table.add_row("sampler, steps", f"{p.sampler}, {p.steps if p.steps else 'all'}")
+    table.add_row("reference", p.reference)
+    table.add_row("resolution", f"{p.resolution}x{p.resolution}")
+    console.print(table)
+    console.print(
+        f"score.json: {Path(result['run_dir']) / 'score.json'} ({result['wall_s']:.1f} s)"
+    )

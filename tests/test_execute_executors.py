@@ -1,0 +1,52 @@
+"""Executor conformance: every executor gives the same result for the same job and reuses a finished one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffnas.data.datasets import DataSpec
+from diffnas.errors import UserError
+from diffnas.evaluate.candidate import EvalJob, EvalSpec, ScoreSpec
+from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
+from diffnas.space.arch import parse_arch
+
+ARCH = parse_arch(
+    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
+)  # fmt: skip
+SPEC = EvalSpec(
+    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
+    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
+    device="cpu",
+)
+
+
+def job(tmp_path, name: str) -> EvalJob:
+    return EvalJob(
+        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC, seed=3,
+        workdir=str(tmp_path / name), cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "executor", [InlineExecutor(), SubprocessExecutor()], ids=["inline", "subprocess"]
+)
+def test_executor_runs_job_and_reuses_result(tmp_path, executor) -> None:
+    torch.set_num_threads(1)
+    reference = InlineExecutor().run(job(tmp_path, "reference"))
+    result = executor.run(job(tmp_path, "under-test"))
+    assert result.status == "complete" and reference.status == "complete"
+    assert result.score == pytest.approx(reference.score, rel=1e-6)  # a pure function of the job
+    saved = json.loads((tmp_path / "under-test" / "result.json").read_text())
+    assert saved["score"] == result.score
+    assert json.loads((tmp_path / "under-test" / "job.json").read_text())["seed"] == 3
+    again = executor.run(job(tmp_path, "under-test"))  # finished: read back, not recomputed
+    assert again == result
+
+
+def test_unknown_executor() -> None:
+    with pytest.raises(UserError, match="allowed: inline, subprocess"):
+        make_executor("ray")
