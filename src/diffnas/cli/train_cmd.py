@@ -30,6 +30,7 @@ from diffnas.space.search_space import load_space
 from diffnas.train import trainer
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.recipe import TrainRecipe
+from diffnas.train.recipe import resolve_recipe as resolve_train_recipe
 from diffnas.train.trainer import STATUS
 
 console = Console(soft_wrap=True, highlight=False)
@@ -101,31 +102,9 @@ def resolve_recipe(
     preset: str, objective: Objective, overrides: dict[str, Any], data: DataSpec, device: str
 ) -> tuple[TrainRecipe, list[str]]:
     """The preset with the overrides, adapted to short runs, digits and CPU; plus notes on what changed."""
-    if preset not in ("proxy", "full"):
-        raise UserError(f"--recipe {preset!r} is unknown; use proxy or full", field="recipe")
-    base = TrainRecipe.proxy() if preset == "proxy" else TrainRecipe.full(objective)
-    overrides, notes = dict(overrides), []
-    steps = overrides.get("steps")
-    if (
-        isinstance(steps, int)
-        and "warmup_steps" not in overrides
-        and base.warmup_steps > steps // 10
-    ):
-        overrides["warmup_steps"] = steps // 10
-        notes.append(f"warm-up capped at 10% of the {steps}-step run: {steps // 10} steps")
-    if data.kind == "digits" and "random_hflip" not in overrides:
-        overrides["random_hflip"] = False
-        notes.append("no horizontal flips on digits (a mirrored digit is not a digit)")
-    if resolve_device(device).type == "cpu" and "channels_last" not in overrides:
-        overrides["channels_last"] = False  # measured ~10 % slower on CPU
-    try:
-        return TrainRecipe.model_validate({**base.model_dump(), **overrides}), notes
-    except ValidationError as err:
-        raise UserError(
-            pydantic_message(err, "recipe override")
-            + f". Recipe keys: {', '.join(TrainRecipe.model_fields)}",
-            field=str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else "recipe",
-        ) from None
+    return resolve_train_recipe(
+        preset, objective, overrides, data_kind=data.kind, device_type=resolve_device(device).type
+    )
 
 
 def resolve_diffusion(

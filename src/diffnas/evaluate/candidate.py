@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.data.datasets import DataSpec, ImageData, load_images
 from diffnas.errors import UserError
@@ -24,7 +24,7 @@ from diffnas.evaluate.score import Score, score_images
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
-from diffnas.train.recipe import TrainRecipe
+from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images, save_grid
 from diffnas.train.trainer import restore_ema, train
 
@@ -70,31 +70,18 @@ class EvalSpec(BaseModel):
     def final_default(cls) -> EvalSpec:
         return cls(recipe="full", score=ScoreSpec(metric="fid", num_samples=10_000, steps=100))
 
-    def train_recipe(self, objective: Objective) -> TrainRecipe:
-        """The resolved recipe. Shortening `steps` also shortens the default warm-up (to a tenth
-        of the run at most), so `--steps 300` means a 300-step run, not an error."""
-        overrides = dict(self.recipe_overrides)
-        base = TrainRecipe.proxy() if self.recipe == "proxy" else TrainRecipe.full(objective)
-        if (
-            "steps" in overrides
-            and "warmup_steps" not in overrides
-            and isinstance(overrides["steps"], int)
-        ):
-            overrides["warmup_steps"] = min(base.warmup_steps, overrides["steps"] // 10)
-        try:
-            return (
-                base.model_copy(update={})
-                if not overrides
-                else type(base).model_validate({**base.model_dump(), **overrides})
-            )
-        except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg'].removeprefix('Value error, ')}"
-                for e in err.errors()
-            )
-            raise UserError(
-                f"{self.recipe} recipe overrides {overrides}: {problems}.", field="recipe"
-            ) from None
+    def train_recipe(
+        self, objective: Objective, data_kind: str = "", device_type: str = "cuda"
+    ) -> TrainRecipe:
+        """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)."""
+        recipe, _ = resolve_recipe(
+            self.recipe,
+            objective,
+            self.recipe_overrides,
+            data_kind=data_kind,
+            device_type=device_type,
+        )
+        return recipe
 
 
 class EvalJob(BaseModel):
