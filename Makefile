@@ -35,6 +35,7 @@ test: setup
 # digits with the embedded local LLM (3 rounds x 2 candidates, short proxy runs, RFID on
 # classifier features), then the best candidate trained longer and scored by FID.
 DEMO_ARGS ?= --space tiny --data digits --llm local --proposer diffnas --rounds 3 --per-round 2 \
+	--temperature 1.0 --max-repairs 3 \
 	--proxy-steps 300 --proxy-batch-size 32 --score-samples 256 --score-steps 20 \
 	--promote 1 --final-recipe proxy --final-steps 1000 --final-batch-size 64 \
 	--fid-samples 512 --fid-steps 50
