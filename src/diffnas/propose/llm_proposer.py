@@ -84,28 +84,19 @@ class LLMProposer(Proposer):
                     problems.append(f"candidate {answer.index + 1}: {reason}")
                     continue
                 verdict = ctx.check(answer.arch, accepted_archs)
+                proposal = Proposal(
+                    raw=answer.arch,
+                    rationale=answer.rationale,
+                    verdict=verdict,
+                    proposer=self.name,
+                    meta={"turn": turn},
+                )
                 if verdict.ok:
                     assert verdict.arch is not None
-                    accepted.append(
-                        Proposal(
-                            raw=answer.arch,
-                            rationale=answer.rationale,
-                            verdict=verdict,
-                            proposer=self.name,
-                            meta={"turn": turn},
-                        )
-                    )
+                    accepted.append(proposal)
                     accepted_archs.append(verdict.arch)
                 else:
-                    failed.append(
-                        Proposal(
-                            raw=answer.arch,
-                            rationale=answer.rationale,
-                            verdict=verdict,
-                            proposer=self.name,
-                            meta={"turn": turn},
-                        )
-                    )
+                    failed.append(proposal)
                     problems.append(f"candidate {answer.index + 1}: {verdict.reason}")
             if len(accepted) >= ctx.k or turn == self.max_repairs:
                 break
