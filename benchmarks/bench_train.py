@@ -9,6 +9,7 @@ rounds so that load on a shared machine hits all of them alike.
 
     python benchmarks/bench_train.py                 # CPU, ~2 minutes
     python benchmarks/bench_train.py --device cuda   # adds fp32/TF32/bf16+CL/compile and DDIM-50
+    python benchmarks/bench_train.py --device cuda --arch ddpm-cifar10 --batch 128   # the anchors' setting
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from diffnas.model.builder import build_unet
+from diffnas.space.references import get_reference
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.recipe import TrainRecipe
 from diffnas.train.sampling import sample_images
 from diffnas.train.trainer import TrainStep
 
+ARCH: str | None = None  # --arch: a reference preset instead of the small default UNet
+
 
 def make_unet(size: int, seed: int = 0) -> UNet2DModel:
-    """A ~2.6M-parameter UNet: 3 levels (32, 64, 128), attention at 16×16 (for size 32)."""
+    """A ~2.6M-parameter UNet: 3 levels (32, 64, 128), attention at 16×16 (for size 32);
+    with --arch, a reference preset (e.g. ddpm-cifar10, the GPU anchors' model)."""
     torch.manual_seed(seed)
+    if ARCH is not None:
+        return build_unet(get_reference(ARCH))
     return UNet2DModel(
         sample_size=size,
         in_channels=3,
@@ -144,12 +152,20 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile on CPU (~2 min to compile)"
     )
+    parser.add_argument(
+        "--arch", default=None, help="reference preset, e.g. ddpm-cifar10 (GPU anchors)"
+    )
     args = parser.parse_args()
+    global ARCH
+    ARCH = args.arch
+    if ARCH is not None:
+        args.size = get_reference(ARCH).image_size
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    images = torch.rand(512, 3, args.size, args.size) * 2 - 1
+    channels = get_reference(ARCH).in_channels if ARCH else 3
+    images = torch.rand(512, channels, args.size, args.size) * 2 - 1
     params = sum(p.numel() for p in make_unet(args.size).parameters())
     print(f"UNet {params / 1e6:.2f}M params, {args.size}×{args.size}, batch {args.batch}, device {device}, "
           f"threads {torch.get_num_threads()}")  # fmt: skip

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The GPU check, for a lent device machine: one script, one call (about 5-8 minutes on an H100/H200).
+# Run from the repo root after `make setup`:  bash benchmarks/gpu.sh > gpu-results.txt
+# Copy its tables into benchmarks/RESULTS.md with the date and the card.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+echo "## training throughput, DDPM CIFAR-10 UNet (35.7 M), batch 128 (anchors: fp32 666, TF32 1487, bf16+CL 1969, +compile 2385 img/s on H200)"
+$PY benchmarks/bench_train.py --device cuda --arch ddpm-cifar10 --batch 128 --steps 10 --rounds 3 --warmup 5
+echo "## scoring: Inception features and a 50k-sample FID estimate (anchor: 1955 img/s fp32 on H200)"
+$PY benchmarks/bench_score.py --device cuda
+echo "## one proxy evaluation of a tiny candidate on the GPU"
+$PY benchmarks/bench_proxy_eval.py --device cuda --steps 2000 --batch 128 --samples 1000 --sampler-steps 50
