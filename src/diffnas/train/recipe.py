@@ -95,6 +95,11 @@ class TrainRecipe(BaseModel):
         True,
         description="Fused AdamW kernel on CUDA; elsewhere the foreach implementation is used.",
     )
+    tensorboard: bool = Field(
+        False,
+        description="Also write the logged metrics as TensorBoard scalars to RUN_DIR/tb "
+        "(needs the `tensorboard` package: pip install -e '.[tensorboard]').",
+    )
     log_every: int = Field(
         100, ge=1, description="Steps between metric records (the only host syncs in the loop)."
     )

@@ -37,7 +37,7 @@ EMA_CHECKPOINT = "ema.pt"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 # Recipe fields that do not change the numbers, so a run may resume with other values.
-_RESUMABLE_CHANGES = {"name", "log_every", "checkpoint_every", "compile"}
+_RESUMABLE_CHANGES = {"name", "log_every", "checkpoint_every", "compile", "tensorboard"}
 
 Status = Literal["complete", "paused", "diverged", "oom"]
 OnStep = Callable[[int, torch.Tensor], bool | None]
@@ -254,6 +254,17 @@ class TrainStep:
         self.generator.set_state(state["rng"]["generator"])
 
 
+def _tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "recipe tensorboard=true needs the `tensorboard` package: pip install -e '.[tensorboard]'",
+            field="tensorboard",
+        ) from None
+    return SummaryWriter(log_dir=str(run_dir / "tb"))
+
+
 def train(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -291,6 +302,7 @@ def train(
         write_json(run_dir / STATUS, {"status": "oom", "step": 0, "error": error})
         append_jsonl(metrics_path, {"event": "oom", "step": 0, "error": error, "time": time.time()})
         return TrainResult("oom", 0, None, None, None, None, run_dir, error)
+    tb = _tensorboard_writer(run_dir) if recipe.tensorboard else None
     step, last_loss = 0, None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -398,6 +410,10 @@ def train(
                     if "vb" in terms:
                         record["vb"] = float(vb_sum) / logged_steps
                     append_jsonl(metrics_path, record)
+                    if tb is not None:
+                        for key, value in record.items():
+                            if key != "step" and value is not None:
+                                tb.add_scalar(f"train/{key}", value, step)
                     ips_text = "-" if ips is None else f"{ips:.0f}"
                     bar.update(task, completed=step, loss=f"{last_loss:.4f}", ips=ips_text)
                     loss_sum.zero_()
@@ -421,6 +437,8 @@ def train(
         status = "paused"
     if status == "complete" and not ckpt_path.exists():
         save(status)  # a finished run resumed with nothing left to do still leaves its files
+    if tb is not None:
+        tb.close()
     ips = run_images / run_seconds if run_seconds > 0 else None
     write_status(status, ips, error)
     append_jsonl(
