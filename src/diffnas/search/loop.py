@@ -327,9 +327,10 @@ class SearchRun:
             self.console.print(
                 f"  trial {trial.number}: {arch.summary()} ({e['gmacs']:.3g} GMACs) ..."
             )
-            result = self.executor.run(
-                self._job(arch, self.config.proxy, self._trial_dir(trial.number))
-            )
+            with self.console.status(f"trial {trial.number}: proxy training and scoring ..."):
+                result = self.executor.run(
+                    self._job(arch, self.config.proxy, self._trial_dir(trial.number))
+                )
             self._tell(trial, result)
 
     def _trial_dir(self, number: int) -> Path:
@@ -366,7 +367,8 @@ class SearchRun:
                 f"and {cfg.final.score.metric.upper()}"
             )
             workdir = self.run_dir / "final" / f"{record.number:05d}"
-            result = self.executor.run(self._job(record.arch, cfg.final, workdir))
+            with self.console.status(f"trial {record.number}: final training and FID ..."):
+                result = self.executor.run(self._job(record.arch, cfg.final, workdir))
             finals.append(
                 {
                     "trial": record.number,
