@@ -19,6 +19,16 @@ def test_dry_run_prints_plan_and_creates_nothing(tmp_path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+def test_recipe_set_reaches_both_recipes() -> None:
+    result = runner.invoke(
+        app, ["search", "--dry-run", "--set", "bf16_cpu=true", "--proxy-steps", "50"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count('"bf16_cpu": true') == 2
+    result = runner.invoke(app, ["search", "--dry-run", "--set", "wings=2"])
+    assert "unknown key 'wings'" in str(result.exception)
+
+
 def test_bad_options_are_user_errors(tmp_path) -> None:
     result = runner.invoke(app, ["search", "--rounds", "0", "--runs", str(tmp_path)])
     assert isinstance(result.exception, ValueError) and "rounds" in str(result.exception)

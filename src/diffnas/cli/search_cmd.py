@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from diffnas.cli.train_cmd import parse_sets
 from diffnas.data.datasets import parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
@@ -88,6 +89,9 @@ def search(
         None, help="Final recipe: steps (default: the paper's)."
     ),
     final_batch_size: int | None = typer.Option(None, help="Final recipe: batch size."),
+    recipe_set: list[str] = typer.Option(
+        [], "--set", help="Recipe field for proxy and final runs, key=value (e.g. bf16_cpu=true)."
+    ),
     fid_samples: int = typer.Option(10_000, help="Final FID: generated images."),
     fid_steps: int = typer.Option(100, help="Final FID: DDIM steps."),
     llm_max_tokens: int | None = typer.Option(None, help="Hard LLM budget in tokens."),
@@ -130,8 +134,15 @@ def search(
                 f"--replay {str(replay)!r}: no recorded LLM calls (llm/calls.jsonl) there."
             )
 
+        extra, diffusion_sets = parse_sets(recipe_set)
+        if diffusion_sets:
+            raise UserError(
+                "--set: diffusion.* keys are fixed by the space's objective in a search."
+            )
+
         def recipe(steps: int | None, batch: int | None) -> dict:
-            return {k: v for k, v in (("steps", steps), ("batch_size", batch)) if v is not None}
+            sized = {k: v for k, v in (("steps", steps), ("batch_size", batch)) if v is not None}
+            return {**extra, **sized}
 
         try:
             config = SearchConfig(

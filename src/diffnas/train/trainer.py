@@ -16,6 +16,7 @@ step and saved generator states: a resumed run gives the same weights as an unin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from diffnas.errors import UserError
 from diffnas.runs import append_jsonl, read_json, write_json
 from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion, make_timestep_sampler
+from diffnas.train.precision import FP32AttentionOnCPU
 from diffnas.train.recipe import TrainRecipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -189,6 +191,9 @@ class TrainStep:
         self.generator.manual_seed(seed + 1)
         self.forward = torch.compile(model) if recipe.compile else model
         self.use_bf16 = recipe.bf16_cpu if device.type == "cpu" else recipe.bf16
+        # bf16 attention is slower than fp32 on CPU (see train/precision.py)
+        cpu_bf16 = self.use_bf16 and device.type == "cpu"
+        self.attention_precision = FP32AttentionOnCPU() if cpu_bf16 else contextlib.nullcontext()
         self.data = images.to(device=device, dtype=torch.float32)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -205,7 +210,10 @@ class TrainStep:
         x_t = self.diffusion.q_sample(x0, t, noise)
         if recipe.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+        with (
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16),
+            self.attention_precision,
+        ):
             output = self.forward(x_t, t).sample
         terms = self.diffusion.loss_terms(output, x0, x_t, t, noise)
         loss = (terms["loss"] * weights).mean()
