@@ -191,3 +191,36 @@ def test_resume_after_sigkill_keeps_every_trial_exactly_once(tmp_path) -> None:
     # the interrupted trial finished in its own folder
     status = json.loads((run_dir / "trials" / "00001" / "train" / "status.json").read_text())
     assert status["status"] == "complete"
+
+
+def test_resume_reuses_recorded_llm_answers(tmp_path, monkeypatch) -> None:
+    def responder(body: dict) -> str:
+        first_round = "none yet" in body["messages"][-1]["content"]
+        return answer(SMALL, SMALL2) if first_round else answer(REF, SMALL3)
+
+    real_gate = SearchRun._gate
+    gates = []
+
+    def killed_in_round_2(self, proposals, memory):
+        # the LLM has answered round 2 (and it is recorded); the process dies before the
+        # round's file is written
+        gates.append(1)
+        if len(gates) == 2:
+            raise KeyboardInterrupt
+        return real_gate(self, proposals, memory)
+
+    with OpenAILoopback(responder=responder) as server:
+        cfg = config(llm="openai:test-model", base_url=server.base_url, rounds=2, promote=0)
+        run_dir = tmp_path / "runs" / "00000-search"
+        monkeypatch.setattr(SearchRun, "_gate", killed_in_round_2)
+        with pytest.raises(KeyboardInterrupt):
+            SearchRun(cfg, run_dir).run()
+        assert not (run_dir / "rounds" / "round-001.json").exists()
+        paid = len(server.requests)
+        monkeypatch.setattr(SearchRun, "_gate", real_gate)
+        SearchRun(cfg, run_dir).run()
+        assert len(server.requests) == paid  # round 2's answer came from llm/calls.jsonl
+    final = trials(run_dir)
+    assert sorted((t.round, t.slot, t.status) for t in final) == [
+        (0, 0, "complete"), (0, 1, "complete"), (1, 0, "complete"), (1, 1, "complete"),
+    ]  # fmt: skip
