@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
@@ -41,7 +40,6 @@ def test_bad_options_are_user_errors(tmp_path) -> None:
 
 
 def test_random_search_then_status(tmp_path) -> None:
-    torch.set_num_threads(1)
     runs = tmp_path / "runs"
     args = ["search", "--proposer", "random", "--rounds", "1", "--per-round", "2", "--data-subset", "100",
             "--proxy-steps", "4", "--proxy-batch-size", "4", "--score-samples", "8", "--score-steps", "2",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
@@ -35,7 +34,6 @@ def job(tmp_path, name: str) -> EvalJob:
     "executor", [InlineExecutor(), SubprocessExecutor()], ids=["inline", "subprocess"]
 )
 def test_executor_runs_job_and_reuses_result(tmp_path, executor) -> None:
-    torch.set_num_threads(1)
     reference = InlineExecutor().run(job(tmp_path, "reference"))
     result = executor.run(job(tmp_path, "under-test"))
     assert result.status == "complete" and reference.status == "complete"

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
 from diffnas.model.cost import budget_verdict, measure_cost
@@ -44,14 +43,6 @@ TINY_EVAL = EvalSpec(
     score=ScoreSpec(num_samples=16, steps=2, batch_size=16),
     device="cpu",
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic and faster on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def config(**overrides) -> SearchConfig:

@@ -23,15 +23,6 @@ SHORT_DDPM = DiffusionConfig(objective="ddpm", schedule="linear", timesteps=10)
 SHORT_IDDPM = DiffusionConfig(objective="iddpm", schedule="cosine", timesteps=10, learn_sigma=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and a shared CPU is not oversubscribed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(in_channels: int = 3, out_channels: int = 3, size: int = 8) -> UNet2DModel:
     torch.manual_seed(0)
     return UNet2DModel(

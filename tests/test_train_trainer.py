@@ -17,15 +17,6 @@ from diffnas.train.recipe import TrainRecipe
 from diffnas.train.trainer import batch_indices, load_checkpoint, restore_ema, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and a shared CPU is not oversubscribed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(out_channels: int = 1, dropout: float = 0.0, seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)
     return UNet2DModel(
