@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _RUN_RE = re.compile(r"^(\d{5})-")
+OPTIONS_FILE = "options.json"  # every run folder's resolved options
 
 
 def next_run_dir(root: str | Path, kind: str, desc: str = "") -> Path:

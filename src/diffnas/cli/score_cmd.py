@@ -20,14 +20,14 @@ from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
-from diffnas.cli.train_cmd import OPTIONS, check_data_fits, check_device, console, pydantic_message
+from diffnas.cli.train_cmd import check_data_fits, check_device, console
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
-from diffnas.errors import UserError
+from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.candidate import ScoreSpec, resolve_device, score_samples
 from diffnas.evaluate.score import Score
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
-from diffnas.runs import next_run_dir, read_json, write_json
+from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, write_json
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
@@ -84,12 +84,14 @@ def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
 
 
 def _load_options(model: type[BaseModel], run_dir: Path) -> Any:
-    if not (run_dir / OPTIONS).is_file():
-        raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS} there", field="resume")
+    if not (run_dir / OPTIONS_FILE).is_file():
+        raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there", field="resume")
     try:
-        return model.model_validate_json((run_dir / OPTIONS).read_text())
+        return model.model_validate_json((run_dir / OPTIONS_FILE).read_text())
     except ValidationError as err:
-        raise UserError(pydantic_message(err, str(run_dir / OPTIONS)), field="resume") from None
+        raise UserError(
+            pydantic_message(err, str(run_dir / OPTIONS_FILE)), field="resume"
+        ) from None
 
 
 def _default_steps(sampler: str, steps: int | None) -> int | None:
@@ -156,7 +158,7 @@ def sample(
         return
     if resume is None:
         run_dir = next_run_dir(runs, "sample", trained.label)
-        write_json(run_dir / OPTIONS, opts.model_dump(mode="json"))
+        write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
     start = time.perf_counter()
     images = sample_images(
         trained.model, trained.diffusion, opts.num, sampler=opts.sampler, steps=opts.steps,
@@ -257,7 +259,7 @@ def score(
         return
     if resume is None:
         run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")
-        write_json(run_dir / OPTIONS, opts.model_dump(mode="json"))
+        write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
     result = _score(trained, images, opts, run_dir)
     write_json(run_dir / "score.json", result)
     _report(result, as_json)

@@ -13,15 +13,15 @@ from rich.table import Table
 
 from diffnas.cli.train_cmd import parse_sets
 from diffnas.data.datasets import parse_data
-from diffnas.errors import UserError
+from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
-from diffnas.runs import next_run_dir, read_json
+from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.loop import OPTIONS_FILE, SUMMARY_FILE, SearchRun
+from diffnas.search.loop import SUMMARY_FILE, SearchRun
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 
@@ -29,11 +29,7 @@ console = Console()
 
 
 def _config_error(err: ValidationError) -> UserError:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"option '{loc}' = {e.get('input')!r}: {e['msg']}")
-    return UserError("Invalid search options: " + "; ".join(parts) + ".")
+    return UserError(pydantic_message(err, "search option"), field=first_field(err, "search"))
 
 
 def search(

@@ -20,23 +20,21 @@ from rich.console import Console
 
 from diffnas.cli.cost_cmd import resolve_arch
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
-from diffnas.errors import UserError
+from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.candidate import resolve_device
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
-from diffnas.runs import next_run_dir, read_json, write_json
+from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, write_json
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import load_space
 from diffnas.train import trainer
-from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.recipe import TrainRecipe
 from diffnas.train.recipe import resolve_recipe as resolve_train_recipe
 from diffnas.train.trainer import STATUS
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-OPTIONS = "options.json"
-Objective = Literal["ddpm", "iddpm"]
 
 
 class TrainOptions(BaseModel):
@@ -63,16 +61,6 @@ class TrainOptions(BaseModel):
             "data": self.data.model_dump(mode="json"),
             "recipe_preset": self.recipe_preset,
         }
-
-
-def pydantic_message(err: ValidationError, what: str) -> str:
-    """One sentence per failing field: name, value given, rule broken."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(whole config)"
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(msg if loc == "(whole config)" else f"{loc}={e.get('input')!r}: {msg}")
-    return f"invalid {what}: " + "; ".join(parts)
 
 
 def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -110,19 +98,7 @@ def resolve_recipe(
 def resolve_diffusion(
     objective: Objective, arch: ArchConfig, overrides: dict[str, Any]
 ) -> DiffusionConfig:
-    if objective == "ddpm" and arch.learn_sigma:
-        raise UserError(
-            "--objective ddpm has a fixed variance but the architecture has learn_sigma=true "
-            f"({arch.out_channels} output channels); use --objective iddpm or learn_sigma=false",
-            field="objective",
-        )
-    base = DiffusionConfig.iddpm() if objective == "iddpm" else DiffusionConfig.ddpm()
-    # IDDPM without a learned variance is its cosine schedule with L_simple (a paper ablation).
-    fields = {**base.model_dump(), "learn_sigma": arch.learn_sigma, **overrides}
-    try:
-        return DiffusionConfig.model_validate(fields)
-    except ValidationError as err:
-        raise UserError(pydantic_message(err, "diffusion setting"), field="diffusion") from None
+    return DiffusionConfig.resolve(objective, arch.learn_sigma, overrides)
 
 
 def check_device(name: str) -> str:
@@ -270,18 +246,22 @@ def train(
         console.print(f"dry run: nothing written (a run would create a folder under {runs}/)")
         return
     run_dir = next_run_dir(runs, "train", label.removesuffix(Path(label).suffix))
-    write_json(run_dir / OPTIONS, opts.model_dump(mode="json"))
+    write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
     console.print(f"run folder: {run_dir}")
     _run(opts, images, run_dir, device)
 
 
 def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
-    if not (run_dir / OPTIONS).is_file():
-        raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS} there (not a train run folder)")
+    if not (run_dir / OPTIONS_FILE).is_file():
+        raise UserError(
+            f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there (not a train run folder)"
+        )
     try:
-        opts = TrainOptions.model_validate_json((run_dir / OPTIONS).read_text())
+        opts = TrainOptions.model_validate_json((run_dir / OPTIONS_FILE).read_text())
     except ValidationError as err:
-        raise UserError(pydantic_message(err, f"{run_dir / OPTIONS}"), field="resume") from None
+        raise UserError(
+            pydantic_message(err, f"{run_dir / OPTIONS_FILE}"), field="resume"
+        ) from None
     device = check_device(device or opts.device)
     status_path = run_dir / STATUS
     status = read_json(status_path) if status_path.is_file() else None

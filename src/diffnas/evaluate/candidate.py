@@ -23,12 +23,10 @@ from diffnas.evaluate.reference import reference_stats
 from diffnas.evaluate.score import Score, score_images
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
-from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images, save_grid
 from diffnas.train.trainer import restore_ema, train
-
-Objective = Literal["ddpm", "iddpm"]
 
 
 class ScoreSpec(BaseModel):
@@ -176,7 +174,7 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
             "pick a space that matches the data (or set the data's image_size).",
             field="data",
         )
-    diffusion = DiffusionConfig.iddpm() if job.objective == "iddpm" else DiffusionConfig.ddpm()
+    diffusion = DiffusionConfig.resolve(job.objective, job.arch.learn_sigma)
     recipe = job.spec.train_recipe(job.objective)
     if job.data.kind == "digits" and "random_hflip" not in job.spec.recipe_overrides:
         recipe = recipe.model_copy(

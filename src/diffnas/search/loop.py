@@ -47,7 +47,7 @@ from diffnas.propose.llm import (
 )
 from diffnas.propose.llm.ledger import Budget as LLMBudget
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer
-from diffnas.runs import append_jsonl, read_json, write_json
+from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.check import check_candidate
 from diffnas.search.config import SearchConfig
@@ -56,7 +56,6 @@ from diffnas.space.arch import ArchConfig
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
 
-OPTIONS_FILE = "options.json"
 SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.jsonl"
 

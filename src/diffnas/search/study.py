@@ -134,9 +134,7 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         params_m=a.get("params_m"),
         score=t.value if t.state == TrialState.COMPLETE else None,
         score_name=a.get("score_name", "rfid"),
-        extra={
-            k: v for k, v in a.items() if k in ("scores", "train", "final", "eval_dir", "wall_s")
-        },
+        extra={k: v for k, v in a.items() if k in ("scores", "train", "eval_dir", "wall_s")},
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from diffnas.errors import ArchitectureError, UserError
+from diffnas.errors import ArchitectureError, UserError, pydantic_message
 from diffnas.space.arch import ArchConfig, parse_arch
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -363,12 +363,6 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as err:
-        parts = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            parts.append(
-                f"field '{loc}' = {e.get('input')!r}: {e['msg'].removeprefix('Value error, ')}"
-            )
         raise UserError(
-            f"Invalid search space {str(path)!r}: " + "; ".join(parts) + ".", field="space"
+            pydantic_message(err, f"search space {str(path)!r}"), field="space"
         ) from None

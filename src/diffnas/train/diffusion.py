@@ -14,9 +14,12 @@ from typing import Literal
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from diffnas.errors import UserError, pydantic_message
 
 _SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+Objective = Literal["ddpm", "iddpm"]
 
 
 class DiffusionConfig(BaseModel):
@@ -24,7 +27,7 @@ class DiffusionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    objective: Literal["ddpm", "iddpm"] = Field(
+    objective: Objective = Field(
         "ddpm",
         description="Objective family: 'ddpm' (Ho et al. 2020) or 'iddpm' (Nichol & Dhariwal 2021).",
     )
@@ -64,6 +67,29 @@ class DiffusionConfig(BaseModel):
     def iddpm(cls) -> DiffusionConfig:
         """IDDPM: cosine schedule, T = 1000, learned-range variance, L_hybrid with λ = 0.001."""
         return cls(objective="iddpm", schedule="cosine", timesteps=1000, learn_sigma=True)
+
+    @classmethod
+    def resolve(
+        cls, objective: Objective, learn_sigma: bool, overrides: dict | None = None
+    ) -> DiffusionConfig:
+        """The objective's preset for a net with (or without) a learned variance, plus overrides.
+
+        IDDPM without a learned variance is its cosine schedule with L_simple (a paper
+        ablation); DDPM with one is refused. Bad values raise `UserError` naming the field.
+        """
+        if objective == "ddpm" and learn_sigma:
+            raise UserError(
+                "objective ddpm has a fixed variance but the architecture has learn_sigma=true; "
+                "use objective iddpm or learn_sigma=false",
+                field="objective",
+            )
+        base = cls.iddpm() if objective == "iddpm" else cls.ddpm()
+        try:
+            return cls.model_validate(
+                {**base.model_dump(), "learn_sigma": learn_sigma, **(overrides or {})}
+            )
+        except ValidationError as err:
+            raise UserError(pydantic_message(err, "diffusion setting"), field="diffusion") from None
 
     def out_channels(self, in_channels: int) -> int:
         """Channels the denoiser must output for images with `in_channels` channels."""

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from diffnas.errors import UserError
+from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.train.diffusion import Objective
 
 
 class TrainRecipe(BaseModel):
@@ -169,14 +170,14 @@ class TrainRecipe(BaseModel):
         return cls(**{**settings, **overrides})
 
     @classmethod
-    def full(cls, objective: Literal["ddpm", "iddpm"], **overrides) -> TrainRecipe:
+    def full(cls, objective: Objective, **overrides) -> TrainRecipe:
         """The full recipe of `objective`."""
         return cls.full_iddpm(**overrides) if objective == "iddpm" else cls.full_ddpm(**overrides)
 
 
 def resolve_recipe(
     preset: str,
-    objective: Literal["ddpm", "iddpm"],
+    objective: Objective,
     overrides: dict[str, Any],
     *,
     data_kind: str,
@@ -209,13 +210,7 @@ def resolve_recipe(
     try:
         return TrainRecipe.model_validate({**base.model_dump(), **overrides}), notes
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'recipe'}={e.get('input')!r}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
-            for e in err.errors()
-        )
-        first = err.errors()[0]["loc"]
         raise UserError(
-            f"invalid recipe override: {problems}. Recipe keys: {', '.join(TrainRecipe.model_fields)}",
-            field=str(first[0]) if first else "recipe",
+            f"{pydantic_message(err, 'recipe override')}. Recipe keys: {', '.join(TrainRecipe.model_fields)}",
+            field=first_field(err, "recipe"),
         ) from None
