@@ -7,14 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from diffnas.propose.llm.base import LLMBackend, LLMRequest, LLMResponse, schema_instruction
+from diffnas.propose.llm.base import LLMRequest, schema_instruction
 from diffnas.propose.llm.ledger import PriceTable
-from diffnas.propose.llm.openai_backend import read_api_key
-from diffnas.propose.llm.retry import RetryPolicy, call_with_retries, classify_sdk_error
+from diffnas.propose.llm.retry import RetryPolicy
+from diffnas.propose.llm.sdk import SDKBackend, read_api_key
 
 
-class AnthropicBackend(LLMBackend):
+class AnthropicBackend(SDKBackend):
     """Messages API with our retries; a schema becomes `output_config.format` (structured outputs)."""
+
+    provider = "anthropic"
 
     def __init__(
         self,
@@ -32,21 +34,16 @@ class AnthropicBackend(LLMBackend):
         import anthropic
 
         key = read_api_key(api_key_env, required=True, backend="anthropic")
-        self._client = anthropic.Anthropic(
-            api_key=key,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=0,  # retries are ours, so they are counted and their sleeps injectable
+        # max_retries=0: retries are ours, so they are counted and their sleeps injectable
+        client = anthropic.Anthropic(
+            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
+        super().__init__(
+            model, client, (anthropic.APIConnectionError,),
+            retry=retry, prices=prices, sleep=sleep, rng=rng,
+        )  # fmt: skip
         self._transform_schema = anthropic.transform_schema
-        self._connection_errors = (anthropic.APIConnectionError,)
-        self.model = model
-        self.endpoint = f"anthropic:{model}@{self._client.base_url}"
         self.structured = structured
-        self.retry = retry or RetryPolicy()
-        self.prices = prices or PriceTable()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         # Current Messages API models take no sampling knobs (temperature/seed are not sent).
@@ -71,28 +68,9 @@ class AnthropicBackend(LLMBackend):
             params["system"] = "\n\n".join(system)
         return params
 
-    def complete(self, request: LLMRequest) -> LLMResponse:
-        params = self._params(request)
-        start = time.perf_counter()
-        outcome = call_with_retries(
-            lambda: self._client.messages.create(**params),
-            lambda exc: classify_sdk_error(exc, self._connection_errors),
-            endpoint=self.endpoint,
-            policy=self.retry,
-            sleep=self._sleep,
-            rng=self._rng,
-        )
-        message = outcome.value
-        text = "".join(block.text for block in message.content if block.type == "text")
-        prompt_tokens = message.usage.input_tokens
-        completion_tokens = message.usage.output_tokens
-        return LLMResponse(
-            text=text,
-            model=message.model or self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=time.perf_counter() - start,
-            cost_usd=self.prices.cost(self.model, prompt_tokens, completion_tokens),
-            attempts=outcome.attempts,
-            errors=outcome.errors,
-        )
+    def _create(self, params: dict[str, Any]) -> Any:
+        return self._client.messages.create(**params)
+
+    def _read(self, answer: Any) -> tuple[str, str | None, int, int]:
+        text = "".join(block.text for block in answer.content if block.type == "text")
+        return text, answer.model, answer.usage.input_tokens, answer.usage.output_tokens

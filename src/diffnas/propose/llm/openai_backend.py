@@ -7,38 +7,26 @@ variable and handed to the client object only; it is never stored on this backen
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from diffnas.errors import UserError
-from diffnas.propose.llm.base import LLMBackend, LLMRequest, LLMResponse, schema_instruction
+from diffnas.propose.llm.base import LLMRequest, schema_instruction
 from diffnas.propose.llm.ledger import PriceTable
-from diffnas.propose.llm.retry import RetryPolicy, call_with_retries, classify_sdk_error
+from diffnas.propose.llm.retry import RetryPolicy
+from diffnas.propose.llm.sdk import SDKBackend, read_api_key
 
 #: How to ask for structured output: the JSON-schema mode, the older JSON mode, or a prompt only.
 StructuredMode = Literal["json_schema", "json_object", "text"]
 STRUCTURED_MODES: tuple[str, ...] = ("json_schema", "json_object", "text")
 
 
-def read_api_key(env_var: str, *, required: bool, backend: str) -> str | None:
-    """The key from `env_var`, or a UserError that says which variable to set."""
-    key = os.environ.get(env_var, "").strip()
-    if key:
-        return key
-    if required:
-        raise UserError(
-            f"the {backend} backend needs an API key: set the environment variable {env_var} "
-            f"(keys are read only from the environment, never from files or flags)",
-            field="api_key_env",
-        )
-    return None
-
-
-class OpenAIBackend(LLMBackend):
+class OpenAIBackend(SDKBackend):
     """Chat completions with our retries, structured output and cost estimate."""
+
+    provider = "openai"
 
     def __init__(
         self,
@@ -63,21 +51,18 @@ class OpenAIBackend(LLMBackend):
             )
         # Self-hosted servers (vLLM, Ollama, llama.cpp) usually need no key; OpenAI itself does.
         key = read_api_key(api_key_env, required=base_url is None, backend="openai")
-        self._client = openai.OpenAI(
+        client = openai.OpenAI(
             api_key=key or "not-needed",
             base_url=base_url,
             timeout=timeout_s,
             max_retries=0,  # retries are ours, so they are counted and their sleeps injectable
         )
-        self._connection_errors = (openai.APIConnectionError,)
-        self.model = model
-        self.endpoint = f"openai:{model}@{self._client.base_url}"
+        super().__init__(
+            model, client, (openai.APIConnectionError,),
+            retry=retry, prices=prices, sleep=sleep, rng=rng,
+        )  # fmt: skip
         self.structured = structured
         self.strict_schema = strict_schema
-        self.retry = retry or RetryPolicy()
-        self.prices = prices or PriceTable()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         messages = request.message_dicts()
@@ -102,29 +87,15 @@ class OpenAIBackend(LLMBackend):
         params["messages"] = messages
         return params
 
-    def complete(self, request: LLMRequest) -> LLMResponse:
-        params = self._params(request)
-        start = time.perf_counter()
-        outcome = call_with_retries(
-            lambda: self._client.chat.completions.create(**params),
-            lambda exc: classify_sdk_error(exc, self._connection_errors),
-            endpoint=self.endpoint,
-            policy=self.retry,
-            sleep=self._sleep,
-            rng=self._rng,
-        )
-        completion = outcome.value
-        text = (completion.choices[0].message.content or "") if completion.choices else ""
-        usage = completion.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
-        return LLMResponse(
-            text=text,
-            model=completion.model or self.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=time.perf_counter() - start,
-            cost_usd=self.prices.cost(self.model, prompt_tokens, completion_tokens),
-            attempts=outcome.attempts,
-            errors=outcome.errors,
+    def _create(self, params: dict[str, Any]) -> Any:
+        return self._client.chat.completions.create(**params)
+
+    def _read(self, answer: Any) -> tuple[str, str | None, int, int]:
+        text = (answer.choices[0].message.content or "") if answer.choices else ""
+        usage = answer.usage
+        return (
+            text,
+            answer.model,
+            usage.prompt_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
         )
