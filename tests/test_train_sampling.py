@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 from PIL import Image
 
 from diffnas.errors import UserError
@@ -18,23 +17,10 @@ from diffnas.train.sampling import (
     save_pngs,
     to_uint8,
 )
+from tiny_models import tiny_unet
 
 SHORT_DDPM = DiffusionConfig(objective="ddpm", schedule="linear", timesteps=10)
 SHORT_IDDPM = DiffusionConfig(objective="iddpm", schedule="cosine", timesteps=10, learn_sigma=True)
-
-
-def tiny_unet(in_channels: int = 3, out_channels: int = 3, size: int = 8) -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=size,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
 
 
 def count_calls(model: torch.nn.Module) -> list[int]:

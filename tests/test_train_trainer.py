@@ -15,21 +15,7 @@ from diffnas.runs import read_json, read_jsonl
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.recipe import TrainRecipe
 from diffnas.train.trainer import batch_indices, load_checkpoint, restore_ema, train
-
-
-def tiny_unet(out_channels: int = 1, dropout: float = 0.0, seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=out_channels,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        dropout=dropout,
-    )
+from tiny_models import tiny_unet
 
 
 def digits(n: int = 64) -> torch.Tensor:
@@ -86,13 +72,19 @@ def test_resume_is_bit_exact(tmp_path, diffusion):
     images = digits(20)
     out = diffusion.out_channels(1)
     kwargs = dict(recipe=recipe, diffusion=diffusion, seed=3, progress=False)
-    full = train(tiny_unet(out, dropout=0.1), images, run_dir=tmp_path / "a", **kwargs)
+    full = train(tiny_unet(out_channels=out, dropout=0.1), images, run_dir=tmp_path / "a", **kwargs)
     first = train(
-        tiny_unet(out, dropout=0.1), images, run_dir=tmp_path / "b", max_steps=5, **kwargs
+        tiny_unet(out_channels=out, dropout=0.1),
+        images,
+        run_dir=tmp_path / "b",
+        max_steps=5,
+        **kwargs,
     )
     assert first.status == "paused" and first.steps == 5
     torch.manual_seed(1234)  # the caller's RNG state must not matter
-    second = train(tiny_unet(out, dropout=0.1, seed=9), images, run_dir=tmp_path / "b", **kwargs)
+    second = train(
+        tiny_unet(out_channels=out, dropout=0.1, seed=9), images, run_dir=tmp_path / "b", **kwargs
+    )
     assert full.status == second.status == "complete" and second.steps == 8
     assert_bit_equal(state_of(tmp_path / "a"), state_of(tmp_path / "b"))
     events = [r.get("event") for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")]

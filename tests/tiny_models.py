@@ -1,0 +1,29 @@
+"""Tiny denoisers for tests: two levels, attention at the second, 8x8 images."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+
+
+def tiny_unet(
+    in_channels: int = 1,
+    out_channels: int | None = None,
+    *,
+    size: int = 8,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> UNet2DModel:
+    """A ~50k-parameter UNet2DModel; `out_channels` defaults to `in_channels`."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=in_channels,
+        out_channels=out_channels or in_channels,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        dropout=dropout,
+    )
