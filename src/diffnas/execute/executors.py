@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from diffnas.childproc import die_with_parent
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalJob, EvalResult, evaluate_candidate
 from diffnas.runs import read_json, write_json
@@ -47,12 +45,6 @@ class InlineExecutor(Executor):
         return evaluate_candidate(job)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGKILL when the search process dies, so no orphan keeps training."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class SubprocessExecutor(Executor):
     """In a child process (`python -m diffnas.execute.worker WORKDIR`): isolates crashes and memory."""
 
@@ -65,7 +57,7 @@ class SubprocessExecutor(Executor):
                 [sys.executable, "-m", "diffnas.execute.worker", str(workdir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         result_file = workdir / RESULT_FILE
         if result_file.is_file():

@@ -48,6 +48,9 @@ def make_backend(
 
     - `base_url`: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, Azure) or an
       Anthropic-compatible one; `api_key_env` names the environment variable holding the key.
+    - `timeout_s` and `retry` apply to every backend: for `local`, a worker process that dies
+      or does not answer in time is retried with a fresh one (`local_model_path`, else
+      $DIFFNAS_LOCAL_MODEL, else the bundled SmolLM2).
     - `structured`: openai: 'json_schema' (default), 'json_object' or 'text' for servers that
       lack schema mode; anthropic: 'json_schema' (default) or 'text'.
     - `replay_dir`: answer from that run's recorded calls instead (spec is then ignored).
@@ -64,7 +67,14 @@ def make_backend(
     elif provider == "local":
         from diffnas.propose.llm.local_backend import LocalBackend
 
-        inner = LocalBackend(model_path=local_model_path, n_ctx=n_ctx)
+        inner = LocalBackend(
+            model_path=local_model_path,
+            n_ctx=n_ctx,
+            timeout_s=timeout_s,
+            retry=retry,
+            sleep=sleep,
+            rng=rng,
+        )
     elif provider == "openai":
         from diffnas.propose.llm.openai_backend import OpenAIBackend
 

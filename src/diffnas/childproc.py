@@ -1,0 +1,22 @@
+"""Child processes that must not outlive the process that started them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies, so no orphan keeps running.
+
+    The kernel ties this to the parent *thread* that started the child, so start such children
+    from a long-lived thread (the main one). Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
