@@ -13,7 +13,7 @@ import click
 import typer
 
 from diffnas import __version__
-from diffnas.cli import cost_cmd, score_cmd, search_cmd, space_cmd, train_cmd
+from diffnas.cli import cost_cmd, doctor_cmd, score_cmd, search_cmd, space_cmd, train_cmd
 from diffnas.errors import UserError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("sample")(score_cmd.sample)
 app.command("score")(score_cmd.score)
 app.command("search")(search_cmd.search)
 app.command("status")(search_cmd.status)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def _version(value: bool) -> None:

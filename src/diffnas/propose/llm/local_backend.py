@@ -45,6 +45,8 @@ WORKER_MODULE = "diffnas.propose.llm.local_worker"
 MIN_LOAD_TIMEOUT_S = 60.0
 #: How long a worker may take to exit after its stdin is closed before it is killed.
 CLOSE_GRACE_S = 5.0
+#: Ends the error of a model that cannot start (`diffnas doctor` itself leaves it out).
+DOCTOR_HINT = "; `diffnas doctor` checks what this machine can run"
 LOG_TAIL_LINES = 6
 LOG_TAIL_CHARS = 600
 
@@ -106,6 +108,28 @@ def describe_exit(returncode: int) -> str:
 
 class WorkerFault(Exception):
     """The worker process failed; the message says how (signal, timeout, garbage, error)."""
+
+
+def llama_system_info(timeout_s: float = MIN_LOAD_TIMEOUT_S) -> str:
+    """llama.cpp's CPU features (`CPU : AVX2 = 1 | ...`), asked in a child process.
+
+    Raises `WorkerFault` when the child cannot tell (llama.cpp missing, or crashing on import).
+    """
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", WORKER_MODULE, "--system-info"],
+            capture_output=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkerFault(f"llama.cpp did not report its features within {timeout_s:g} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        raise WorkerFault(f"llama.cpp {describe_exit(done.returncode)}: {' '.join(tail)}")
+    try:
+        return str(json.loads(done.stdout)["system_info"]).strip()
+    except (ValueError, KeyError, TypeError):
+        raise WorkerFault(f"llama.cpp printed {done.stdout[:120]!r}") from None
 
 
 class LocalWorker:
@@ -298,8 +322,7 @@ class LocalBackend(LLMBackend):
             self._worker: LocalWorker | None = self._start_worker()
         except WorkerFault as fault:
             raise UserError(
-                f"local model {str(path)!r} could not be started: {fault}. "
-                f"`diffnas doctor` checks the local LLM",
+                f"local model {str(path)!r} could not be started: {fault}{DOCTOR_HINT}",
                 field="model_path",
             ) from None
 

@@ -1,5 +1,7 @@
 """The local model's own process: `python -m diffnas.propose.llm.local_worker --model GGUF`.
 
+(`--system-info` instead prints llama.cpp's CPU features as JSON and exits.)
+
 llama.cpp is native code: a crash (an instruction the CPU refuses, a bad GGUF), a hang or an
 out-of-memory kill there would take the whole search with it. So the model lives here, in a
 child of the search, which `LocalBackend` drives over JSON lines:
@@ -37,13 +39,23 @@ PARENT_POLL_S = 1.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffnas.propose.llm.local_worker")
-    parser.add_argument("--model", required=True, help="GGUF file to load")
+    parser.add_argument("--model", help="GGUF file to load")
+    parser.add_argument(
+        "--system-info", action="store_true", help="print llama.cpp's CPU features and exit"
+    )
     parser.add_argument("--n-ctx", type=int, default=8192, help="context length in tokens")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when it goes away")
     parser.add_argument(
         "--die-with-parent", action="store_true", help="Linux: SIGKILL when the parent dies"
     )
     args = parser.parse_args(argv)
+    if args.system_info:
+        from llama_cpp import llama_print_system_info
+
+        print(json.dumps({"system_info": llama_print_system_info().decode(errors="replace")}))
+        return 0
+    if args.model is None:
+        parser.error("--model is required")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.die_with_parent:
         die_with_parent()
