@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.propose.llm import LLMRequest, LLMUnavailable, RetryPolicy, make_backend
+from diffnas.propose.llm import LLMRequest, LLMUnavailable, RetryPolicy, local_backend, make_backend
 from diffnas.propose.llm.local_backend import MODEL_ENV, LocalBackend, find_bundled_gguf
 from diffnas.propose.llm.local_worker import FAULT_ENV
 from diffnas.search.loop import SearchRun
@@ -133,6 +133,23 @@ def test_garbage_from_the_worker_is_unavailable(monkeypatch: pytest.MonkeyPatch)
     assert pid is not None
     with pytest.raises(LLMUnavailable, match="malformed reply 'this is not a JSON reply'"):
         backend.complete(REQUEST)
+    assert wait_gone(pid)
+    assert_answers(backend)
+
+
+def test_an_interrupted_request_stops_its_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = faulty_backend(monkeypatch, "hang", retry=ONE_TRY)
+    pid = backend.worker_pid
+    assert pid is not None
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(local_backend.select, "select", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            backend.complete(REQUEST)
+    # its reply, if it ever came, would have answered the next request
     assert wait_gone(pid)
     assert_answers(backend)
 

