@@ -16,6 +16,7 @@ def use_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> N
     monkeypatch.setattr(precision, "CPUINFO", path)
     monkeypatch.setattr(precision, "_detected", None)
 
+
 # Intel Sapphire Rapids: AVX512-BF16 and AMX-BF16.
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -39,7 +39,9 @@ def test_explicit_choice_wins_over_the_cpu(monkeypatch, tmp_path) -> None:
         assert recipe.bf16_cpu is False and recipe.autocast_bf16("cpu") is False
         assert not any("bf16" in note for note in notes)
     use_cpuinfo(monkeypatch, tmp_path, cpuinfo_samples.CASCADE_LAKE)
-    recipe, _ = resolve_recipe("full", "iddpm", {"bf16_cpu": True}, data_kind="npz", device_type="cpu")
+    recipe, _ = resolve_recipe(
+        "full", "iddpm", {"bf16_cpu": True}, data_kind="npz", device_type="cpu"
+    )
     assert recipe.bf16_cpu is True
     recipe, _ = resolve_recipe(
         "proxy", "ddpm", {"bf16_cpu": "auto"}, data_kind="npz", device_type="cpu"
@@ -59,5 +61,7 @@ def test_cuda_keeps_its_own_levers(monkeypatch, tmp_path) -> None:
 
 def test_bad_bf16_cpu_value_is_a_user_error() -> None:
     with pytest.raises(UserError, match="bf16_cpu"):
-        resolve_recipe("proxy", "ddpm", {"bf16_cpu": "sometimes"}, data_kind="npz", device_type="cpu")
+        resolve_recipe(
+            "proxy", "ddpm", {"bf16_cpu": "sometimes"}, data_kind="npz", device_type="cpu"
+        )
     assert TrainRecipe().bf16_cpu == "auto"

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-
 CPUINFO = Path("/proc/cpuinfo")
 # Flags that mean bf16 arithmetic in hardware: x86 (Linux `flags`) and arm64 (Linux `Features`).
 # AVX512-BF16 alone is enough (AMD Zen 4 has no AMX); AMX-BF16 CPUs report both.
