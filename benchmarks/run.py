@@ -1,7 +1,10 @@
 """Run every benchmark (bench_*.py) in this folder on this machine's CPU, one after another.
 
 `make bench` calls this. Each script prints a Markdown table; copy the figures into
-RESULTS.md with the date and the machine. GPU figures: run a script with `--device cuda`.
+RESULTS.md with the date and the machine. `bench_train.py` names the CPU (and whether it has
+native bf16) and ends with the verdicts against the training bars: `diffnas train` with
+default options ≥ 1.2× a plain diffusers loop on a CPU with native bf16, ≥ 1.0× without.
+GPU figures: run a script with `--device cuda`.
 """
 
 from __future__ import annotations

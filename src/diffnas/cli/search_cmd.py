@@ -88,6 +88,11 @@ def search(
     recipe_set: list[str] = typer.Option(
         [], "--set", help="Recipe field for proxy and final runs, key=value (e.g. bf16_cpu=true)."
     ),
+    bf16_cpu: bool | None = typer.Option(
+        None,
+        "--bf16-cpu/--no-bf16-cpu",
+        help="bf16 autocast on CPU (default: on where the CPU has native bf16).",
+    ),
     fid_samples: int = typer.Option(10_000, help="Final FID: generated images."),
     fid_steps: int = typer.Option(100, help="Final FID: DDIM steps."),
     llm_max_tokens: int | None = typer.Option(None, help="Hard LLM budget in tokens."),
@@ -131,6 +136,8 @@ def search(
             )
 
         extra, diffusion_sets = parse_sets(recipe_set)
+        if bf16_cpu is not None:
+            extra = {"bf16_cpu": bf16_cpu, **extra}  # an explicit --set wins, as in `diffnas train`
         if diffusion_sets:
             raise UserError(
                 "--set: diffusion.* keys are fixed by the space's objective in a search."

@@ -165,7 +165,11 @@ def train(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps."),
     ema: float | None = typer.Option(None, "--ema", help="EMA decay (cap)."),
-    bf16_cpu: bool = typer.Option(False, "--bf16-cpu", help="bf16 autocast on CPU too."),
+    bf16_cpu: bool | None = typer.Option(
+        None,
+        "--bf16-cpu/--no-bf16-cpu",
+        help="bf16 autocast on CPU (default: on where the CPU has native bf16).",
+    ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps."),
@@ -195,7 +199,7 @@ def train(
         "ema_decay": ema,
         "checkpoint_every": checkpoint_every,
         "log_every": log_every,
-        "bf16_cpu": True if bf16_cpu else None,
+        "bf16_cpu": bf16_cpu,
         "compile": True if compile_ else None,
         "random_hflip": False if no_flip else None,
     }

@@ -69,9 +69,17 @@ class EvalSpec(BaseModel):
         return cls(recipe="full", score=ScoreSpec(metric="fid", num_samples=10_000, steps=100))
 
     def train_recipe(
-        self, objective: Objective, data_kind: str = "", device_type: str = "cuda"
+        self, objective: Objective, data_kind: str = "", device_type: str | None = None
     ) -> TrainRecipe:
-        """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)."""
+        """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)
+        for the device the evaluation runs on: by default this spec's `device` on this machine."""
+        if device_type is None:
+            try:
+                device_type = resolve_device(self.device).type
+            except RuntimeError:
+                raise UserError(
+                    f"device {self.device!r} is unknown; use auto, cpu or cuda[:N]", field="device"
+                ) from None
         recipe, _ = resolve_recipe(
             self.recipe,
             objective,
@@ -175,11 +183,7 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
             field="data",
         )
     diffusion = DiffusionConfig.resolve(job.objective, job.arch.learn_sigma)
-    recipe = job.spec.train_recipe(job.objective)
-    if job.data.kind == "digits" and "random_hflip" not in job.spec.recipe_overrides:
-        recipe = recipe.model_copy(
-            update={"random_hflip": False}
-        )  # a mirrored digit is not a digit
+    recipe = job.spec.train_recipe(job.objective, job.data.kind, device.type)
     torch.manual_seed(job.seed)
     model = build_unet(job.arch)
     trained = train(

@@ -11,7 +11,9 @@ architectures after it predicts the ranking after full training:
   `EMAModel` warm-up), so the averaged weights are meaningful after a few thousand steps rather
   than the ~10k steps 0.9999 needs to forget the random initialisation;
 - bf16 autocast, channels-last memory and fused AdamW on CUDA, for throughput; `torch.compile`
-  optional because each candidate architecture pays its compile time again.
+  optional because each candidate architecture pays its compile time again;
+- on CPU, bf16 autocast where the CPU computes bf16 natively (`bf16_cpu="auto"`, decided by
+  `diffnas.train.precision.cpu_bf16_support`) and no channels-last.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.train.diffusion import Objective
+from diffnas.train.precision import cpu_bf16_support
 
 
 class TrainRecipe(BaseModel):
@@ -78,11 +81,12 @@ class TrainRecipe(BaseModel):
     bf16: bool = Field(
         True, description="bf16 autocast for the forward pass on CUDA (ignored on CPU)."
     )
-    bf16_cpu: bool = Field(
-        False,
-        description="bf16 autocast on CPU too: 1.3× faster than fp32 on an AVX512-BF16 host "
-        "(benchmarks/bench_train.py) with the same loss curve, but slower on CPUs without native "
-        "bf16, so off by default.",
+    bf16_cpu: bool | Literal["auto"] = Field(
+        "auto",
+        description="bf16 autocast on CPU (attention kept in fp32): 1.3× faster than fp32 on an "
+        "AVX512-BF16 host (benchmarks/bench_train.py) with the same loss curve, but slower on "
+        "CPUs without native bf16. 'auto' = on exactly where the CPU has native bf16 "
+        "(avx512_bf16 or amx_bf16 on x86, bf16 on arm64); `resolve_recipe` records the verdict.",
     )
     channels_last: bool = Field(
         True,
@@ -116,6 +120,14 @@ class TrainRecipe(BaseModel):
                 "warm-up must fit in the run"
             )
         return self
+
+    def autocast_bf16(self, device_type: str) -> bool:
+        """Whether training on `device_type` runs its forward pass under bf16 autocast."""
+        if device_type != "cpu":
+            return self.bf16
+        if self.bf16_cpu == "auto":  # a recipe built directly, not through resolve_recipe
+            return cpu_bf16_support().native_bf16
+        return self.bf16_cpu
 
     def lr_at(self, step: int) -> float:
         """Learning rate for the optimizer step with 0-based index `step`."""
@@ -187,7 +199,9 @@ def resolve_recipe(
 
     - a short `steps` shortens the default warm-up to a tenth of the run;
     - digits get no horizontal flips (a mirrored digit is not a digit);
-    - channels-last is off on CPU (measured ~10 % slower there).
+    - channels-last is off on CPU (measured ~10 % slower there);
+    - `bf16_cpu="auto"` becomes true or false by this machine's CPU (native bf16 or not), so the
+      recorded recipe says what the run used and a resume elsewhere does the same.
     Bad presets or values raise `UserError` naming the key and listing the recipe's keys.
     """
     if preset not in ("proxy", "full"):
@@ -207,6 +221,15 @@ def resolve_recipe(
         notes.append("no horizontal flips on digits (a mirrored digit is not a digit)")
     if device_type == "cpu" and "channels_last" not in overrides:
         overrides["channels_last"] = False
+    if overrides.get("bf16_cpu", base.bf16_cpu) == "auto":
+        cpu = cpu_bf16_support()
+        overrides["bf16_cpu"] = cpu.native_bf16
+        if device_type == "cpu":
+            notes.append(
+                f"bf16 autocast {'on' if cpu.native_bf16 else 'off'}: CPU {cpu.model} "
+                f"{'has' if cpu.native_bf16 else 'lacks'} native bf16 ({cpu.evidence}); "
+                f"--{'no-' if cpu.native_bf16 else ''}bf16-cpu to change"
+            )
     try:
         return TrainRecipe.model_validate({**base.model_dump(), **overrides}), notes
     except ValidationError as err:

@@ -190,7 +190,7 @@ class TrainStep:
         torch.manual_seed(seed)  # dropout draws from the global generator
         self.generator.manual_seed(seed + 1)
         self.forward = torch.compile(model) if recipe.compile else model
-        self.use_bf16 = recipe.bf16_cpu if device.type == "cpu" else recipe.bf16
+        self.use_bf16 = recipe.autocast_bf16(device.type)
         # bf16 attention is slower than fp32 on CPU (see train/precision.py)
         cpu_bf16 = self.use_bf16 and device.type == "cpu"
         self.attention_precision = FP32AttentionOnCPU() if cpu_bf16 else contextlib.nullcontext()

@@ -1,0 +1,54 @@
+"""A search's evaluation trains with the recipe resolved for the device it runs on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cpuinfo_samples
+from cpuinfo_samples import use_cpuinfo
+from diffnas.data.datasets import DataSpec
+from diffnas.errors import UserError
+from diffnas.evaluate import candidate
+from diffnas.evaluate.candidate import EvalJob, EvalSpec
+from diffnas.space.arch import parse_arch
+
+
+def test_spec_resolves_for_its_own_device(monkeypatch, tmp_path) -> None:
+    use_cpuinfo(monkeypatch, tmp_path, cpuinfo_samples.ZEN4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("auto", "cpu"):  # "auto" on a machine without CUDA is the CPU
+        recipe = EvalSpec(device=device).train_recipe("ddpm", "digits")
+        assert recipe.channels_last is False and recipe.bf16_cpu is True
+        assert recipe.random_hflip is False
+    assert EvalSpec(device="cuda").train_recipe("ddpm").channels_last is True
+    assert EvalSpec(device="cpu").train_recipe("ddpm", device_type="cuda").channels_last is True
+    with pytest.raises(UserError, match="device 'tpu' is unknown"):
+        EvalSpec(device="tpu").train_recipe("ddpm")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_evaluation_on_cpu_trains_without_channels_last(monkeypatch, tmp_path) -> None:
+    use_cpuinfo(monkeypatch, tmp_path, cpuinfo_samples.CASCADE_LAKE)
+    seen = {}
+
+    def fake_train(model, images, *, recipe, device, **kwargs):
+        seen.update(recipe=recipe, device=device)
+        raise _Stop  # the recipe is all this test needs
+
+    monkeypatch.setattr(candidate, "train", fake_train)
+    arch = parse_arch({"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1],
+                       "num_res_blocks": 1, "attention_resolutions": [], "mid_attention": False,
+                       "norm_groups": 8})  # fmt: skip
+    job = EvalJob(arch=arch, objective="ddpm", data=DataSpec(kind="digits", subset=16),
+                  spec=EvalSpec(device="cpu"), seed=0, workdir=str(tmp_path / "job"),
+                  cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    result = candidate.evaluate_candidate(job)
+    assert result.status == "failed" and "_Stop" in (result.error or "")
+    recipe = seen["recipe"]
+    assert seen["device"].type == "cpu"
+    assert recipe.channels_last is False and recipe.bf16_cpu is False
+    assert recipe.random_hflip is False  # digits: from resolve_recipe, not patched afterwards
