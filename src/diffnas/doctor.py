@@ -25,8 +25,7 @@ from diffnas.errors import UserError
 Status = Literal["ok", "warn", "missing", "fail"]
 MIN_PYTHON = (3, 10)
 CPUINFO = Path("/proc/cpuinfo")
-# Native bf16 arithmetic (x86 AVX512-BF16 or AMX-BF16; arm64 BF16), and AMX's tile unit.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# AMX's tile unit (native bf16 is decided by train/precision.py, the one detection).
 AMX_FLAGS = ("amx_tile", "amx_bf16", "amx_int8")
 # Instructions some machines report but refuse; a portable llama.cpp build uses none of them.
 LLAMA_NON_PORTABLE = ("AMX", "AVX512")
@@ -96,39 +95,44 @@ def check_python() -> Check:
 
 
 def cpu_flags() -> tuple[str, set[str]]:
-    """(CPU model, its feature flags) from /proc/cpuinfo; empty flags where there is none."""
+    """(/proc/cpuinfo text, its feature flags); empty where there is none."""
     try:
         text = CPUINFO.read_text(errors="replace")
     except OSError:
-        return platform.processor() or platform.machine(), set()
+        return "", set()
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip().lower(), value.strip())  # the first CPU speaks for all
-    model = fields.get("model name") or fields.get("hardware") or platform.machine()
-    return model, set((fields.get("flags") or fields.get("features") or "").split())
+    return text, set((fields.get("flags") or fields.get("features") or "").split())
 
 
 def check_torch() -> list[Check]:
     """torch and its CPU kernels; whether CPU training gets bf16 autocast."""
     import torch
 
+    from diffnas.train.precision import cpu_bf16_support, parse_cpuinfo
+
     capability = torch.backends.cpu.get_cpu_capability()
     version = Check(
         "torch", "ok", f"{torch.__version__}, CPU kernels for {capability}", required=True
     )
-    model, flags = cpu_flags()
-    bf16 = [f for f in BF16_FLAGS if f in flags]
+    text, flags = cpu_flags()
+    cpu = parse_cpuinfo(text) if text else None
+    cpu = cpu or cpu_bf16_support()
     amx = [f for f in AMX_FLAGS if f in flags]
     amx_text = f"AMX: {', '.join(amx)}" if amx else "AMX: no"
-    if bf16:
+    if cpu.native_bf16:
         detail = (
-            f"{model}: native bf16 ({', '.join(bf16)}); {amx_text}; bf16 autocast is used for "
+            f"{cpu.model}: native bf16 ({cpu.evidence}); {amx_text}; bf16 autocast is used for "
             f"CPU training (--no-bf16-cpu turns it off)"
         )
-        return [version, Check("CPU bf16", "ok", detail)]
-    detail = f"{model}: no native bf16; {amx_text}; CPU training stays in fp32 (bf16 would be emulated, slower)"
+    else:
+        detail = (
+            f"{cpu.model}: no native bf16; {amx_text}; CPU training stays in fp32 "
+            "(bf16 would be emulated, slower)"
+        )
     return [version, Check("CPU bf16", "ok", detail)]
 
 
