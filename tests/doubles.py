@@ -277,3 +277,30 @@ class AnthropicLoopback(_Loopback):
             "type": "error",
             "error": {"type": kind, "message": f"loopback fault {reply.status}"},
         }
+
+
+class _KeyEchoing:
+    """A careless endpoint: its errors quote the request's headers, the key among them."""
+
+    headers: list[dict[str, str]]
+
+    def error_body(self, reply: Reply) -> Any:
+        headers = self.headers[-1]
+        credential = headers.get("authorization") or headers.get("x-api-key", "")
+        return {
+            "type": "error",
+            "error": {
+                # padded so that the key sits where a 300-character cut would split it
+                "message": "x" * 200 + f" invalid credential {credential}; you sent: {headers}",
+                "type": "authentication_error",
+                "key_seen": credential.removeprefix("Bearer "),
+            },
+        }
+
+
+class KeyEchoingOpenAI(_KeyEchoing, OpenAILoopback):
+    """`OpenAILoopback` whose error bodies echo the `Authorization` header and the key."""
+
+
+class KeyEchoingAnthropic(_KeyEchoing, AnthropicLoopback):
+    """`AnthropicLoopback` whose error bodies echo the `x-api-key` header and the key."""

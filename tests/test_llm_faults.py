@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from diffnas.propose.llm import (
     calls_path,
     make_backend,
 )
-from doubles import AnthropicLoopback, OpenAILoopback
+from doubles import AnthropicLoopback, KeyEchoingAnthropic, KeyEchoingOpenAI, OpenAILoopback
 
 SECRET = "sk-faults-SECRET-0123456789"
 POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=10.0, jitter=0.5)
@@ -166,3 +167,19 @@ def test_usd_budget_uses_the_price_table(server) -> None:
     assert backend.complete(REQUEST).cost_usd == pytest.approx(2.0)
     with pytest.raises(LLMBudgetExhausted, match=r"\$2\.0000 of \$1\.0000"):
         backend.complete(REQUEST)
+
+
+@pytest.mark.parametrize("loopback", [KeyEchoingOpenAI, KeyEchoingAnthropic])
+def test_a_key_echoed_in_an_error_body_is_redacted_at_the_source(loopback, tmp_path) -> None:
+    with loopback() as server:
+        server.push_fault(status=401)
+        backend = backend_for(server, [], record_dir=tmp_path)
+        with pytest.raises(LLMUnavailable, match="HTTP 401") as caught:
+            backend.complete(REQUEST)
+    assert SECRET in json.dumps(server.headers)  # it was sent, and echoed
+    error = caught.value
+    texts = [str(error), error.last_error, *error.errors, *traceback.format_exception(error)]
+    assert "invalid credential" in error.last_error and "[REDACTED]" in error.last_error
+    for text in texts:  # the exception chain does not carry the SDK's unredacted error either
+        assert SECRET[:12] not in text
+    assert SECRET[:12] not in calls_path(tmp_path).read_text()

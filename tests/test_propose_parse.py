@@ -8,7 +8,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from diffnas.propose.parse import (
+    MAX_ANSWER_CHARS,
+    MAX_NESTING,
     AnswerError,
+    check_nesting,
     extract_json,
     parse_answer,
     proposal_schema,
@@ -83,7 +86,6 @@ def test_missing_field_is_a_candidate_fault() -> None:
     ("value", "message"),
     [
         ({"candidates": []}, "schema error at candidates: 0 items, at least 1 needed"),
-        ({"candidates": [GOOD["candidates"][0]] * 3}, "3 items, at most 2 allowed"),
         ({"proposals": []}, "'candidates' is a required property"),
         ([1, 2], "schema error at \\(top level\\)"),
     ],
@@ -91,3 +93,76 @@ def test_missing_field_is_a_candidate_fault() -> None:
 def test_envelope_faults_reject_the_whole_answer(value, message: str) -> None:
     with pytest.raises(AnswerError, match=message):
         parse_answer(json.dumps(value), SCHEMA)
+
+
+def item(rationale: str, **changes) -> dict:
+    return {"rationale": rationale, "arch": valid_arch(**changes)}
+
+
+def test_more_candidates_than_asked_keeps_the_first_ones() -> None:
+    one = proposal_schema(SPACE, 1)
+    text = json.dumps({"candidates": [item("first"), item("second", dropout=0.1)]})
+    (kept,) = parse_answer(text, one)  # was: "2 items, at most 1 allowed", both lost
+    assert (kept.index, kept.rationale, kept.problems) == (0, "first", [])
+
+
+def test_extras_make_room_for_valid_candidates_after_faulty_ones() -> None:
+    bad = {"rationale": "bad", "arch": valid_arch(wings=2)}
+    text = json.dumps({"candidates": [bad, item("a"), bad, item("b", dropout=0.1), item("c")]})
+    kept = parse_answer(text, SCHEMA)  # k = 2: the first two schema-valid ones
+    assert [(a.index, a.rationale, a.problems) for a in kept] == [(1, "a", []), (3, "b", [])]
+
+
+def test_too_many_faulty_candidates_keep_k_with_their_faults_at_their_own_index() -> None:
+    bad = {"rationale": "bad", "arch": valid_arch(wings=2)}
+    text = json.dumps({"candidates": [bad, item("a"), bad, bad]})
+    first, second = parse_answer(text, SCHEMA)
+    assert (first.index, second.index) == (0, 1) and second.problems == []
+    assert first.problems == [
+        "schema error at candidates/0/arch: Additional properties are not allowed "
+        "('wings' was unexpected)"
+    ]
+
+
+def test_an_envelope_fault_still_rejects_a_long_answer() -> None:
+    text = json.dumps({"candidates": [item("a")] * 3, "note": "x"})
+    with pytest.raises(AnswerError, match="Additional properties"):
+        parse_answer(text, SCHEMA)
+
+
+def deep(depth: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * depth + close * depth
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        deep(40_000),  # under the length bound; json.loads would raise RecursionError
+        '{"candidates": [{"rationale": "x", "arch": ' + '{"a": ' * 40 + "1" + "}" * 43,
+        "Here you go:\n```json\n" + deep(50) + "\n```",
+        "my answer: " + '{"a": ' * 50 + "1" + "}" * 50,
+    ],
+    ids=["bare-brackets", "inside-the-envelope", "fenced", "in-prose"],
+)
+def test_deep_answers_are_refused_before_decoding(text: str) -> None:
+    with pytest.raises(AnswerError, match=f"nests deeper than {MAX_NESTING} levels"):
+        parse_answer(text, SCHEMA)
+
+
+def test_the_200000_deep_answer_of_the_issue_is_refused_for_its_length() -> None:
+    text = deep(200_000)
+    with pytest.raises(AnswerError, match="400,000 characters long, at most 100,000"):
+        parse_answer(text, SCHEMA)
+    assert len(text) > MAX_ANSWER_CHARS
+
+
+def test_nesting_scan_follows_json_strings() -> None:
+    # brackets inside strings (escaped quotes included) do not count; the decoder agrees
+    inside = json.dumps({"candidates": [item('[[[[{{{{ " [[[[ \\' * 10)]})
+    assert len(parse_answer(inside, SCHEMA)) == 1
+    check_nesting(deep(MAX_NESTING))  # exactly at the bound is fine
+    with pytest.raises(AnswerError):
+        check_nesting(deep(MAX_NESTING + 1))
+    # prose after the first value is not counted; a string that never closes is all string
+    check_nesting(deep(3) + " " + "[" * 100)
+    check_nesting('"' + "[" * 100)

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from diffnas.cli.train_cmd import parse_sets
@@ -16,6 +17,7 @@ from diffnas.data.datasets import parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
+from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json
@@ -59,7 +61,9 @@ def search(
     ),
     rounds: int = typer.Option(3, help="Proposal rounds R."),
     per_round: int = typer.Option(2, help="Candidates per round K."),
-    max_repairs: int = typer.Option(2, help="Repair turns per round for invalid proposals."),
+    max_repairs: int = typer.Option(
+        DEFAULT_MAX_REPAIRS, help="Repair turns per round for invalid proposals."
+    ),
     temperature: float = typer.Option(0.7, help="LLM sampling temperature."),
     seed: int = typer.Option(0, help="Seeds proposals, training and sampling."),
     proxy_steps: int | None = typer.Option(
@@ -180,7 +184,7 @@ def search(
     summary = SearchRun(config, run_dir, console=console).run()
     show_status(run_dir)
     console.print(
-        f"stopped: {summary['stop_reason']}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
+        f"stopped: {escape(summary['stop_reason'])}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
     )
 
 
@@ -276,8 +280,9 @@ def show_status(run_dir: Path) -> None:
             score = f"[bold]{score}*[/bold]"
         table.add_row(
             str(t.number), str(t.round + 1), t.proposer, f"[{style}]{t.status}[/{style}]",
-            t.arch.summary() if t.arch else str(t.raw)[:60], f"{t.gmacs:.3g}" if t.gmacs else "-",
-            f"{t.params_m:.2f}" if t.params_m else "-", score, (t.reason or t.rationale)[:80],
+            # raw, reason and rationale quote the LLM: escaped, so "[/x]" is text, not markup
+            t.arch.summary() if t.arch else escape(str(t.raw)[:60]), f"{t.gmacs:.3g}" if t.gmacs else "-",
+            f"{t.params_m:.2f}" if t.params_m else "-", score, escape((t.reason or t.rationale)[:80]),
         )  # fmt: skip
     console.print(table)
     summary_file = run_dir / SUMMARY_FILE

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffnas.propose.base import Proposal, ProposalContext, Proposer, Verdict
+from diffnas.propose.base import (
+    DEFAULT_MAX_REPAIRS,
+    Proposal,
+    ProposalContext,
+    Proposer,
+    Verdict,
+)
 from diffnas.propose.llm import ChatMessage, LLMBackend, LLMRequest
 from diffnas.propose.parse import AnswerError, parse_answer, proposal_schema
 from diffnas.propose.prompt import MemoryLayout, PromptTemplates, repair_message, round_messages
@@ -34,7 +40,7 @@ class LLMProposer(Proposer):
         name: str = "diffnas",
         with_memory: bool = True,
         prompt_dir: str | Path | None = None,
-        max_repairs: int = 3,
+        max_repairs: int = DEFAULT_MAX_REPAIRS,
         temperature: float = 0.7,
         max_tokens: int = 1024,
         memory_layout: MemoryLayout | None = None,

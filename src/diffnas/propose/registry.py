@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from diffnas.errors import UserError
-from diffnas.propose.base import Proposer
+from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposer
 from diffnas.propose.baselines import EvolutionProposer, RandomProposer, TPEProposer
 from diffnas.propose.llm import LLMBackend
 from diffnas.propose.llm_proposer import LLMProposer
@@ -31,7 +31,7 @@ def make_proposer(
     *,
     llm_backend: LLMBackend | None = None,
     prompt_dir: str | Path | None = None,
-    max_repairs: int = 3,
+    max_repairs: int = DEFAULT_MAX_REPAIRS,
     temperature: float = 0.7,
     **opts: Any,
 ) -> Proposer:

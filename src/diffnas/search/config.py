@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.evaluate.candidate import EvalSpec
+from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 
 
 class SearchConfig(BaseModel):
@@ -45,7 +46,7 @@ class SearchConfig(BaseModel):
     rounds: int = Field(3, ge=1, description="proposal rounds")
     per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
     max_repairs: int = Field(
-        2, ge=0, le=10, description="repair turns per round for invalid proposals"
+        DEFAULT_MAX_REPAIRS, ge=0, le=10, description="repair turns per round for invalid proposals"
     )
     temperature: float = Field(0.7, ge=0, le=2, description="LLM sampling temperature")
     llm_max_tokens: int | None = Field(None, ge=1, description="hard budget: total LLM tokens")

@@ -30,6 +30,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.markup import escape
 
 from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
@@ -46,6 +47,7 @@ from diffnas.propose.llm import (
     make_backend,
 )
 from diffnas.propose.llm.ledger import Budget as LLMBudget
+from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import study as study_mod
@@ -127,6 +129,13 @@ class SearchRun:
         history = read_json(env_file) if env_file.exists() else []
         write_json(env_file, [*history, env])  # one entry per start or resume
 
+    def _safe_text(self, err: BaseException) -> str:
+        """`err` as text fit to print and store: no key value, no credential shape.
+
+        The backends redact at the source; this guard also knows the configured key variable.
+        """
+        return redact(str(err), env_secrets([self.config.api_key_env]))
+
     def _event(self, kind: str, **fields: Any) -> None:
         append_jsonl(self.run_dir / EVENTS_FILE, {"event": kind, "time": time.time(), **fields})
 
@@ -165,17 +174,18 @@ class SearchRun:
             try:
                 entries = self._round_entries(r, proposer)
             except LLMBudgetExhausted as err:
-                stop_reason = f"LLM budget spent: {err}"
+                stop_reason = f"LLM budget spent: {self._safe_text(err)}"
                 self.console.print(
-                    f"[yellow]round {r + 1}: {stop_reason}; stopping the search[/yellow]"
+                    f"[yellow]round {r + 1}: {escape(stop_reason)}; stopping the search[/yellow]"
                 )
-                self._event("budget_exhausted", round=r, message=str(err))
+                self._event("budget_exhausted", round=r, message=self._safe_text(err))
                 break
             except LLMUnavailable as err:
+                message = self._safe_text(err)
                 self.console.print(
-                    f"[red]round {r + 1} failed: the LLM is unavailable: {err}[/red]"
+                    f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
                 )
-                self._event("round_failed", round=r, message=str(err))
+                self._event("round_failed", round=r, message=message)
                 continue
             self._evaluate_round(r, entries)
         self._event("rounds_end", reason=stop_reason)
@@ -206,6 +216,7 @@ class SearchRun:
             check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
             task=self._task_line(),
             reference_line=self._reference_line(),
+            score_name=cfg.proxy.score.metric,  # the system and memory prompts name it
         )
         self.console.print(
             f"[bold]round {r + 1}/{cfg.rounds}[/bold]: asking {proposer.name} for {cfg.per_round}"
@@ -309,8 +320,8 @@ class SearchRun:
                     number = study_mod.add_rejected(
                         self.study, self.space, {**attrs, "reason": e["reason"]}, arch
                     )
-                    self.console.print(
-                        f"  trial {number}: [yellow]rejected[/yellow] - {e['reason']}"
+                    self.console.print(  # the reason may quote the LLM: escape its "[...]"
+                        f"  trial {number}: [yellow]rejected[/yellow] - {escape(e['reason'])}"
                     )
                 continue
             if existing is not None and existing.state.is_finished():
@@ -351,7 +362,7 @@ class SearchRun:
             )
         else:
             self.console.print(
-                f"  trial {trial.number}: [red]{result.status}[/red] {result.error or ''}"
+                f"  trial {trial.number}: [red]{result.status}[/red] {escape(result.error or '')}"
             )
 
     # ----- promotion and summary -----

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from diffnas.propose.llm.redact import redact
+
 
 class LLMError(RuntimeError):
     """Base class of the faults a search loop is expected to handle."""
@@ -25,6 +27,10 @@ class LLMUnavailable(LLMError):
     def __init__(
         self, endpoint: str, last_error: str, attempts: int, errors: list[str] | None = None
     ) -> None:
+        # Producers redact with the key they hold; this guard catches any credential shape
+        # and the environment's keys, whoever raised it (its text is printed and recorded).
+        last_error = redact(last_error)
+        errors = [redact(e) for e in errors] if errors is not None else None
         super().__init__(
             f"LLM endpoint {endpoint} is unavailable after {attempts} attempt(s); "
             f"last error: {last_error}"

@@ -2,14 +2,14 @@
 
 One JSON line per call: when, which endpoint, the request key and messages, the schema's hash,
 the answer (text, tokens, latency, cost, attempts) or the failure, and the faults retried.
-API keys are never part of a request or an endpoint, and any key value found in the
-environment is scrubbed from the line before it is written, as a second guard.
+API keys are never part of a request or an endpoint; any key value found in the environment
+is scrubbed from the line before it is written, and error texts lose every credential shape
+(`redact.redact`), as a second guard.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -25,11 +25,10 @@ from diffnas.propose.llm.base import (
     LLMUnavailable,
 )
 from diffnas.propose.llm.ledger import CostLedger
+from diffnas.propose.llm.redact import env_secrets, redact, redact_values
 from diffnas.runs import append_jsonl, read_jsonl
 
 CALLS_FILE = Path("llm") / "calls.jsonl"
-KEY_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-REDACTED = "[REDACTED]"
 
 
 class ReplayMiss(UserError):
@@ -38,19 +37,6 @@ class ReplayMiss(UserError):
 
 def calls_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CALLS_FILE
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def _env_secrets(extra_env_vars: Iterable[str] = ()) -> list[str]:
-    names = {*KEY_ENV_VARS, *extra_env_vars}
-    # Short values would scrub ordinary words; real keys are long.
-    return [v for name in names if len(v := os.environ.get(name, "").strip()) >= 8]
 
 
 def _load_recorded(path: Path) -> dict[str, deque[dict[str, Any]]]:
@@ -132,8 +118,13 @@ class RecordingBackend(LLMBackend):
             "errors": response.errors if response is not None else error.errors,
             "error": str(error) if error is not None else None,
         }
-        # Scrub any key value that could have slipped into a message or an error text.
-        text = redact(json.dumps(record), _env_secrets(self._secret_env_vars))
+        secrets = env_secrets(self._secret_env_vars)
+        # Error texts lose every credential shape (the backends already did; a second guard).
+        record["errors"] = [redact(e, secrets) for e in record["errors"]]
+        if record["error"] is not None:
+            record["error"] = redact(record["error"], secrets)
+        # Messages and answers lose only the key values: replay needs them byte for byte.
+        text = redact_values(json.dumps(record), secrets)
         with self._lock:
             append_jsonl(self.path, json.loads(text))
 

@@ -3,6 +3,9 @@
 The SDKs' built-in retries are switched off (`max_retries=0`) so that attempts show up in the
 records and tests can inject `sleep` instead of waiting. Retried: timeouts, connection errors,
 HTTP 408/429 and 5xx. Not retried: other 4xx (a bad request stays bad).
+
+Every fault's text is redacted (`redact.redact`) the moment it is made, before it is shortened:
+an error body may echo the key, and these texts reach the terminal and the run folder.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.propose.llm.base import LLMUnavailable
+from diffnas.propose.llm.redact import redact
 
 T = TypeVar("T")
 
@@ -88,19 +92,25 @@ def parse_retry_after(headers: Any) -> float | None:
 
 
 def classify_sdk_error(
-    exc: BaseException, connection_errors: tuple[type[BaseException], ...]
-) -> Fault:
-    """Classify an exception from the openai/anthropic SDKs (they share their error shape)."""
+    exc: BaseException,
+    connection_errors: tuple[type[BaseException], ...],
+    secrets: Iterable[str | None] = (),
+) -> Fault | None:
+    """Classify an exception from the openai/anthropic SDKs (they share their error shape).
+
+    `secrets` (the client's key) are redacted from the description, with every credential shape.
+    """
+    secrets = tuple(secrets)
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     if isinstance(status, int) and response is not None:
-        message = f"HTTP {status}: {_short(exc)}"
+        message = f"HTTP {status}: {_short(exc, secrets)}"
         retry_after = parse_retry_after(getattr(response, "headers", None))
         return Fault(status in RETRYABLE_STATUS, message, retry_after)
     if isinstance(exc, connection_errors):
-        return Fault(True, f"{type(exc).__name__}: {_short(exc)}")
+        return Fault(True, f"{type(exc).__name__}: {_short(exc, secrets)}")
     if isinstance(exc, json.JSONDecodeError):  # a garbled body from a proxy or a crashing server
-        return Fault(True, f"bad response body: {type(exc).__name__}: {_short(exc)}")
+        return Fault(True, f"bad response body: {type(exc).__name__}: {_short(exc, secrets)}")
     return None
 
 
@@ -112,15 +122,18 @@ def call_with_retries(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    secrets: Iterable[str | None] = (),
 ) -> RetryOutcome:
     """Run `attempt` until it succeeds, a fault is not retryable, or attempts run out.
 
     Exceptions that `classify` maps to None are not faults of the endpoint and propagate as is.
 
     Raises `LLMUnavailable` naming the endpoint and the last error; its `errors` lists every
-    fault seen, for the call record.
+    fault seen, for the call record. Every description is redacted of `secrets` and of anything
+    shaped like a credential, whichever `classify` made it.
     """
     rng = rng or random.Random()
+    secrets = tuple(secrets)
     errors: list[str] = []
     for number in range(1, policy.max_attempts + 1):
         try:
@@ -129,9 +142,11 @@ def call_with_retries(
             fault = classify(exc)
             if fault is None:
                 raise
-            errors.append(fault.description)
+            description = redact(fault.description, secrets)
+            errors.append(description)
             if not fault.retryable or number == policy.max_attempts:
-                raise LLMUnavailable(endpoint, fault.description, number, errors) from exc
+                # `from None`: the SDK's exception may quote the key, and a traceback prints it.
+                raise LLMUnavailable(endpoint, description, number, errors) from None
             if fault.retry_after_s is not None:
                 delay = min(fault.retry_after_s, policy.max_retry_after_s)
             else:
@@ -140,6 +155,7 @@ def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+def _short(exc: BaseException, secrets: Iterable[str | None] = (), limit: int = 300) -> str:
+    """The exception's text on one line, redacted, then cut to `limit` characters."""
+    text = redact(" ".join(str(exc).split()), secrets)
     return text if len(text) <= limit else text[: limit - 3] + "..."

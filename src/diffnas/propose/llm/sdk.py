@@ -72,13 +72,16 @@ class SDKBackend(LLMBackend):
     def complete(self, request: LLMRequest) -> LLMResponse:
         params = self._params(request)
         start = time.perf_counter()
+        # The key is read back from the client for redaction only: an error body may echo it.
+        secrets = (getattr(self._client, "api_key", None),)
         outcome = call_with_retries(
             lambda: self._create(params),
-            lambda exc: classify_sdk_error(exc, self._connection_errors),
+            lambda exc: classify_sdk_error(exc, self._connection_errors, secrets),
             endpoint=self.endpoint,
             policy=self.retry,
             sleep=self._sleep,
             rng=self._rng,
+            secrets=secrets,
         )
         text, model, prompt_tokens, completion_tokens = self._read(outcome.value)
         return LLMResponse(
