@@ -1,0 +1,66 @@
+"""Checks shared by the commands: the device, and the options a `--resume` may not change."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import torch
+import typer
+
+from diffnas.errors import UserError
+
+# The devices the trainer and samplers are written and tested for.
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device(name: str) -> str:
+    """`--device` as given, once it names a device this machine has; else a `UserError`."""
+    if not _DEVICE_RE.match(name):
+        raise UserError(
+            f"--device {name!r} is unknown; use auto, cpu, cuda or cuda:N", field="device"
+        )
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(
+                f"--device {name!r}: no CUDA device is available; use cpu or auto", field="device"
+            )
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise UserError(
+                f"--device {name!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}",
+                field="device",
+            )
+    return name
+
+
+def given_options(ctx: typer.Context, ignore: Iterable[str] = ()) -> list[str]:
+    """The options and arguments typed on the command line (not left at their default).
+
+    Asked of click's parameter sources, so an option given with its default value counts
+    as given, and an option added to a command later is covered without a list to update.
+    """
+    skip = set(ignore)
+    given = []
+    for param in ctx.command.params:
+        if param.name in skip or param.name is None:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(param.opts[0] if param.opts[0].startswith("-") else param.name.upper())
+    return given
+
+
+def refuse_on_resume(ctx: typer.Context, allowed: Iterable[str]) -> None:
+    """`--resume` continues a run with its saved options: any other option given is refused."""
+    given = given_options(ctx, ignore={"resume", *allowed})
+    if given:
+        may = [f"--{name.replace('_', '-')}" for name in allowed if name != "dry_run"]
+        raise UserError(
+            f"--resume continues a run with its saved options; drop {', '.join(given)} "
+            f"({'only ' + ', '.join(may) + ' may change' if may else 'nothing else may change'}; "
+            "--dry-run shows the plan)",
+            field="resume",
+        )
