@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import typer
@@ -49,18 +50,25 @@ def given_options(ctx: typer.Context, ignore: Iterable[str] = ()) -> list[str]:
             continue
         source = ctx.get_parameter_source(param.name)
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-            given.append(param.opts[0] if param.opts[0].startswith("-") else param.name.upper())
+            given.append(_spelling(param))
     return given
 
 
+def _spelling(param: Any) -> str:
+    """How the user writes a parameter: its long option (`--num`, not `-n`) or ARGUMENT."""
+    if not param.opts[0].startswith("-"):
+        return param.name.upper()
+    return max(param.opts, key=lambda opt: opt.startswith("--"))
+
+
 def refuse_on_resume(ctx: typer.Context, allowed: Iterable[str]) -> None:
-    """`--resume` continues a run with its saved options: any other option given is refused."""
+    """`--resume` continues a run with its saved options: any option but `allowed` is refused."""
+    allowed = set(allowed)
     given = given_options(ctx, ignore={"resume", *allowed})
     if given:
-        may = [f"--{name.replace('_', '-')}" for name in allowed if name != "dry_run"]
+        may = [_spelling(p) for p in ctx.command.params if p.name in allowed]
         raise UserError(
             f"--resume continues a run with its saved options; drop {', '.join(given)} "
-            f"({'only ' + ', '.join(may) + ' may change' if may else 'nothing else may change'}; "
-            "--dry-run shows the plan)",
+            f"(with --resume only {', '.join(may) or 'nothing else'} may be given)",
             field="resume",
         )

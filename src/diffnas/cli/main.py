@@ -102,7 +102,7 @@ def usage_message(err: Exception) -> str:
 def run() -> None:
     """Console-script entry point: bad input is one paragraph on stderr and exit code 2."""
     try:
-        result = app(standalone_mode=False)
+        result = app(prog_name="diffnas", standalone_mode=False)
     except UserError as err:
         print(f"error: {one_paragraph(str(err))}", file=sys.stderr)
         sys.exit(2)

@@ -21,7 +21,7 @@ from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
-from diffnas.cli.checks import check_device
+from diffnas.cli.checks import check_device, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, console
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
@@ -147,6 +147,7 @@ class SampleOptions(BaseModel):
 
 
 def sample(
+    ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     num: int = typer.Option(64, "-n", "--num", help="Images to draw."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
@@ -164,6 +165,7 @@ def sample(
 ) -> None:
     """Draw images from a trained model; writes PNGs and a grid into a new run folder."""
     if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run",))
         opts = _load_options(SampleOptions, resume)
         run_dir = resume
         if (resume / "sample.json").is_file():
@@ -221,6 +223,7 @@ class ScoreOptions(BaseModel):
 
 
 def score(
+    ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     metric: str = typer.Option("rfid", "--metric", help="rfid | fid | kid"),
     num: int = typer.Option(1000, "-n", "--num", help="Generated images N."),
@@ -250,6 +253,7 @@ def score(
 ) -> None:
     """Score a trained model: sample N images and compare them with the reference data."""
     if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run", "as_json"))
         opts = _load_options(ScoreOptions, resume)
         run_dir = resume
         if (resume / "score.json").is_file():
