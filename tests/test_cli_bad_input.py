@@ -23,6 +23,7 @@ from PIL import Image
 from diffnas.cli.main import run
 from diffnas.cli.train_cmd import TrainOptions
 from diffnas.data.datasets import DataSpec
+from diffnas.model.builder import build_unet
 from diffnas.runs import OPTIONS_FILE
 from diffnas.search.config import SearchConfig
 from diffnas.space.arch import parse_arch
@@ -94,6 +95,14 @@ CASES = [
     ("sample-truncated-ckpt", ["sample", "trunc.pt"], ["trunc.pt", "not a diffnas checkpoint"]),
     ("score-garbage-ckpt", ["score", "garbage.pt"], ["garbage.pt", "not a diffnas checkpoint"]),
     ("sample-arch-json", ["sample", "small.json"], ["small.json", "diffnas train"]),
+    # scoring needs, checked before sampling
+    ("score-unlabelled", ["score", "train_run", "--data", "nolabels.npz"], ["no labels"]),
+    (
+        "score-missing-weights",
+        ["score", "train_run", "--extractor", "inception", "--inception-weights", "no.pth"],
+        ["no.pth"],
+    ),
+    ("search-unlabelled", ["search", "--data", "nolabels.npz", *RANDOM], ["nolabels"]),
     # run folders
     ("train-resume-bad-status", ["train", "--resume", "bad_status"], ["status.json", "JSON"]),
     ("status-of-train-run", ["status", "train_run"], ["train_run", "train run folder"]),
@@ -147,6 +156,7 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "trunc.npz").write_bytes((ws / "whole.npz").read_bytes()[:200])
     (ws / "text.npz").write_text("x,y\n1,2\n")
     np.savez(ws / "strlab.npz", x=x, y=np.array(list("abcdefgh")))
+    np.savez(ws / "nolabels.npz", x=x)
     (ws / "images" / "a").mkdir(parents=True)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(ws / "images" / "a" / "0.png")
     (ws / "images" / "a" / "1.png").write_bytes(b"not a png")
@@ -154,7 +164,7 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "trunc.pt").write_bytes((ws / "whole.pt").read_bytes()[:300])
     (ws / "garbage.pt").write_bytes(os.urandom(2000))
     (ws / "afile").write_text("a file where a folder belongs\n")
-    # a train run folder (options only: no case gets as far as its weights)
+    # a train run folder: its options and an untrained EMA checkpoint (no case samples from it)
     options = TrainOptions(
         arch_name="small.json",
         arch=parse_arch(SMALL),
@@ -170,6 +180,13 @@ def workspace(tmp_path_factory) -> Path:
         (ws / name).mkdir()
         (ws / name / OPTIONS_FILE).write_text(options.model_dump_json())
     (ws / "bad_status" / "status.json").write_text('{"status": "compl')
+    checkpoint = {
+        "ema_model": build_unet(options.arch).state_dict(),
+        "model_config": {},
+        "diffusion": options.diffusion.model_dump(mode="json"),
+        "metadata": options.metadata(),
+    }
+    torch.save(checkpoint, ws / "train_run" / "ema.pt")
     (ws / "bad_options").mkdir()
     (ws / "bad_options" / OPTIONS_FILE).write_text('{"space": ')
     (ws / "search_run").mkdir()

@@ -1,7 +1,8 @@
-"""Checks shared by the commands: the device, and the options a `--resume` may not change."""
+"""Checks shared by the commands: the device, scoring needs, and what `--resume` refuses."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import torch
 import typer
 
+from diffnas.data.datasets import ImageData
 from diffnas.errors import UserError
+from diffnas.evaluate.features import INCEPTION_ENV, resolve_inception_weights
 
 # The devices the trainer and samplers are written and tested for.
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -35,6 +38,26 @@ def check_device(name: str) -> str:
                 field="device",
             )
     return name
+
+
+def check_scoring(images: ImageData, extractor: str, inception_weights: str | None) -> None:
+    """What scoring `images` needs, checked before sampling and before a run folder exists."""
+    if extractor == "classifier" and images.y is None:
+        raise UserError(
+            f"data {images.name} has no labels, and the classifier extractor is trained on "
+            "them; use labelled data or --extractor inception",
+            field="extractor",
+        )
+    if extractor == "inception":
+        if images.channels not in (1, 3):
+            raise UserError(
+                f"data {images.name} has {images.channels} channels; the inception extractor "
+                "takes 1 or 3",
+                field="extractor",
+            )
+        if inception_weights or os.environ.get(INCEPTION_ENV):
+            # a named file must exist and be the right one; a download is left to scoring
+            resolve_inception_weights(inception_weights, allow_download=False)
 
 
 def given_options(ctx: typer.Context, ignore: Iterable[str] = ()) -> list[str]:

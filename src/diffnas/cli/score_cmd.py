@@ -21,7 +21,7 @@ from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
-from diffnas.cli.checks import check_device, refuse_on_resume
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, console
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
@@ -292,6 +292,7 @@ def score(
         f"the model {trained.label}",
         "give --data of that shape",
     )
+    check_scoring(images, spec.extractor, spec.inception_weights)
     if dry_run:
         console.print_json(opts.model_dump_json())
         print_sampling_plan(trained, spec.num_samples, spec.steps)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from diffnas.cli.checks import check_device, refuse_on_resume
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, parse_sets
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
@@ -227,6 +227,8 @@ class SearchPlan:
             f"space {self.space.name!r}",
             "use a --space made for this data",
         )
+        for spec in (cfg.proxy, cfg.final):
+            check_scoring(images, spec.score.extractor, spec.score.inception_weights)
 
     def data_spec(self) -> DataSpec:
         """The training images as the search reads them (`SearchRun` applies the same options)."""
