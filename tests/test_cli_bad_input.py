@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from PIL import Image
 
-from diffnas.cli.main import run
+from diffnas.cli.main import USAGE_ERRORS, run
 from diffnas.cli.train_cmd import TrainOptions
 from diffnas.data.datasets import DataSpec
 from diffnas.model.builder import build_unet
@@ -235,3 +236,11 @@ def test_the_real_entry_point_refuses_the_same_way(workspace: Path, case: str) -
 def test_every_subprocess_case_is_in_the_table() -> None:
     assert set(SUBPROCESS_CASES) <= {c[0] for c in CASES}
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_the_handler_catches_the_click_typer_raises() -> None:
+    # typer.BadParameter comes from whichever click typer uses (typer._click when vendored)
+    assert issubclass(typer.BadParameter, USAGE_ERRORS)
+    vendored = getattr(typer, "_click", None)
+    if vendored is not None:
+        assert vendored.exceptions.UsageError in USAGE_ERRORS
