@@ -60,3 +60,10 @@ def test_random_search_then_status(tmp_path) -> None:
     status = runner.invoke(app, ["status", str(run_dir)])
     assert status.exit_code == 0
     assert "complete" in status.output and "final: trial" in status.output
+    # resuming a finished search changes nothing and accepts --dry-run, but no new options
+    resumed = runner.invoke(app, ["search", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert runner.invoke(app, ["search", "--resume", str(run_dir), "--dry-run"]).exit_code == 0
+    refused = runner.invoke(app, ["search", "--resume", str(run_dir), "--rounds", "3"])
+    assert "drop --rounds" in str(refused.exception)
+    assert sorted(p.name for p in runs.iterdir()) == ["00000-search-tiny-random", "cache"]

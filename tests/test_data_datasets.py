@@ -42,6 +42,47 @@ def test_npz_roundtrip_and_errors(tmp_path) -> None:
         load_images(parse_data("npz:/nonexistent.npz"))
 
 
+def _npz_bytes(tmp_path) -> bytes:
+    np.savez(tmp_path / "whole.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=np.arange(4))
+    return (tmp_path / "whole.npz").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (lambda tmp: _npz_bytes(tmp)[:300], "not a readable .npz archive (BadZipFile"),
+        (lambda tmp: b"x,y\n1,2\n", "not a readable .npz archive"),
+        (lambda tmp: b"", "not a readable .npz archive"),
+    ],
+    ids=["truncated", "text", "empty"],
+)
+def test_damaged_npz_is_a_user_error_naming_the_file(tmp_path, content, fragment: str) -> None:
+    path = tmp_path / "d.npz"
+    path.write_bytes(content(tmp_path))
+    with pytest.raises(UserError) as err:
+        load_images(parse_data(str(path)))
+    assert fragment in str(err.value) and "d.npz" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array(list("abcd")), np.array([0.5, 1, 2, 3]), np.array([0, -1, 2, 3]), np.arange(3)],
+    ids=["strings", "floats", "negative", "too-few"],
+)
+def test_labels_must_be_one_nonnegative_int_per_image(tmp_path, labels) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=labels)
+    with pytest.raises(UserError, match="array 'y' must hold one integer class label"):
+        load_images(parse_data(str(tmp_path / "d.npz")))
+
+
+def test_unreadable_image_is_named(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "0.png")
+    (tmp_path / "a" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="image .*1.png.* cannot be read"):
+        load_images(parse_data(str(tmp_path)))
+
+
 def test_imagefolder_with_classes(tmp_path) -> None:
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()

@@ -6,9 +6,11 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
+from diffnas.errors import ArchitectureError
+from diffnas.model import cost as cost_mod
 from diffnas.model.builder import build_unet, unet_kwargs
 from diffnas.model.cost import budget_verdict, measure_cost
-from diffnas.space.arch import parse_arch
+from diffnas.space.arch import ArchConfig, parse_arch
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import Budget
 
@@ -103,3 +105,17 @@ def test_budget_verdict_sentences() -> None:
     assert not ok and "over the 50 M bound" in text
     ok, text = budget_verdict(cost, Budget(max_gmacs=8.4))
     assert ok and "within" in text
+
+
+def test_cost_refuses_an_unvalidated_absurd_net_before_building(monkeypatch) -> None:
+    # model_construct skips validation: a million blocks would take minutes and gigabytes to build
+    absurd = ArchConfig.model_construct(
+        **{**get_reference("tiny-digits").model_dump(), "num_res_blocks": 1_000_000}
+    )
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("built before the bounds were checked")
+
+    monkeypatch.setattr(cost_mod, "build_unet", must_not_build)
+    with pytest.raises(ArchitectureError, match="num_res_blocks.*less than or equal to 16"):
+        measure_cost(absurd)

@@ -42,7 +42,18 @@ def test_valid_arch_has_expected_derived_fields() -> None:
         ({"num_res_blocks": "2"}, "num_res_blocks", "valid integer"),
         ({"dropout": 1.5}, "dropout", "less than 1"),
         ({"scale_shift_norm": "yes"}, "scale_shift_norm", "valid boolean"),
-        ({"channel_mult": [1, 0]}, "channel_mult", ">= 1"),
+        ({"channel_mult": [1, 0]}, "channel_mult", "greater than or equal to 1"),
+        # the bounds (README's ArchConfig table)
+        ({"base_channels": 4097}, "base_channels", "less than or equal to 4096"),
+        ({"base_channels": 10**30}, "base_channels", "less than or equal to 4096"),
+        ({"num_res_blocks": 1_000_000}, "num_res_blocks", "less than or equal to 16"),
+        ({"channel_mult": [1, 17]}, "channel_mult", "less than or equal to 16"),
+        ({"channel_mult": [1] * 9, "image_size": 1024}, "channel_mult", "at most 8 items"),
+        ({"image_size": 2048}, "image_size", "less than or equal to 1024"),
+        ({"in_channels": 65}, "in_channels", "less than or equal to 64"),
+        ({"head_channels": 2048}, "head_channels", "less than or equal to 1024"),
+        ({"num_heads": 257}, "num_heads", "less than or equal to 256"),
+        ({"norm_groups": 2048}, "norm_groups", "less than or equal to 1024"),
     ],
 )
 def test_invalid_architectures_name_field_and_rule(change: dict, field: str, fragment: str) -> None:

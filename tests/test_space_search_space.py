@@ -116,3 +116,55 @@ def test_bad_space_files(tmp_path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(UserError, match="must hold a mapping"):
         load_space(path)
+
+
+SPACE_YAML = """
+name: s
+image_size: 16
+in_channels: 1
+base_channels: [16]
+num_levels: [2]
+channel_mult_values: [1, 2]
+num_res_blocks: [1]
+head_channels: [16]
+budget: {max_gmacs: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "fragment"),
+    [
+        ("mid_attention: []", "mid_attention", "at least 1 item"),
+        ("dropout: []", "dropout", "at least 1 item"),
+        ("norm_groups: []", "norm_groups", "at least 1 item"),
+        ("scale_shift_norm: []", "scale_shift_norm", "at least 1 item"),
+        ("resblock_updown: []", "resblock_updown", "at least 1 item"),
+        # every choice inside ArchConfig's bounds
+        ("num_res_blocks: [1, 1000000]", "num_res_blocks.1", "less than or equal to 16"),
+        ("norm_groups: [0]", "norm_groups.0", "greater than or equal to 1"),
+        ("dropout: [1.0]", "dropout.0", "less than 1"),
+    ],
+)
+def test_space_choices_are_non_empty_and_within_arch_bounds(
+    tmp_path, extra: str, field: str, fragment: str
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SPACE_YAML + extra + "\n")
+    with pytest.raises(UserError) as err:
+        load_space(path)
+    assert f"{field}=" in str(err.value) and fragment in str(err.value)
+    assert "s.yaml" in str(err.value)
+
+
+def test_the_minimal_space_samples(tmp_path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SPACE_YAML)
+    arch = load_space(path).sample(random.Random(0))
+    assert arch.num_res_blocks == 1 and arch.image_size == 16
+
+
+def test_binary_space_file_is_a_user_error(tmp_path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(UserError, match="not a text file"):
+        load_space(path)

@@ -1,15 +1,16 @@
 """`diffnas` entry point: the typer app, its sub-commands, and the error policy.
 
-Error policy: a `UserError` (bad input) prints one paragraph to stderr and exits 2; a
-usage error (unknown option, missing argument) exits 2 as click does; anything else is a
-bug and keeps its traceback.
+Error policy: a `UserError` (bad input) and a usage error (unknown command or option,
+missing argument, a value of the wrong type or out of range) print one paragraph to stderr
+and exit 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
 
-import click
 import typer
 
 from diffnas import __version__
@@ -48,19 +49,76 @@ def main(
     """diffnas: LLM-guided architecture search for diffusion-model denoisers."""
 
 
+def _click_modules() -> list[ModuleType]:
+    """Every click whose exceptions the app can raise.
+
+    Recent typer releases (0.29 here) parse the command line with a vendored copy,
+    `typer._click`, whose exceptions are not the `click` package's: catching only
+    `click.ClickException` let every usage error escape as a traceback. Older typers use the
+    `click` package. Both are taken when present, whichever typer is installed.
+    """
+    modules = []
+    for name in ("typer._click", "click"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return modules
+
+
+_CLICKS = _click_modules()
+
+
+def _exception_classes(name: str, *extra: type) -> tuple[type, ...]:
+    """The exception class `name` of every click, plus `extra`.
+
+    typer's vendored click keeps Abort and Exit in `typer.exceptions`, hence the extras.
+    """
+    found = [cls for m in _CLICKS if (cls := getattr(m.exceptions, name, None))]
+    return tuple(dict.fromkeys([*found, *extra]))
+
+
+USAGE_ERRORS = _exception_classes("UsageError")
+CLICK_ERRORS = _exception_classes("ClickException")
+NO_ARGS_IS_HELP = _exception_classes("NoArgsIsHelpError")
+ABORTS = _exception_classes("Abort", typer.Abort)
+EXITS = _exception_classes("Exit", typer.Exit)
+
+
+def one_paragraph(text: str) -> str:
+    """Collapse line breaks (a YAML parser's, click's usage block) into one paragraph."""
+    return " ".join(text.split())
+
+
+def usage_message(err: Exception) -> str:
+    """`error: <what was wrong>. Usage: <the command's usage> (see '<command> --help').`"""
+    message = one_paragraph(err.format_message()).rstrip(".") + "."  # type: ignore[attr-defined]
+    ctx = getattr(err, "ctx", None)
+    if ctx is None:
+        return f"error: {message}"
+    usage = one_paragraph(ctx.get_usage())
+    return f"error: {message} {usage} (see '{ctx.command_path} --help')"
+
+
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: bad input is one paragraph on stderr and exit code 2."""
     try:
-        result = app(standalone_mode=False)
+        result = app(prog_name="diffnas", standalone_mode=False)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_paragraph(str(err))}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as err:
-        err.show()
+    except NO_ARGS_IS_HELP as err:
+        err.show()  # a bare `diffnas` or `diffnas space`: the help text is the answer
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except USAGE_ERRORS as err:
+        print(usage_message(err), file=sys.stderr)
+        sys.exit(2)
+    except CLICK_ERRORS as err:
+        print(f"error: {one_paragraph(err.format_message())}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except ABORTS:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as exit_:
+    except EXITS as exit_:
         sys.exit(exit_.exit_code)
     sys.exit(result if isinstance(result, int) else 0)

@@ -8,6 +8,7 @@ protocol, because a number without N, sampler steps and extractor compares to no
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
-from diffnas.cli.train_cmd import check_data_fits, check_device, console
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
+from diffnas.cli.train_cmd import check_data_fits, console
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.candidate import ScoreSpec, resolve_device, score_samples
@@ -58,18 +60,46 @@ def load_trained(ckpt: str | Path) -> Trained:
         path = path / EMA_CHECKPOINT
     if not path.is_file():
         raise UserError(f"checkpoint {str(ckpt)!r}: no such file ({path})", field="checkpoint")
-    state = load_checkpoint(path)
+    not_ours = (
+        f"checkpoint {str(path)!r} is not a diffnas checkpoint; give a train run folder or "
+        "its ema.pt (to train an architecture file, use diffnas train)"
+    )
+    try:
+        state = load_checkpoint(path)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+        # torch.load on a truncated zip, a text file (an architecture JSON) or random bytes
+        reason = _first_sentence(err)
+        raise UserError(
+            f"{not_ours} ({type(err).__name__}: {reason})", field="checkpoint"
+        ) from None
     if not isinstance(state, dict) or "ema_model" not in state or "diffusion" not in state:
-        raise UserError(f"{str(path)!r} is not a diffnas checkpoint (ema.pt)", field="checkpoint")
+        raise UserError(not_ours, field="checkpoint")
     metadata = state.get("metadata") or {}
-    arch = ArchConfig.model_validate(metadata["arch"]) if "arch" in metadata else None
-    # Without metadata (a checkpoint from the Python API) the diffusers config still rebuilds it.
-    model = build_unet(arch) if arch is not None else UNet2DModel.from_config(state["model_config"])
-    restore_ema(model, state)
+    try:
+        arch = ArchConfig.model_validate(metadata["arch"]) if "arch" in metadata else None
+        # Without metadata (a checkpoint from the Python API) the diffusers config rebuilds it.
+        model = (
+            build_unet(arch) if arch is not None else UNet2DModel.from_config(state["model_config"])
+        )
+        restore_ema(model, state)
+        diffusion = DiffusionConfig.model_validate(state["diffusion"])
+    except (ValidationError, KeyError, RuntimeError) as err:
+        # recorded settings that do not validate, or weights that do not fit the architecture
+        reason = _first_sentence(err)
+        raise UserError(
+            f"checkpoint {str(path)!r} is damaged: its weights or settings do not match its "
+            f"recorded architecture ({type(err).__name__}: {reason})",
+            field="checkpoint",
+        ) from None
     label = metadata.get("arch_name") or path.parent.name
     label = label.removesuffix(Path(label).suffix)
-    diffusion = DiffusionConfig.model_validate(state["diffusion"])
     return Trained(model, diffusion, metadata, path.resolve(), label, arch)
+
+
+def _first_sentence(err: Exception) -> str:
+    """The gist of a library's error (torch's run to a page of advice)."""
+    text = " ".join(str(err).split())
+    return text.split(". ")[0][:160]
 
 
 def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
@@ -87,7 +117,8 @@ def _load_options(model: type[BaseModel], run_dir: Path) -> Any:
     if not (run_dir / OPTIONS_FILE).is_file():
         raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there", field="resume")
     try:
-        return model.model_validate_json((run_dir / OPTIONS_FILE).read_text())
+        # bytes: a damaged (non-UTF-8) file is then a validation error too, not a decode crash
+        return model.model_validate_json((run_dir / OPTIONS_FILE).read_bytes())
     except ValidationError as err:
         raise UserError(
             pydantic_message(err, str(run_dir / OPTIONS_FILE)), field="resume"
@@ -116,6 +147,7 @@ class SampleOptions(BaseModel):
 
 
 def sample(
+    ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     num: int = typer.Option(64, "-n", "--num", help="Images to draw."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
@@ -133,6 +165,7 @@ def sample(
 ) -> None:
     """Draw images from a trained model; writes PNGs and a grid into a new run folder."""
     if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run",))
         opts = _load_options(SampleOptions, resume)
         run_dir = resume
         if (resume / "sample.json").is_file():
@@ -190,6 +223,7 @@ class ScoreOptions(BaseModel):
 
 
 def score(
+    ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     metric: str = typer.Option("rfid", "--metric", help="rfid | fid | kid"),
     num: int = typer.Option(1000, "-n", "--num", help="Generated images N."),
@@ -219,6 +253,7 @@ def score(
 ) -> None:
     """Score a trained model: sample N images and compare them with the reference data."""
     if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run", "as_json"))
         opts = _load_options(ScoreOptions, resume)
         run_dir = resume
         if (resume / "score.json").is_file():
@@ -251,7 +286,13 @@ def score(
     make_scheduler(trained.diffusion, spec.sampler, spec.steps)  # checks sampler and steps
     images = load_images(opts.data)
     config = trained.model.config
-    check_data_fits(images, (config.in_channels, config.sample_size), trained.label)
+    check_data_fits(
+        images,
+        (config.in_channels, config.sample_size),
+        f"the model {trained.label}",
+        "give --data of that shape",
+    )
+    check_scoring(images, spec.extractor, spec.inception_weights)
     if dry_run:
         console.print_json(opts.model_dump_json())
         print_sampling_plan(trained, spec.num_samples, spec.steps)

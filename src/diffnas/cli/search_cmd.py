@@ -12,15 +12,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffnas.cli.train_cmd import parse_sets
-from diffnas.data.datasets import parse_data
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
+from diffnas.cli.train_cmd import check_data_fits, parse_sets
+from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec
+from diffnas.propose.llm.factory import check_structured
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
-from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json
+from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SUMMARY_FILE, SearchRun
@@ -35,6 +37,7 @@ def _config_error(err: ValidationError) -> UserError:
 
 
 def search(
+    ctx: typer.Context,
     space: str = typer.Option(
         "tiny", help="Space preset (tiny, cifar10-ddpm, cifar10-iddpm) or YAML file."
     ),
@@ -123,15 +126,8 @@ def search(
 ) -> None:
     """Run the DiffNAS search: an LLM proposes UNets, each is proxy-trained and scored, the best are promoted."""
     if resume is not None:
-        options = resume / OPTIONS_FILE
-        if not options.is_file():
-            raise UserError(
-                f"--resume {str(resume)!r}: no {OPTIONS_FILE} there; is it a search run folder?"
-            )
-        try:
-            config = SearchConfig.model_validate(read_json(options))
-        except ValidationError as err:
-            raise _config_error(err) from None
+        refuse_on_resume(ctx, allowed=("dry_run",))
+        config = load_search_config(resume, "--resume")
         run_dir = resume
     else:
         if replay is not None and not (replay / "llm" / "calls.jsonl").is_file():
@@ -188,6 +184,30 @@ def search(
     )
 
 
+def load_search_config(run_dir: Path, option: str = "") -> SearchConfig:
+    """The saved options of a search run folder, or a `UserError` saying why there are none."""
+    options = run_dir / OPTIONS_FILE
+    named = f"{option} {str(run_dir)!r}".strip()
+    if not options.is_file():
+        raise UserError(
+            f"{named}: no {OPTIONS_FILE} there; is it a search run folder?", field="run_dir"
+        )
+    raw = read_run_json(options, "search options")
+    try:
+        return SearchConfig.model_validate(raw)
+    except ValidationError as err:
+        if isinstance(raw, dict) and {"arch", "recipe"} <= raw.keys():
+            raise UserError(
+                f"{named} is a train run folder, not a search's; "
+                "continue it with diffnas train --resume",
+                field="run_dir",
+            ) from None
+        raise UserError(
+            pydantic_message(err, f"search options in {str(options)!r}"),
+            field=first_field(err, "search"),
+        ) from None
+
+
 class SearchPlan:
     """What a search will do and roughly what it costs, before anything runs."""
 
@@ -204,10 +224,32 @@ class SearchPlan:
                 field="proposer",
             )
         if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
-            parse_spec(cfg.llm)
-        parse_data(cfg.data)
+            provider, _ = parse_spec(cfg.llm)
+            check_structured(provider, cfg.structured)
         for spec in (cfg.proxy, cfg.final):
+            check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        # The images are read now, so an unreadable file or a size the space cannot take is
+        # refused before a run folder exists rather than by the first candidate's training.
+        images = load_images(self.data_spec())
+        check_data_fits(
+            images,
+            (self.space.in_channels, self.space.image_size),
+            f"space {self.space.name!r}",
+            "use a --space made for this data",
+        )
+        for spec in (cfg.proxy, cfg.final):
+            check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+
+    def data_spec(self) -> DataSpec:
+        """The training images as the search reads them (`SearchRun` applies the same options)."""
+        cfg = self.config
+        data = parse_data(cfg.data)
+        if cfg.data_subset:
+            data = data.model_copy(update={"subset": cfg.data_subset})
+        if cfg.data_image_size:
+            data = data.model_copy(update={"image_size": cfg.data_image_size})
+        return data
 
     def print(self) -> None:
         cfg, space = self.config, self.space
@@ -262,11 +304,7 @@ def show_status(run_dir: Path) -> None:
     """The table of trials of a search run folder."""
     # piped or captured output gets a wide table rather than 80 columns of folded cells
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    if not (run_dir / "study.db").exists() and not (run_dir / OPTIONS_FILE).exists():
-        raise UserError(
-            f"{str(run_dir)!r} is not a search run folder (no study.db / options.json)."
-        )
-    config = SearchConfig.model_validate(read_json(run_dir / OPTIONS_FILE))
+    config = load_search_config(run_dir)
     study = study_mod.open_study(run_dir, config.storage)
     memory = study_mod.load_memory(study)
     metric = config.proxy.score.metric.upper()

@@ -18,13 +18,14 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
+from diffnas.cli.checks import check_device, refuse_on_resume
 from diffnas.cli.cost_cmd import resolve_arch
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.candidate import resolve_device
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
-from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, write_json
+from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json, write_json
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import load_space
 from diffnas.train import trainer
@@ -101,24 +102,19 @@ def resolve_diffusion(
     return DiffusionConfig.resolve(objective, arch.learn_sigma, overrides)
 
 
-def check_device(name: str) -> str:
-    try:
-        device = resolve_device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is unknown; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name!r}: no CUDA device is available; use cpu or auto")
-    return name
-
-
-def check_data_fits(data: ImageData, arch_shape: tuple[int, int], arch_label: str) -> None:
-    """Images must have the architecture's channels and size."""
-    channels, size = arch_shape
+def check_data_fits(
+    data: ImageData,
+    shape: tuple[int, int],
+    needed_by: str,
+    advice: str = "use an architecture (or --space) made for this data",
+) -> None:
+    """Images must have the (channels, size) that `needed_by` (an architecture, a space) takes."""
+    channels, size = shape
     if (data.channels, data.image_size) != (channels, size) or data.x.shape[-2] != size:
         got = "x".join(str(d) for d in data.x.shape[1:])
         raise UserError(
-            f"data {data.name} has {got} images but the architecture {arch_label} expects "
-            f"{channels}x{size}x{size}; use an architecture (or --space) made for this data",
+            f"data {data.name} has {got} images but {needed_by} expects "
+            f"{channels}x{size}x{size}; {advice}",
             field="data",
         )
 
@@ -152,6 +148,7 @@ def summarize(status: dict[str, Any], run_dir: Path) -> None:
 
 
 def train(
+    ctx: typer.Context,
     arch: str | None = typer.Argument(
         None, help="Reference preset (tiny-digits, ddpm-cifar10, ...) or JSON/YAML file."
     ),
@@ -204,18 +201,7 @@ def train(
         "random_hflip": False if no_flip else None,
     }
     if resume is not None:
-        flag_names = {"warmup_steps": "warmup", "ema_decay": "ema", "random_hflip": "no-flip"}
-        given = [
-            "--" + flag_names.get(k, k).replace("_", "-") for k, v in flags.items() if v is not None
-        ]
-        given += [name for name, v in [("ARCH", arch), ("--space", space), ("--objective", objective),
-                  ("--recipe", recipe), ("--data", data), ("--seed", seed)] if v is not None]  # fmt: skip
-        if given or sets:
-            raise UserError(
-                f"--resume continues a run with its saved options; drop {', '.join(given) or '--set'} "
-                "(only --device may change)",
-                field="resume",
-            )
+        refuse_on_resume(ctx, allowed=("device", "dry_run"))
         return _resume(resume, device, dry_run)
     if arch is None:
         raise UserError("give an architecture (preset or file) or --resume RUN_DIR", field="arch")
@@ -242,7 +228,9 @@ def train(
         device=device,
     )
     images = load_images(data_spec)
-    check_data_fits(images, (arch_cfg.in_channels, arch_cfg.image_size), label)
+    check_data_fits(
+        images, (arch_cfg.in_channels, arch_cfg.image_size), f"the architecture {label}"
+    )
     for note in notes:
         console.print(f"note: {note}")
     if dry_run:
@@ -261,20 +249,33 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
             f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there (not a train run folder)"
         )
     try:
-        opts = TrainOptions.model_validate_json((run_dir / OPTIONS_FILE).read_text())
+        # bytes: a damaged (non-UTF-8) file is then a validation error too, not a decode crash
+        opts = TrainOptions.model_validate_json((run_dir / OPTIONS_FILE).read_bytes())
     except ValidationError as err:
         raise UserError(
             pydantic_message(err, f"{run_dir / OPTIONS_FILE}"), field="resume"
         ) from None
     device = check_device(device or opts.device)
     status_path = run_dir / STATUS
-    status = read_json(status_path) if status_path.is_file() else None
+    status = read_run_json(status_path, "training status") if status_path.is_file() else None
+    if status is not None and not (
+        isinstance(status, dict)
+        and isinstance(status.get("status"), str)
+        and isinstance(status.get("step"), int)
+    ):
+        raise UserError(
+            f"training status {str(status_path)!r} lacks its 'status' and 'step' entries; "
+            "the file is damaged: delete it to resume from the last checkpoint",
+            field="status.json",
+        )
     if status and status["status"] == "complete" and status["step"] >= opts.recipe.steps:
         console.print(f"already complete: {run_dir} (nothing to do)")
         summarize(status, run_dir)
         return
     images = load_images(opts.data)
-    check_data_fits(images, (opts.arch.in_channels, opts.arch.image_size), opts.arch_name)
+    check_data_fits(
+        images, (opts.arch.in_channels, opts.arch.image_size), f"the architecture {opts.arch_name}"
+    )
     if dry_run:
         print_plan(opts, images)
         step = status["step"] if status else 0

@@ -9,6 +9,8 @@ Subsets are deterministic: a seeded permutation, then the first N.
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -143,26 +145,50 @@ def _npz(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     path = Path(spec.path)
     if not path.is_file():
         raise UserError(f"--data: npz file {str(path)!r} does not exist.", field="data")
-    with np.load(path) as f:
-        if "x" not in f:
-            raise UserError(
-                f"--data: {str(path)!r} has no array 'x' (found {sorted(f.files)}).", field="data"
-            )
-        x, y = f["x"], f.get("y")
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+    x, y = _read_npz(path)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) == 0:
         raise UserError(
-            f"--data: {str(path)!r} array 'x' must be uint8 N x H x W x C (or N x H x W), got {x.dtype} {x.shape}.",
+            f"--data: {str(path)!r} array 'x' must be uint8 N x H x W x C (or N x H x W) with N >= 1, got {x.dtype} {x.shape}.",
             field="data",
         )
     if x.ndim == 3:
         x = x[..., None]
-    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+    if y is not None and (
+        y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any()
+    ):
         raise UserError(
-            f"--data: {str(path)!r} array 'y' must have one label per image, got {y.shape}.",
+            f"--data: {str(path)!r} array 'y' must hold one integer class label >= 0 per image "
+            f"(shape ({len(x)},)), got {y.dtype} {y.shape}.",
             field="data",
         )
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
     return _from_uint8(x), labels, path.stem
+
+
+# What numpy raises on a file that is not a (whole) .npz archive: a truncated zip, a damaged
+# member, a pickle or a text file (allow_pickle=False refuses pickled data with ValueError).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays `x` and `y` (or None) of an .npz file, or a `UserError` saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
+                raise ValueError("no zip signature at its start")
+        with np.load(path, allow_pickle=False) as f:
+            names = sorted(f.files)
+            x = f["x"] if "x" in names else None
+            y = f["y"] if "y" in names else None
+    except _NPZ_ERRORS as err:
+        raise UserError(
+            f"--data: {str(path)!r} is not a readable .npz archive ({type(err).__name__}: {err}); "
+            "expected np.savez(PATH, x=uint8 N x H x W x C images, y=optional int labels).",
+            field="data",
+        ) from None
+    if x is None:
+        raise UserError(f"--data: {str(path)!r} has no array 'x' (found {names}).", field="data")
+    return x, y
 
 
 def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
@@ -181,7 +207,16 @@ def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str
     size = spec.image_size
     arrays = []
     for p in files:
-        img = Image.open(p).convert("RGB")
+        try:
+            with Image.open(p) as opened:
+                img = opened.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            # OSError covers PIL's UnidentifiedImageError and truncated files
+            raise UserError(
+                f"--data: image {str(p)!r} cannot be read ({type(err).__name__}: {err}); "
+                "remove it or replace it with a valid image.",
+                field="data",
+            ) from None
         size = size or img.width
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)

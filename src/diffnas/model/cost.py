@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffnas.model.builder import build_unet
-from diffnas.space.arch import ArchConfig
+from diffnas.space.arch import ArchConfig, parse_arch
 from diffnas.space.search_space import Budget
 
 
@@ -52,7 +52,14 @@ class Cost(BaseModel):
 
 
 def measure_cost(arch: ArchConfig) -> Cost:
-    """Parameters and MACs of one forward pass (batch 1), counted on the meta device."""
+    """Parameters and MACs of one forward pass (batch 1), counted on the meta device.
+
+    Refuses (`ArchitectureError`) an architecture outside `ArchConfig`'s bounds before
+    building anything: even on meta, a net of a million blocks takes minutes and gigabytes
+    of Python objects to build. A validated `ArchConfig` always passes; one made with
+    `model_construct` (no validation) is checked here.
+    """
+    parse_arch(arch.model_dump())
     model = build_unet(arch, device="meta")
     params = sum(p.numel() for p in model.parameters())
     x = torch.empty(1, arch.in_channels, arch.image_size, arch.image_size, device="meta")

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,26 @@ MIN_RESOLUTION = (
     2  # the deepest level keeps at least 2x2 pixels so its 3x3 convs see a neighbourhood
 )
 
+# Upper bounds of every field. Generous for any real pixel-space UNet (DDPM/IDDPM use 128
+# channels, mult <= 4, 2-3 blocks, 4 levels; ADM at 512 px: 256 channels, 7 levels; Stable
+# Diffusion's latent UNet: 320 channels, 4 levels, 64-channel heads; Imagen's Efficient
+# U-Net: up to 8 blocks per level), yet they bound the blocks a net can have, so counting
+# any architecture on the meta device takes seconds (the largest one allowed: about 10 s
+# on a shared 2-core CPU): without them `num_res_blocks: 1000000` built a million blocks
+# (8 minutes, 14 GB) before counting, and a 10**30-channel conv overflowed inside torch.
+MAX_IMAGE_SIZE = 1024
+MAX_IN_CHANNELS = 64
+MAX_BASE_CHANNELS = 4096
+MAX_CHANNEL_MULT = 16
+MAX_LEVELS = 8
+MAX_RES_BLOCKS = 16
+MAX_NUM_HEADS = 256
+MAX_HEAD_CHANNELS = 1024
+MAX_NORM_GROUPS = 1024
+
+Multiplier = Annotated[int, Field(ge=1, le=MAX_CHANNEL_MULT)]
+Resolution = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIZE)]
+
 
 class ArchConfig(BaseModel):
     """A UNet denoiser (DDPM/IDDPM family) that `diffnas.model.build_unet` turns into a diffusers `UNet2DModel`."""
@@ -31,8 +51,12 @@ class ArchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     # --- fixed by the data and the objective (a search space sets them, the LLM does not) ---
-    image_size: int = Field(32, ge=4, description="height = width of the images, in pixels")
-    in_channels: int = Field(3, ge=1, description="image channels (3 RGB, 1 grey)")
+    image_size: int = Field(
+        32, ge=4, le=MAX_IMAGE_SIZE, description="height = width of the images, in pixels"
+    )
+    in_channels: int = Field(
+        3, ge=1, le=MAX_IN_CHANNELS, description="image channels (3 RGB, 1 grey)"
+    )
     learn_sigma: bool = Field(
         False,
         validation_alias=AliasChoices("learn_sigma", "learned_variance"),
@@ -42,28 +66,35 @@ class ArchConfig(BaseModel):
     base_channels: int = Field(
         ...,
         ge=1,
+        le=MAX_BASE_CHANNELS,
         validation_alias=AliasChoices("base_channels", "num_channels", "model_channels", "ch"),
         description="channels of the first level; level i has base_channels * channel_mult[i]",
     )
-    channel_mult: list[int] = Field(
+    channel_mult: list[Multiplier] = Field(
         ...,
         min_length=1,
+        max_length=MAX_LEVELS,
         description="channel multiplier per level; its length is the number of levels",
     )
     num_res_blocks: int = Field(
-        ..., ge=1, description="residual blocks per level on the way down (the way up has one more)"
+        ...,
+        ge=1,
+        le=MAX_RES_BLOCKS,
+        description="residual blocks per level on the way down (the way up has one more)",
     )
-    attention_resolutions: list[int] = Field(
+    attention_resolutions: list[Resolution] = Field(
         default_factory=list,
+        max_length=MAX_LEVELS,
         description="resolutions (pixels) whose levels carry self-attention, e.g. [16, 8]",
     )
     mid_attention: bool = Field(True, description="self-attention in the middle block")
     num_heads: int | None = Field(
-        None, ge=1, description="attention heads (exclusive with head_channels)"
+        None, ge=1, le=MAX_NUM_HEADS, description="attention heads (exclusive with head_channels)"
     )
     head_channels: int | None = Field(
         None,
         ge=1,
+        le=MAX_HEAD_CHANNELS,
         validation_alias=AliasChoices("head_channels", "num_head_channels"),
         description="channels per attention head (exclusive with num_heads); neither set = one head",
     )
@@ -76,7 +107,7 @@ class ArchConfig(BaseModel):
     resblock_updown: bool = Field(
         False, description="resample with residual blocks instead of strided conv / nearest+conv"
     )
-    norm_groups: int = Field(32, ge=1, description="GroupNorm groups")
+    norm_groups: int = Field(32, ge=1, le=MAX_NORM_GROUPS, description="GroupNorm groups")
 
     @model_validator(mode="before")
     @classmethod
@@ -97,10 +128,6 @@ class ArchConfig(BaseModel):
     @model_validator(mode="after")
     def _check_structure(self) -> ArchConfig:
         levels = len(self.channel_mult)
-        if any(m < 1 for m in self.channel_mult):
-            raise ValueError(
-                f"channel_mult: every multiplier must be >= 1, got {self.channel_mult}"
-            )
         deepest = self.image_size // 2 ** (levels - 1)
         if self.image_size % 2 ** (levels - 1) or deepest < MIN_RESOLUTION:
             allowed = max_levels(self.image_size)
@@ -290,10 +317,20 @@ def read_arch_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ArchitectureError(f"Architecture file {str(path)!r} does not exist.")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ArchitectureError(
+            f"Architecture file {str(path)!r} is not a text file (JSON or YAML expected)."
+        ) from None
+    except OSError as err:
+        raise ArchitectureError(
+            f"Architecture file {str(path)!r} cannot be read: {err.strerror}."
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
+        # RecursionError: a document nested deeper than the parser's stack
         raise ArchitectureError(
             f"Architecture file {str(path)!r} is not valid JSON/YAML: {err}."
         ) from None

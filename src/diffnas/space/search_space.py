@@ -11,13 +11,25 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffnas.errors import ArchitectureError, UserError, pydantic_message
-from diffnas.space.arch import ArchConfig, parse_arch
+from diffnas.space.arch import (
+    MAX_BASE_CHANNELS,
+    MAX_HEAD_CHANNELS,
+    MAX_IMAGE_SIZE,
+    MAX_IN_CHANNELS,
+    MAX_LEVELS,
+    MAX_NORM_GROUPS,
+    MAX_RES_BLOCKS,
+    ArchConfig,
+    Multiplier,
+    Resolution,
+    parse_arch,
+)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -35,6 +47,14 @@ SEARCHED_FIELDS = (
     "norm_groups",
 )
 FIXED_FIELDS = ("image_size", "in_channels", "learn_sigma")
+
+# One choice of a dimension, inside `ArchConfig`'s bounds for that field.
+BaseChannels = Annotated[int, Field(ge=1, le=MAX_BASE_CHANNELS)]
+Levels = Annotated[int, Field(ge=1, le=MAX_LEVELS)]
+ResBlocks = Annotated[int, Field(ge=1, le=MAX_RES_BLOCKS)]
+HeadChannels = Annotated[int, Field(ge=1, le=MAX_HEAD_CHANNELS)]
+NormGroups = Annotated[int, Field(ge=1, le=MAX_NORM_GROUPS)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Budget(BaseModel):
@@ -58,36 +78,44 @@ class Budget(BaseModel):
 
 
 class SearchSpace(BaseModel):
-    """Allowed values per dimension; every list is a set of choices."""
+    """Allowed values per dimension; every list is a set of choices.
+
+    Every list needs at least one choice (an empty one leaves nothing to sample or propose),
+    and every choice lies inside `ArchConfig`'s bounds for its field.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., description="preset or file name, shown in prompts and reports")
     description: str = Field("", description="one line on what the space is for")
-    image_size: int = Field(..., ge=4, description="training resolution, pixels")
-    in_channels: int = Field(3, ge=1, description="image channels")
+    image_size: int = Field(..., ge=4, le=MAX_IMAGE_SIZE, description="training resolution, pixels")
+    in_channels: int = Field(3, ge=1, le=MAX_IN_CHANNELS, description="image channels")
     objective: Literal["ddpm", "iddpm"] = Field(
         "ddpm", description="ddpm: eps-prediction, 1x channels out; iddpm: learned variance, 2x out"
     )
     reference: str | None = Field(
         None, description="reference architecture preset shown to the LLM"
     )
-    base_channels: list[int] = Field(..., min_length=1)
-    num_levels: list[int] = Field(..., min_length=1, description="allowed lengths of channel_mult")
-    channel_mult_values: list[int] = Field(
+    base_channels: list[BaseChannels] = Field(..., min_length=1)
+    num_levels: list[Levels] = Field(
+        ..., min_length=1, description="allowed lengths of channel_mult"
+    )
+    channel_mult_values: list[Multiplier] = Field(
         ..., min_length=1, description="allowed per-level multipliers"
     )
     mult_non_decreasing: bool = Field(True, description="multipliers may not shrink with depth")
-    num_res_blocks: list[int] = Field(..., min_length=1)
-    attention_resolutions: list[int] = Field(
+    num_res_blocks: list[ResBlocks] = Field(..., min_length=1)
+    attention_resolutions: list[Resolution] = Field(
         default_factory=list, description="resolutions where attention MAY be placed (any subset)"
     )
-    mid_attention: list[bool] = Field(default_factory=lambda: [True])
-    head_channels: list[int] = Field(..., min_length=1, description="allowed channels per head")
-    dropout: list[float] = Field(default_factory=lambda: [0.0])
-    scale_shift_norm: list[bool] = Field(default_factory=lambda: [False])
-    resblock_updown: list[bool] = Field(default_factory=lambda: [False])
-    norm_groups: list[int] = Field(default_factory=lambda: [32])
+    mid_attention: list[bool] = Field(default_factory=lambda: [True], min_length=1)
+    head_channels: list[HeadChannels] = Field(
+        ..., min_length=1, description="allowed channels per head"
+    )
+    dropout: list[Dropout] = Field(default_factory=lambda: [0.0], min_length=1)
+    scale_shift_norm: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    resblock_updown: list[bool] = Field(default_factory=lambda: [False], min_length=1)
+    norm_groups: list[NormGroups] = Field(default_factory=lambda: [32], min_length=1)
     budget: Budget
 
     @property
@@ -350,8 +378,12 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             field="space",
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(
+            f"Search space file {str(path)!r} is not a text file (YAML expected).", field="space"
+        ) from None
+    except (yaml.YAMLError, RecursionError) as err:
         raise UserError(
             f"Search space file {str(path)!r} is not valid YAML: {err}.", field="space"
         ) from None

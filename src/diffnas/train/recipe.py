@@ -19,13 +19,17 @@ architectures after it predicts the ranking after full training:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.train.diffusion import Objective
 from diffnas.train.precision import cpu_bf16_support
+
+# An Adam moment decay: AdamW itself refuses values outside [0, 1), but only when the
+# optimizer is built, after a run folder exists.
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class TrainRecipe(BaseModel):
@@ -52,7 +56,7 @@ class TrainRecipe(BaseModel):
     min_lr_ratio: float = Field(
         0.1, ge=0, le=1, description="Floor of the cosine decay as a fraction of `lr`."
     )
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW β1, β2.")
+    adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW β1, β2, each in [0, 1).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0 in both papers).")
     grad_clip: float | None = Field(
         1.0, gt=0, description="Clip the global gradient norm to this (DDPM 1.0); None = off."

@@ -27,6 +27,24 @@ def parse_spec(spec: str) -> tuple[str, str]:
     raise UserError(f"llm={spec!r} is not a backend spec; allowed: {ALLOWED_SPECS}", field="llm")
 
 
+def check_structured(provider: str, structured: str | None) -> str:
+    """The structured-output mode for `provider` (default json_schema), or a `UserError`."""
+    mode = structured or "json_schema"
+    allowed = {"openai": STRUCTURED_MODES, "anthropic": ("json_schema", "text")}.get(provider)
+    if allowed is None:
+        if structured is not None:
+            raise UserError(
+                f"structured={structured!r} applies to openai and anthropic only, not {provider}",
+                field="structured",
+            )
+    elif mode not in allowed:
+        raise UserError(
+            f"structured={mode!r} is not allowed for {provider}; use one of {', '.join(allowed)}",
+            field="structured",
+        )
+    return mode
+
+
 def make_backend(
     spec: str,
     *,
@@ -78,12 +96,7 @@ def make_backend(
     elif provider == "openai":
         from diffnas.propose.llm.openai_backend import OpenAIBackend
 
-        mode = structured or "json_schema"
-        if mode not in STRUCTURED_MODES:
-            raise UserError(
-                f"structured={mode!r} is not allowed for openai; use one of {', '.join(STRUCTURED_MODES)}",
-                field="structured",
-            )
+        mode = check_structured(provider, structured)
         inner = OpenAIBackend(
             name,
             base_url=base_url,
@@ -98,12 +111,7 @@ def make_backend(
     else:
         from diffnas.propose.llm.anthropic_backend import AnthropicBackend
 
-        mode = structured or "json_schema"
-        if mode not in ("json_schema", "text"):
-            raise UserError(
-                f"structured={mode!r} is not allowed for anthropic; use 'json_schema' or 'text'",
-                field="structured",
-            )
+        mode = check_structured(provider, structured)
         inner = AnthropicBackend(
             name,
             base_url=base_url,
