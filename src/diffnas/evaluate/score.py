@@ -21,6 +21,7 @@ from diffnas.evaluate.frechet import (
     frechet_distance_from_features,
     kid,
 )
+from diffnas.evaluate.frechet import kid_subset_size as default_kid_subset_size
 from diffnas.evaluate.reference import RefStats
 
 Metric = Literal["fid", "rfid", "kid"]
@@ -65,7 +66,8 @@ def score_images(
 ) -> Score:
     """Score generated uint8 images N×C×H×W against `reference` with `metric`.
 
-    KID's subset size defaults to min(1000, N generated, N reference) so it works at small N.
+    KID's subset size defaults to min(1000, N/2) over the generated and reference sets
+    (`frechet.kid_subset_size`): proper subsets, whose spread is a real std.
     """
     if metric not in METRICS:
         raise UserError(f"metric {metric!r} is unknown; choose one of {METRICS}", field="metric")
@@ -97,7 +99,7 @@ def score_images(
         resolution=reference.resolution,
     )
     if metric == "kid":
-        size = kid_subset_size or min(1000, len(features), reference.num_images)
+        size = kid_subset_size or default_kid_subset_size(len(features), reference.num_images)
         mean, std = kid(
             features, reference.features, subsets=kid_subsets, subset_size=size, seed=seed
         )
