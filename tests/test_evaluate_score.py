@@ -10,6 +10,7 @@ import torch_fidelity
 from diffnas.errors import UserError
 from diffnas.evaluate import get_extractor, reference_stats, score_images
 from diffnas.evaluate.features import save_random_inception_weights
+from diffnas.evaluate.score import Score, score_label
 from test_evaluate_reference import CountingExtractor, images
 
 
@@ -43,6 +44,20 @@ def test_score_records_its_protocol(tmp_path):
     assert (p.num_generated, p.num_reference, p.resolution) == (30, 40, 8)
     assert (p.sampler, p.steps, p.reference) == ("ddim", 25, "toy/train/fp")
     assert type(score).model_validate_json(score.model_dump_json()) == score
+
+
+def test_every_score_is_labelled_with_its_extractor(tmp_path):
+    # Plain FID/KID only for Inception features, the protocol published numbers use.
+    assert score_label("fid", "inception-v3-2048") == "FID"
+    assert score_label("kid", "inception") == "KID"
+    assert score_label("rfid", "inception-v3-2048") == "RFID[inception]"
+    assert score_label("fid", "classifier-smallcnn32-64-128-bn-f128-e5") == "FID[classifier]"
+    assert score_label("rfid", "classifier") == "RFID[classifier]"
+    score = score_images(images(30, seed=5), _reference(CountingExtractor(), tmp_path),
+                         CountingExtractor(), metric="fid")  # fmt: skip
+    stored = score.model_dump(mode="json")
+    assert stored["label"] == "FID[counting]" and "value" in stored  # stored next to the value
+    assert Score.model_validate(stored) == score
 
 
 def test_fid_is_zero_for_the_reference_itself_and_grows_with_noise(tmp_path):

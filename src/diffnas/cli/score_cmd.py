@@ -18,6 +18,7 @@ import torch
 import typer
 from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from diffnas.cli.train_cmd import check_data_fits, check_device, console
@@ -302,8 +303,9 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     s = Score.model_validate(result["score"])
     p = s.protocol
     value = f"{s.value:.4g}" + (f" ± {s.std:.2g}" if s.std is not None else "")
-    table = Table("", "", title=f"{p.metric.upper()} (lower is better)", show_header=False)
-    table.add_row(p.metric, value)
+    label = escape(s.label)  # "RFID[classifier]": rich would read the brackets as markup
+    table = Table("", "", title=f"{label} (lower is better)", show_header=False)
+    table.add_row(label, value)
     table.add_row("extractor", p.extractor)
     table.add_row("weights sha256", p.weights_sha256[:16])
     table.add_row("generated N", str(p.num_generated))

@@ -2,7 +2,8 @@
 
 Every score carries its protocol (metric, extractor + weights hash, sample counts, sampler
 and steps, reference set) because FID values are only comparable under the same protocol:
-an RFID at N=1k, S=25 steps says nothing about an FID at N=50k, S=1000.
+an RFID at N=1k, S=25 steps says nothing about an FID at N=50k, S=1000. Its label names the
+extractor next to the value ("FID[classifier] 12.3"); plain "FID" means Inception features.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from diffnas.errors import UserError
 from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
@@ -43,6 +44,24 @@ class ScoreProtocol(BaseModel):
     kid_subsets: int | None = Field(default=None, description="KID only: number of subsets")
     kid_subset_size: int | None = Field(default=None, description="KID only: images per subset")
 
+    @property
+    def label(self) -> str:
+        return score_label(self.metric, self.extractor)
+
+
+STANDARD_EXTRACTOR = "inception"  # the features published FID and KID values are computed on
+
+
+def score_label(metric: str, extractor: str) -> str:
+    """A score's name wherever its value is shown or stored: plain "FID" or "KID" only for the
+    standard Inception protocol; every other score names its extractor, e.g. "FID[classifier]",
+    "RFID[inception]", "KID[classifier]". `extractor` is a kind ("classifier") or a full
+    extractor name ("inception-v3-2048")."""
+    kind = extractor.split("-", 1)[0]
+    if kind == STANDARD_EXTRACTOR and metric in ("fid", "kid"):
+        return metric.upper()
+    return f"{metric.upper()}[{kind}]"
+
 
 class Score(BaseModel):
     """A score value with its protocol (lower is better for every metric here)."""
@@ -50,6 +69,11 @@ class Score(BaseModel):
     value: float = Field(description="FID/RFID, or the KID mean")
     std: float | None = Field(default=None, description="KID only: std over subsets")
     protocol: ScoreProtocol
+
+    @computed_field(description="the score's name with its extractor, e.g. RFID[classifier]")
+    @property
+    def label(self) -> str:
+        return self.protocol.label
 
 
 def score_images(
