@@ -289,6 +289,7 @@ def _score(trained: Trained, data: ImageData, opts: ScoreOptions, run_dir: Path)
     result = score_samples(generated, data, opts.data.split, spec, Path(opts.cache_dir), device)
     return {
         "score": result.model_dump(mode="json"),
+        "diffusion": trained.diffusion.model_dump(mode="json"),  # incl. the sampler's variance
         "checkpoint": opts.checkpoint,
         "run_dir": str(run_dir),
         "sample_s": round(sample_s, 3),
