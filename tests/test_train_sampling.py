@@ -39,7 +39,9 @@ SHORT_IDDPM = DiffusionConfig(objective="iddpm", schedule="cosine", timesteps=10
 
 # The fixed inputs of every golden step: x_t and the fake model's ε (shape 1×2×2×2).
 X = torch.linspace(-1.5, 1.5, 8, dtype=torch.float64).view(1, 2, 2, 2)
-EPS = torch.tensor([0.9, -0.4, 1.7, -1.2, 0.3, 2.2, -2.0, 0.6], dtype=torch.float64).view(1, 2, 2, 2)
+EPS = torch.tensor([0.9, -0.4, 1.7, -1.2, 0.3, 2.2, -2.0, 0.6], dtype=torch.float64).view(
+    1, 2, 2, 2
+)
 
 
 def count_calls(model: torch.nn.Module) -> list[int]:
@@ -143,7 +145,9 @@ def test_respaced_variances_match_iddpm_spaced_diffusion(schedule):
         DiffusionConfig(objective="iddpm", schedule=schedule, learn_sigma=True), "respaced", 10
     )
     large = make_scheduler(fixed, "respaced", 10)
-    small = make_scheduler(fixed.model_copy(update={"ddpm_variance": "fixed_small"}), "respaced", 10)
+    small = make_scheduler(
+        fixed.model_copy(update={"ddpm_variance": "fixed_small"}), "respaced", 10
+    )
     kept = learned.timesteps.tolist()
     # t = 0 is skipped: no noise is added there, by IDDPM or diffusers.
     for i, t in enumerate(kept[:-1]):
