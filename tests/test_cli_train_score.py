@@ -169,13 +169,18 @@ def test_score_prints_rfid_with_protocol_and_resume_reuses_it(tmp_path: Path, tr
     assert math.isfinite(out["score"]["value"]) and out["score"]["value"] >= 0
     assert protocol["metric"] == "rfid" and protocol["extractor"].startswith("classifier")
     assert (protocol["num_generated"], protocol["sampler"], protocol["steps"]) == (32, "ddim-5", 5)
-    assert protocol["num_reference"] == 1437 and protocol["reference"].startswith("digits-train")
+    # the reference is the half of digits' 1437 training images the classifier never saw
+    assert protocol["num_reference"] == 1437 - 1437 // 2
+    assert protocol["reference"].startswith("digits-train")
+    assert protocol["reference"].endswith("/classifier-heldout")
+    assert out["score"]["label"] == "RFID[classifier]"  # the extractor named next to the value
+    assert out["diffusion"]["ddpm_variance"] == "fixed_large"
     run_dir = Path(out["run_dir"])
     assert read_json(run_dir / "score.json") == out
     assert np.load(run_dir / "samples.npz")["images"].shape == (32, 1, 16, 16)
     table = runner.invoke(app, ["score", "--resume", str(run_dir)])  # reuses score.json
     assert table.exit_code == 0, table.output
-    for text in ("rfid", f"{out['score']['value']:.4g}", "ddim-5", "1437", protocol["reference"]):
+    for text in ("RFID[classifier]", f"{out['score']['value']:.4g}", "ddim-5", "719"):
         assert text in table.output
 
 

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 
 import diffnas.evaluate.features as features
 from diffnas.errors import UserError
-from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, to_uint8
+from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, reference_stats, to_uint8
 
 
 def digits16() -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,9 +79,11 @@ def test_classifier_trains_above_chance_and_is_reused_from_cache(tmp_path, monke
     monkeypatch.setattr(
         features, "train_classifier", lambda *a, **k: calls.append(1) or train(*a, **k)
     )
-    kwargs = dict(cache_dir=tmp_path, dataset_fingerprint="digits-abc", epochs=2)
+    kwargs = dict(cache_dir=tmp_path, dataset_fingerprint="digits-abc", epochs=3)
     first = get_extractor("classifier", train_images=images, train_labels=labels, **kwargs)
-    assert first.metadata["heldout_accuracy"] > 0.6  # 10 classes: chance is 0.1
+    # measured on the half it never trained on (~0.9 here; 10 classes: chance is 0.1)
+    assert first.metadata["heldout_accuracy"] > 0.6
+    assert first.metadata["num_train_images"] == len(images) // 2
     feats = first(images[:100])
     assert feats.shape == (100, 128) and feats.dtype == np.float64
 
@@ -99,6 +101,41 @@ def test_classifier_trains_above_chance_and_is_reused_from_cache(tmp_path, monke
         train_labels=labels[:200],
     )
     assert len(calls) == 2 and other.weights_sha256 != first.weights_sha256
+
+
+def test_classifier_never_trains_on_the_images_that_serve_as_its_reference(tmp_path, monkeypatch):
+    # 60 distinct random images (each has its own first pixel), so images are told apart by bytes.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(60, dtype=torch.uint8)
+    labels = torch.arange(60) % 3
+    trained_on: list[bytes] = []
+    train = features.train_classifier
+
+    def spy(x, *args, **kwargs):
+        trained_on.extend(image.numpy().tobytes() for image in x)
+        return train(x, *args, **kwargs)
+
+    monkeypatch.setattr(features, "train_classifier", spy)
+    kwargs = dict(cache_dir=tmp_path, dataset_fingerprint="toy", epochs=1)
+    extractor = get_extractor("classifier", train_images=images, train_labels=labels, **kwargs)
+    featurised: list[bytes] = []
+    call = type(extractor).__call__
+    monkeypatch.setattr(
+        type(extractor),
+        "__call__",
+        lambda self, x: featurised.extend(i.numpy().tobytes() for i in x) or call(self, x),
+    )
+    ref = reference_stats(extractor, images, dataset="toy", dataset_fingerprint="toy",
+                          split="train", resolution=8, cache_dir=tmp_path)  # fmt: skip
+    assert len(trained_on) == 30 and ref.num_images == 30
+    assert set(featurised).isdisjoint(trained_on)  # no reference image was trained on
+    assert set(featurised) | set(trained_on) == {i.numpy().tobytes() for i in images}
+    assert ref.description == "toy/train/toy/classifier-heldout"
+    # Another dataset (a different fingerprint) was never seen: all of it is the reference.
+    other = reference_stats(extractor, images[:10], dataset="other", dataset_fingerprint="other",
+                            split="test", resolution=8, cache_dir=tmp_path)  # fmt: skip
+    assert other.num_images == 10 and other.description == "other/test/other"
 
 
 def test_classifier_without_cache_or_labels_is_a_user_error(tmp_path):

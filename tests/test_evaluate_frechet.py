@@ -14,6 +14,7 @@ from diffnas.evaluate.frechet import (
     frechet_distance,
     frechet_distance_from_features,
     kid,
+    kid_subset_size,
 )
 
 
@@ -97,9 +98,35 @@ def test_kid_is_near_zero_for_the_same_distribution_and_grows_with_noise():
     assert kids[0] < kids[1] < kids[2]
 
 
-def test_kid_rejects_a_subset_larger_than_the_sets():
+def test_kid_rejects_subsets_that_are_not_proper():
     with pytest.raises(UserError, match="subset_size"):
         kid(_features(n=20), _features(n=30), subset_size=25)
+    with pytest.raises(UserError, match="std over subsets would be 0"):
+        kid(_features(n=20), _features(n=30), subset_size=20)  # every draw the whole set
+    assert kid_subset_size(40, 5000) == 20 and kid_subset_size(1000, 1000) == 500
+    assert kid_subset_size(50_000, 10_000) == 1000  # torch-fidelity's default at large N
+
+
+def test_kid_std_at_the_default_subset_size_is_a_sampling_std():
+    # The reference: the std of MMD² over independent draws of m points from each law (Monte
+    # Carlo), what KID's ± is read as. Subsets of one pair of sets of N = 2m points share about
+    # half their points, so their spread is √(1 − m/N) ≈ 0.7 of it; subsets of N − 1 points
+    # share nearly all (std ~0.05×), and subsets of N points give exactly 0.
+    n, d, shift = 200, 16, 0.3
+    rng = np.random.default_rng(0)
+    m = kid_subset_size(n, n)
+
+    def mmd2(a: np.ndarray, b: np.ndarray) -> float:
+        return kid(a, b, subsets=1, subset_size=len(a) - 1, seed=0)[0]  # one near-full subset
+
+    independent = np.std(
+        [mmd2(rng.normal(size=(m + 1, d)), rng.normal(size=(m + 1, d)) + shift) for _ in range(300)]
+    )
+    a, b = rng.normal(size=(n, d)), rng.normal(size=(n, d)) + shift
+    _, std = kid(a, b, subsets=100, subset_size=m)
+    _, nearly_full = kid(a, b, subsets=100, subset_size=n - 1)
+    assert 0.4 * independent < std < 1.2 * independent
+    assert nearly_full < 0.15 * independent
 
 
 def test_mismatched_statistics_are_a_user_error():

@@ -49,6 +49,7 @@ KEY_PARTS = dict(
         ("extractor", "classifier"),
         ("weights_sha256", "cd"),
         ("resolution", 16),
+        ("part", "classifier-heldout"),
     ],
 )
 def test_reference_key_changes_with_each_part(part, value):

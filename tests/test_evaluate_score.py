@@ -10,6 +10,7 @@ import torch_fidelity
 from diffnas.errors import UserError
 from diffnas.evaluate import get_extractor, reference_stats, score_images
 from diffnas.evaluate.features import save_random_inception_weights
+from diffnas.evaluate.score import Score, score_label
 from test_evaluate_reference import CountingExtractor, images
 
 
@@ -45,6 +46,20 @@ def test_score_records_its_protocol(tmp_path):
     assert type(score).model_validate_json(score.model_dump_json()) == score
 
 
+def test_every_score_is_labelled_with_its_extractor(tmp_path):
+    # Plain FID/KID only for Inception features, the protocol published numbers use.
+    assert score_label("fid", "inception-v3-2048") == "FID"
+    assert score_label("kid", "inception") == "KID"
+    assert score_label("rfid", "inception-v3-2048") == "RFID[inception]"
+    assert score_label("fid", "classifier-smallcnn32-64-128-bn-f128-e5") == "FID[classifier]"
+    assert score_label("rfid", "classifier") == "RFID[classifier]"
+    score = score_images(images(30, seed=5), _reference(CountingExtractor(), tmp_path),
+                         CountingExtractor(), metric="fid")  # fmt: skip
+    stored = score.model_dump(mode="json")
+    assert stored["label"] == "FID[counting]" and "value" in stored  # stored next to the value
+    assert Score.model_validate(stored) == score
+
+
 def test_fid_is_zero_for_the_reference_itself_and_grows_with_noise(tmp_path):
     extractor = CountingExtractor()
     ref = _reference(extractor, tmp_path)
@@ -62,7 +77,7 @@ def test_kid_score_has_std_and_grows_with_noise(tmp_path):
         score_images(_noisy(fresh, s), ref, extractor, metric="kid", kid_subsets=20)
         for s in (0, 64, 128)
     ]
-    assert kids[0].protocol.kid_subset_size == 40 and kids[0].std is not None
+    assert kids[0].protocol.kid_subset_size == 20 and kids[0].std > 0  # proper subsets of 40
     assert kids[0].protocol.metric == "kid" and kids[0].protocol.kid_subsets == 20
     assert abs(kids[0].value) < 0.2 * kids[1].value
     assert kids[0].value < kids[1].value < kids[2].value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -12,20 +14,91 @@ from diffnas.model.builder import build_unet, unet_kwargs
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.arch import ArchConfig, parse_arch
 from diffnas.space.references import get_reference
-from diffnas.space.search_space import Budget
+from diffnas.space.search_space import Budget, load_space
 
 
-def test_ddpm_cifar10_reference_counts() -> None:
-    cost = measure_cost(get_reference("ddpm-cifar10"))
-    assert round(cost.params / 1e6, 1) == 35.7  # published: 35.7 M
-    assert cost.gmacs == pytest.approx(6.22, abs=0.01)
-    assert cost.flops == 2 * cost.macs
+def closed_form_macs(arch: ArchConfig) -> int:
+    """MACs of one forward pass of the DDPM/IDDPM UNet, from its structure alone (Ho et al. 2020
+    App. B, IDDPM's unet.py), not from any counter: a k×k convolution costs H·W·Cout·Cin·k² at
+    its output resolution, a linear layer in·out, self-attention over HW positions of C channels
+    4·HW·C² for q, k, v and the output projection plus (HW)²·C each for Q·Kᵀ and A·V. Resampling
+    by convolutions (resblock_updown false)."""
+    size, channels = arch.image_size, arch.level_channels
+    emb = 4 * channels[0]  # timestep embedding width
+    emb_out = (
+        2 if arch.scale_shift_norm else 1
+    )  # scale-shift norm: the projection gives scale and shift
+
+    def conv(hw: int, cin: int, cout: int, k: int = 3) -> int:
+        return hw * cout * cin * k * k
+
+    def resblock(hw: int, cin: int, cout: int) -> int:
+        skip = conv(hw, cin, cout, k=1) if cin != cout else 0
+        return conv(hw, cin, cout) + emb * cout * emb_out + conv(hw, cout, cout) + skip
+
+    def attention(hw: int, c: int) -> int:
+        return 4 * hw * c * c + 2 * hw * hw * c
+
+    macs = channels[0] * emb + emb * emb + conv(size * size, arch.in_channels, channels[0])
+    skips, c_prev, res = [channels[0]], channels[0], size
+    for level, c in enumerate(channels):
+        for _ in range(arch.num_res_blocks):
+            macs += resblock(res * res, c_prev, c)
+            macs += attention(res * res, c) if arch.attention_levels[level] else 0
+            skips.append(c_prev := c)
+        if level < len(channels) - 1:  # stride-2 convolution
+            res //= 2
+            macs += conv(res * res, c, c)
+            skips.append(c)
+    macs += 2 * resblock(res * res, c_prev, c_prev)
+    macs += attention(res * res, c_prev) if arch.mid_attention else 0
+    for level in reversed(range(len(channels))):
+        c = channels[level]
+        for _ in range(arch.num_res_blocks + 1):  # each block takes one skip connection
+            macs += resblock(res * res, c_prev + skips.pop(), c)
+            macs += attention(res * res, c) if arch.attention_levels[level] else 0
+            c_prev = c
+        if level > 0:  # nearest-neighbour upsampling, then a 3×3 convolution
+            res *= 2
+            macs += conv(res * res, c, c)
+    return macs + conv(size * size, channels[0], arch.out_channels)
 
 
-def test_iddpm_cifar10_reference_counts() -> None:
-    cost = measure_cost(get_reference("iddpm-cifar10"))
-    assert round(cost.params / 1e6, 1) == 52.5  # published: 52.5 M
-    assert cost.gmacs == pytest.approx(8.39, abs=0.01)
+def test_a_net_small_enough_to_count_by_hand() -> None:
+    arch = parse_arch(
+        {"image_size": 4, "in_channels": 1, "base_channels": 8, "channel_mult": [1],
+         "num_res_blocks": 1, "mid_attention": False, "norm_groups": 4}
+    )  # fmt: skip
+    # 4×4 pixels, 8 channels, timestep embedding 32 wide:
+    #   timestep MLP 8·32 + 32·32 = 1,280; input conv 16·8·1·9 = 1,152
+    #   a residual block 8→8: two convs 16·8·8·9 = 9,216 each + its embedding projection 32·8 = 18,688
+    #   down: one block; middle: two blocks; up: two blocks on the skip-concatenated 16 channels,
+    #   each 16·8·16·9 + 32·8 + 9,216 + a 1×1 shortcut 16·8·16 = 29,952; output conv 16·1·8·9 = 1,152
+    by_hand = 1280 + 1152 + 18688 + 2 * 18688 + 2 * 29952 + 1152
+    assert by_hand == 119_552 == closed_form_macs(arch)
+    assert measure_cost(arch).macs == by_hand
+
+
+@pytest.mark.parametrize(
+    ("name", "published_params_m"), [("ddpm-cifar10", 35.7), ("iddpm-cifar10", 52.5)]
+)
+def test_reference_counts_match_the_papers_and_the_closed_form(name, published_params_m) -> None:
+    arch = get_reference(name)
+    cost = measure_cost(arch)
+    assert round(cost.params / 1e6, 1) == published_params_m  # Ho et al.; Nichol & Dhariwal
+    assert cost.macs == closed_form_macs(arch)
+    assert cost.gmacs == pytest.approx(
+        {"ddpm-cifar10": 6.22, "iddpm-cifar10": 8.39}[name], abs=0.005
+    )
+
+
+def test_counts_match_the_closed_form_across_the_space() -> None:
+    space, rng = load_space("tiny"), random.Random(3)
+    archs = [space.sample(rng) for _ in range(12)]  # scale-shift, attention, mid attention vary
+    archs = [arch for arch in archs if not arch.resblock_updown][:5]
+    assert archs
+    for arch in archs:
+        assert measure_cost(arch).macs == closed_form_macs(arch), arch.summary()
 
 
 def test_meta_count_equals_real_parameter_count() -> None:
@@ -47,8 +120,9 @@ def test_attention_is_counted() -> None:
     }
     without = measure_cost(parse_arch(base))
     with_attn = measure_cost(parse_arch({**base, "attention_resolutions": [16]}))
-    # at 16x16 with 16 channels, Q.K^T and A.V alone are 2 * 256 * 256 * 16 MACs per block (2 blocks down+up... at least one)
-    assert with_attn.macs - without.macs > 2 * 256 * 256 * 16
+    # Attention at 16×16 (256 positions, 16 channels) in the 1 down and 2 up blocks of that level:
+    # q, k, v, out projections 4·256·16² plus Q·Kᵀ and A·V 2·256²·16 each time.
+    assert with_attn.macs - without.macs == 3 * (4 * 256 * 16**2 + 2 * 256**2 * 16)
 
 
 def test_architecture_features_reach_the_unet() -> None:

@@ -35,6 +35,40 @@ def test_presets_match_the_papers():
     assert ac[499] == pytest.approx(f(500) / f(0), rel=1e-4)
 
 
+# IDDPM's get_named_beta_schedule("linear", T) (openai/improved-diffusion 1bc7bbb, run once):
+# β_1, β_T, ᾱ_T and ᾱ_{T/2}, float64.
+IDDPM_LINEAR = {
+    100: (0.001, 0.2, 2.039008975564078e-05, 0.07419699671742),
+    4000: (2.5e-05, 0.005, 4.246652275802249e-05, 0.07894487332460011),
+    1000: (0.0001, 0.02, 4.035829765375676e-05, None),
+}
+
+
+@pytest.mark.parametrize("timesteps", sorted(IDDPM_LINEAR))
+def test_linear_schedule_is_rescaled_by_1000_over_t_like_iddpm(timesteps):
+    first, last, abar_end, abar_mid = IDDPM_LINEAR[timesteps]
+    config = DiffusionConfig(schedule="linear", timesteps=timesteps)
+    betas = config.betas()
+    ac = np.cumprod(1 - betas)
+    assert betas[0] == pytest.approx(first, rel=1e-6)
+    assert betas[-1] == pytest.approx(last, rel=1e-6)
+    assert ac[-1] == pytest.approx(abar_end, rel=1e-3)  # ≈ 0 for every T: x_T is noise
+    if abar_mid is not None:
+        assert ac[timesteps // 2 - 1] == pytest.approx(abar_mid, rel=1e-4)
+    # the training side (GaussianDiffusion) and the samplers (diffusers) use the same β
+    scheduler = DDPMScheduler(**config.scheduler_kwargs())
+    gd = GaussianDiffusion(config)
+    torch.testing.assert_close(gd.alphas_cumprod, scheduler.alphas_cumprod, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_schedule_needs_more_than_20_steps():
+    # β_T = 0.02·1000/T reaches 1 at T = 20 (ᾱ_T = 0); the cosine schedule has no such bound.
+    with pytest.raises(ValidationError, match="timesteps"):
+        DiffusionConfig(schedule="linear", timesteps=20)
+    assert DiffusionConfig(schedule="linear", timesteps=21).betas()[-1] < 1
+    assert DiffusionConfig(schedule="cosine", timesteps=4).timesteps == 4
+
+
 def test_invalid_configs_are_rejected():
     with pytest.raises(ValidationError, match="learn_sigma"):
         DiffusionConfig(objective="ddpm", learn_sigma=True)

@@ -19,6 +19,7 @@ import torch
 import typer
 from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
@@ -329,6 +330,7 @@ def _score(trained: Trained, data: ImageData, opts: ScoreOptions, run_dir: Path)
     result = score_samples(generated, data, opts.data.split, spec, Path(opts.cache_dir), device)
     return {
         "score": result.model_dump(mode="json"),
+        "diffusion": trained.diffusion.model_dump(mode="json"),  # incl. the sampler's variance
         "checkpoint": opts.checkpoint,
         "run_dir": str(run_dir),
         "sample_s": round(sample_s, 3),
@@ -343,8 +345,9 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     s = Score.model_validate(result["score"])
     p = s.protocol
     value = f"{s.value:.4g}" + (f" ± {s.std:.2g}" if s.std is not None else "")
-    table = Table("", "", title=f"{p.metric.upper()} (lower is better)", show_header=False)
-    table.add_row(p.metric, value)
+    label = escape(s.label)  # "RFID[classifier]": rich would read the brackets as markup
+    table = Table("", "", title=f"{label} (lower is better)", show_header=False)
+    table.add_row(label, value)
     table.add_row("extractor", p.extractor)
     table.add_row("weights sha256", p.weights_sha256[:16])
     table.add_row("generated N", str(p.num_generated))

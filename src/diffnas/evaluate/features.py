@@ -4,6 +4,11 @@ Every extractor takes uint8 images N×C×H×W (0..255, the standard FID protocol
 samples are quantised exactly like saved PNGs before they are scored) and returns float64
 features N×D, computed in batches. `name` + `weights_sha256` identify the features: scores
 and reference statistics are only comparable when both match.
+
+The classifier is trained on one half of the dataset (a seeded split) and the other half is the
+reference (`FeatureExtractor.unseen_indices`, used by `reference.reference_stats`): features of
+images the classifier was fitted to are tighter than those of any image it has not seen, which
+would make generated images look further from the reference than they are.
 """
 
 from __future__ import annotations
@@ -76,6 +81,15 @@ class FeatureExtractor(ABC):
     @abstractmethod
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         """Features of one uint8 batch already on `self.device`."""
+
+    def trained_on(self, dataset_fingerprint: str) -> bool:
+        """Whether part of this dataset trained the extractor (then only the rest is a fair
+        reference). Inception never saw it; the classifier saw half of its own dataset."""
+        return False
+
+    def unseen_indices(self, num_images: int) -> torch.Tensor:
+        """Indices of the images of its training dataset that the extractor never trained on."""
+        return torch.arange(num_images)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -223,8 +237,16 @@ def _scale(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float() / 127.5 - 1
 
 
+def classifier_partition(num_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the classifier's training images, the reference images) of one dataset: two disjoint
+    halves of a seeded permutation, each in dataset order."""
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
+    cut = num_images // 2
+    return order[:cut].sort().values, order[cut:].sort().values
+
+
 class ClassifierExtractor(FeatureExtractor):
-    """Penultimate-layer features of a SmallCNN trained on the dataset's own labels."""
+    """Penultimate-layer features of a SmallCNN trained on half of the dataset's labelled images."""
 
     def __init__(self, model: SmallCNN, metadata: dict, weights_sha256: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -244,20 +266,39 @@ class ClassifierExtractor(FeatureExtractor):
             )
         return self.model.features(_scale(batch))
 
+    def trained_on(self, dataset_fingerprint: str) -> bool:
+        return self.metadata.get("dataset_fingerprint") == dataset_fingerprint
+
+    def unseen_indices(self, num_images: int) -> torch.Tensor:
+        expected = self.metadata["dataset_num_images"]
+        if num_images != expected:
+            raise UserError(
+                f"the reference has {num_images} images but the classifier's dataset had "
+                f"{expected}; the same fingerprint must mean the same images",
+                field="reference",
+            )
+        return classifier_partition(num_images, self.metadata["seed"])[1]
+
 
 def train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, *, seed: int, epochs: int, batch_size: int = 64
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    heldout_images: torch.Tensor,
+    heldout_labels: torch.Tensor,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int = 64,
 ) -> tuple[SmallCNN, float]:
-    """Train a SmallCNN (seeded, CPU-friendly); return it and its held-out accuracy (10% split)."""
+    """Train a SmallCNN (seeded, CPU-friendly) on `images`; return it and its accuracy on the
+    held-out images."""
     torch.manual_seed(seed)
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    num_heldout = max(1, len(images) // 10)
-    heldout, train = perm[:num_heldout], perm[num_heldout:]
     x, y = _scale(images), labels.long()
-    model = SmallCNN(images.shape[1], int(labels.max()) + 1)
+    num_classes = int(max(labels.max(), heldout_labels.max())) + 1
+    model = SmallCNN(images.shape[1], num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for _ in range(epochs):
-        order = train[torch.randperm(len(train))]
+        order = torch.randperm(len(x))
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -266,7 +307,8 @@ def train_classifier(
             opt.step()
     model.eval()
     with torch.no_grad():
-        accuracy = (model(x[heldout]).argmax(1) == y[heldout]).float().mean().item()
+        predicted = model(_scale(heldout_images)).argmax(1)
+        accuracy = (predicted == heldout_labels.long()).float().mean().item()
     return model, accuracy
 
 
@@ -282,14 +324,18 @@ def classifier_extractor(
 ) -> ClassifierExtractor:
     """Load the classifier for this dataset from `cache_dir`, training (and caching) it on a miss.
 
-    The cache key covers the dataset fingerprint, the architecture/training recipe and the seed.
+    `train_images` are the whole dataset: the classifier trains on one seeded half
+    (`classifier_partition`) and its held-out accuracy is measured on the other half, the one
+    `reference_stats` keeps as the reference. The cache key covers the dataset fingerprint,
+    the architecture/training recipe and the seed.
     """
     from safetensors.torch import load_file, save_file
 
     from diffnas.runs import read_json, write_json
 
     arch = f"smallcnn32-64-128-bn-f128-e{epochs}"
-    key = hashlib.sha256(f"{dataset_fingerprint}|{arch}|{seed}".encode()).hexdigest()[:16]
+    recipe = f"{dataset_fingerprint}|{arch}|{seed}|half"  # "half": trained on half the dataset
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     weights, meta_path = (cache_dir / f"classifier-{key}.{ext}" for ext in ("safetensors", "json"))
     if weights.is_file() and meta_path.is_file():
@@ -310,7 +356,17 @@ def classifier_extractor(
             f"train_labels must be {len(images)} class indices >= 0, got shape {tuple(labels.shape)}",
             field="train_labels",
         )
-    model, accuracy = train_classifier(images, labels, seed=seed, epochs=epochs)
+    if len(images) < 4:
+        raise UserError(
+            f"train_images has {len(images)} images; the classifier needs at least 4 (half to "
+            "train on, half kept unseen as the reference)",
+            field="train_images",
+        )
+    train_part, reference_part = classifier_partition(len(images), seed)
+    model, accuracy = train_classifier(
+        images[train_part], labels[train_part], images[reference_part], labels[reference_part],
+        seed=seed, epochs=epochs,
+    )  # fmt: skip
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -323,7 +379,8 @@ def classifier_extractor(
         "num_classes": model.head.out_features,
         "channels": images.shape[1],
         "resolution": images.shape[-1],
-        "num_train_images": len(images),
+        "dataset_num_images": len(images),
+        "num_train_images": len(train_part),  # the rest is the reference: never trained on
         "heldout_accuracy": accuracy,
         "weights_sha256": file_sha256(weights),
     }

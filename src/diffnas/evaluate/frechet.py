@@ -11,7 +11,10 @@ a min(N1, N2)² eigenproblem instead of a D² one.
 
 KID is the unbiased MMD² with the polynomial kernel k(x, y) = (x·y / d + coef0)^degree,
 averaged over random subsets (Bińkowski et al. 2018); subset draws follow torch-fidelity's
-(`RandomState(seed).choice` without replacement), so the same seed gives its numbers.
+(`RandomState(seed).choice` without replacement), so the same seed gives its numbers. Subsets
+must be proper (smaller than both sets): a subset as large as its set is the whole set in every
+draw, and the std over subsets collapses to 0 — torch-fidelity's default of 1000 at N = 1000
+does exactly that. `kid_subset_size` gives min(1000, N/2), torch-fidelity's 1000 from N = 2000 on.
 """
 
 from __future__ import annotations
@@ -90,6 +93,15 @@ def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> floa
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
 
 
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default (clean-fid's cap)
+
+
+def kid_subset_size(num_generated: int, num_reference: int) -> int:
+    """The default KID subset size: min(1000, N/2) over both sets, so subsets are proper and
+    their spread reflects the sampling variance (two subsets share about half their images)."""
+    return min(KID_SUBSET_SIZE, num_generated // 2, num_reference // 2)
+
+
 def kid(
     feats1: np.ndarray,
     feats2: np.ndarray,
@@ -100,16 +112,21 @@ def kid(
     gamma: float | None = None,
     seed: int = 2020,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance: (mean, std) of the unbiased MMD² over `subsets` random subsets."""
+    """Kernel Inception Distance: (mean, std) of the unbiased MMD² over `subsets` random subsets.
+
+    `subset_size` must be smaller than both sets (see the module docstring).
+    """
     feats1, feats2 = _as_features(feats1, "feats1"), _as_features(feats2, "feats2")
     if feats1.shape[1] != feats2.shape[1]:
         raise UserError(
             f"feature sizes differ: {feats1.shape[1]} vs {feats2.shape[1]}", field="reference"
         )
-    if not 2 <= subset_size <= min(len(feats1), len(feats2)):
+    if not 2 <= subset_size < min(len(feats1), len(feats2)):
         raise UserError(
-            f"kid subset_size {subset_size} must be between 2 and the smaller set size "
-            f"({len(feats1)} generated, {len(feats2)} reference)",
+            f"kid subset_size {subset_size} must be at least 2 and smaller than both sets "
+            f"({len(feats1)} generated, {len(feats2)} reference): a subset as large as its set "
+            f"is the same set in every draw, and the std over subsets would be 0 "
+            f"(default: min(1000, N/2) = {kid_subset_size(len(feats1), len(feats2))})",
             field="subset_size",
         )
     if subsets < 1:

@@ -1,8 +1,13 @@
 """Reference statistics (mu, sigma and the features for KID), cached on disk.
 
 A cache entry is keyed by everything that changes the numbers: the dataset fingerprint, the
-split, the extractor name + weights hash and the resolution. Computing Inception features of
-a 50k reference set takes minutes, so every run after the first reuses them.
+split, the part of it that is the reference, the extractor name + weights hash and the
+resolution. Computing Inception features of a 50k reference set takes minutes, so every run
+after the first reuses them.
+
+The reference is every image the extractor never trained on: all of them for Inception, the
+half the classifier did not see when the classifier was trained on this same dataset (its
+`unseen_indices`), so reference features are never "seen" features.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class RefStats:
     extractor: str
     weights_sha256: str
     resolution: int
+    part: str  # "all", or "classifier-heldout": the half the classifier never trained on
     key: str
 
     @property
@@ -46,7 +52,11 @@ class RefStats:
 
     @property
     def description(self) -> str:
-        return f"{self.dataset}/{self.split}/{self.dataset_fingerprint}"
+        part = "" if self.part == ALL else f"/{self.part}"
+        return f"{self.dataset}/{self.split}/{self.dataset_fingerprint}{part}"
+
+
+ALL, CLASSIFIER_HELDOUT = "all", "classifier-heldout"
 
 
 def reference_key(
@@ -56,9 +66,12 @@ def reference_key(
     extractor: str,
     weights_sha256: str,
     resolution: int,
+    part: str = ALL,
 ) -> str:
     """Cache key: a hash of every part that changes the statistics."""
     parts = [dataset_fingerprint, split, extractor, weights_sha256, int(resolution)]
+    if part != ALL:
+        parts.append(part)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
@@ -74,14 +87,17 @@ def reference_stats(
 ) -> RefStats:
     """Reference statistics from the cache, or computed from `images` (uint8 N×C×H×W) and cached.
 
-    `images` may be a zero-argument callable so a cache hit never loads the dataset.
+    `images` may be a zero-argument callable so a cache hit never loads the dataset. When the
+    extractor was trained on part of these images, only the rest is kept (see the module doc).
     """
+    part = CLASSIFIER_HELDOUT if extractor.trained_on(dataset_fingerprint) else ALL
     key = reference_key(
         dataset_fingerprint=dataset_fingerprint,
         split=split,
         extractor=extractor.name,
         weights_sha256=extractor.weights_sha256,
         resolution=resolution,
+        part=part,
     )
     meta = {
         "dataset": dataset,
@@ -90,6 +106,7 @@ def reference_stats(
         "extractor": extractor.name,
         "weights_sha256": extractor.weights_sha256,
         "resolution": int(resolution),
+        "part": part,
         "key": key,
     }
     arrays_path = meta_path = None
@@ -106,6 +123,8 @@ def reference_stats(
             f"reference images are {tuple(images.shape[-2:])} but resolution is {resolution}",
             field="resolution",
         )
+    if part != ALL:
+        images = images[extractor.unseen_indices(len(images))]
     features = extractor(images)
     mu, sigma = feature_statistics(features)
     if arrays_path is not None and meta_path is not None:

@@ -2,7 +2,8 @@
 
 Every score carries its protocol (metric, extractor + weights hash, sample counts, sampler
 and steps, reference set) because FID values are only comparable under the same protocol:
-an RFID at N=1k, S=25 steps says nothing about an FID at N=50k, S=1000.
+an RFID at N=1k, S=25 steps says nothing about an FID at N=50k, S=1000. Its label names the
+extractor next to the value ("FID[classifier] 12.3"); plain "FID" means Inception features.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from diffnas.errors import UserError
 from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
@@ -21,6 +22,7 @@ from diffnas.evaluate.frechet import (
     frechet_distance_from_features,
     kid,
 )
+from diffnas.evaluate.frechet import kid_subset_size as default_kid_subset_size
 from diffnas.evaluate.reference import RefStats
 
 Metric = Literal["fid", "rfid", "kid"]
@@ -42,6 +44,24 @@ class ScoreProtocol(BaseModel):
     kid_subsets: int | None = Field(default=None, description="KID only: number of subsets")
     kid_subset_size: int | None = Field(default=None, description="KID only: images per subset")
 
+    @property
+    def label(self) -> str:
+        return score_label(self.metric, self.extractor)
+
+
+STANDARD_EXTRACTOR = "inception"  # the features published FID and KID values are computed on
+
+
+def score_label(metric: str, extractor: str) -> str:
+    """A score's name wherever its value is shown or stored: plain "FID" or "KID" only for the
+    standard Inception protocol; every other score names its extractor, e.g. "FID[classifier]",
+    "RFID[inception]", "KID[classifier]". `extractor` is a kind ("classifier") or a full
+    extractor name ("inception-v3-2048")."""
+    kind = extractor.split("-", 1)[0]
+    if kind == STANDARD_EXTRACTOR and metric in ("fid", "kid"):
+        return metric.upper()
+    return f"{metric.upper()}[{kind}]"
+
 
 class Score(BaseModel):
     """A score value with its protocol (lower is better for every metric here)."""
@@ -49,6 +69,11 @@ class Score(BaseModel):
     value: float = Field(description="FID/RFID, or the KID mean")
     std: float | None = Field(default=None, description="KID only: std over subsets")
     protocol: ScoreProtocol
+
+    @computed_field(description="the score's name with its extractor, e.g. RFID[classifier]")
+    @property
+    def label(self) -> str:
+        return self.protocol.label
 
 
 def score_images(
@@ -65,7 +90,8 @@ def score_images(
 ) -> Score:
     """Score generated uint8 images N×C×H×W against `reference` with `metric`.
 
-    KID's subset size defaults to min(1000, N generated, N reference) so it works at small N.
+    KID's subset size defaults to min(1000, N/2) over the generated and reference sets
+    (`frechet.kid_subset_size`): proper subsets, whose spread is a real std.
     """
     if metric not in METRICS:
         raise UserError(f"metric {metric!r} is unknown; choose one of {METRICS}", field="metric")
@@ -97,7 +123,7 @@ def score_images(
         resolution=reference.resolution,
     )
     if metric == "kid":
-        size = kid_subset_size or min(1000, len(features), reference.num_images)
+        size = kid_subset_size or default_kid_subset_size(len(features), reference.num_images)
         mean, std = kid(
             features, reference.features, subsets=kid_subsets, subset_size=size, seed=seed
         )

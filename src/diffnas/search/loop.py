@@ -36,6 +36,7 @@ from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
+from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.propose.base import Proposal, ProposalContext
@@ -270,7 +271,7 @@ class SearchRun:
         return (
             f"Design the UNet denoiser of a diffusion model for {kind} images, {s.image_size}x{s.image_size} "
             f"pixels, {s.in_channels} channel(s), {s.objective.upper()} objective. Candidates are ranked by "
-            f"{self.config.proxy.score.metric.upper()} (lower is better) after a short training run."
+            f"{score_label(self.config.proxy.score.metric, self.config.proxy.score.extractor)} (lower is better) after a short training run."
         )
 
     def _reference_line(self) -> str:
@@ -311,7 +312,9 @@ class SearchRun:
                 else None,
                 "gmacs": e["gmacs"],
                 "params_m": e["params_m"],
-                "score_name": self.config.proxy.score.metric,
+                "score_name": score_label(
+                    self.config.proxy.score.metric, self.config.proxy.score.extractor
+                ),
             }
             existing = by_slot.get((r, e["slot"]))
             if e["reason"] is not None:
@@ -356,7 +359,9 @@ class SearchRun:
         }
         study_mod.finish_trial(self.study, trial, result.status, result.score, attrs)
         if result.status == "complete":
-            metric = self.config.proxy.score.metric.upper()
+            metric = escape(
+                score_label(self.config.proxy.score.metric, self.config.proxy.score.extractor)
+            )
             self.console.print(
                 f"  trial {trial.number}: {metric} {result.score:.4g} ({result.wall_s:.0f} s)"
             )
@@ -374,7 +379,7 @@ class SearchRun:
             assert record.arch is not None
             self.console.print(
                 f"[bold]final[/bold]: trial {record.number} with the {cfg.final.recipe} recipe "
-                f"and {cfg.final.score.metric.upper()}"
+                f"and {escape(score_label(cfg.final.score.metric, cfg.final.score.extractor))}"
             )
             workdir = self.run_dir / "final" / f"{record.number:05d}"
             with self.console.status(f"trial {record.number}: final training and FID ..."):
@@ -388,7 +393,7 @@ class SearchRun:
             )
             if result.status == "complete":
                 self.console.print(
-                    f"  trial {record.number}: {cfg.final.score.metric.upper()} {result.score:.4g}"
+                    f"  trial {record.number}: {escape(score_label(cfg.final.score.metric, cfg.final.score.extractor))} {result.score:.4g}"
                 )
         return finals
 

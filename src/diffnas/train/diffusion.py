@@ -1,9 +1,12 @@
 """Diffusion objectives: DDPM's L_simple and IDDPM's L_hybrid with a learned-range variance.
 
 The noise schedules come from `diffusers.DDPMScheduler` ("linear" = DDPM, "squaredcos_cap_v2" =
-IDDPM's cosine schedule); diffusers has no learned-variance *training* loss, so the variational
-bound terms (normal KL, discretized Gaussian log-likelihood at t = 0, in bits/dim) follow
-openai/improved-diffusion (`gaussian_diffusion.py`, `losses.py`, `resample.py`).
+IDDPM's cosine schedule). The linear schedule is IDDPM's `get_named_beta_schedule("linear", T)`:
+Ho et al.'s 1e-4 → 0.02 at T = 1000, both ends scaled by 1000/T at other T so that ᾱ_T ≈ 4e-5
+whatever T (unscaled, T = 100 would end at ᾱ_T = 0.36: the forward process would never reach the
+N(0, I) the samplers start from). diffusers has no learned-variance *training* loss, so the
+variational bound terms (normal KL, discretized Gaussian log-likelihood at t = 0, in bits/dim)
+follow openai/improved-diffusion (`gaussian_diffusion.py`, `losses.py`, `resample.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from diffnas.errors import UserError, pydantic_message
 
 _SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+# Ho et al.'s linear schedule at T = 1000; IDDPM scales both ends by 1000/T.
+_LINEAR_BETA_START, _LINEAR_BETA_END, _LINEAR_REFERENCE_T = 1e-4, 0.02, 1000
+# β_T = 0.02·1000/T must stay below 1 (β_T = 1 makes ᾱ_T = 0 and x0 = x_t/√ᾱ_t undefined).
+MIN_LINEAR_TIMESTEPS = 21
 Objective = Literal["ddpm", "iddpm"]
+DDPMVariance = Literal["fixed_large", "fixed_small"]
 
 
 class DiffusionConfig(BaseModel):
@@ -33,9 +41,15 @@ class DiffusionConfig(BaseModel):
     )
     schedule: Literal["linear", "cosine"] = Field(
         "linear",
-        description="β schedule: 'linear' (1e-4 → 0.02, DDPM) or 'cosine' (IDDPM, s = 0.008).",
+        description="β schedule: 'linear' (DDPM's 1e-4 → 0.02 at T = 1000, both scaled by 1000/T "
+        "as in IDDPM) or 'cosine' (IDDPM, s = 0.008).",
     )
-    timesteps: int = Field(1000, ge=2, le=100_000, description="Number of diffusion steps T.")
+    timesteps: int = Field(
+        1000,
+        ge=2,
+        le=100_000,
+        description=f"Number of diffusion steps T (linear schedule: at least {MIN_LINEAR_TIMESTEPS}).",
+    )
     learn_sigma: bool = Field(
         False,
         description="Predict the variance too (learned range between β̃_t and β_t): the model has 2×C "
@@ -49,6 +63,12 @@ class DiffusionConfig(BaseModel):
         description="How training timesteps are drawn: 'uniform' or 'importance' (IDDPM's "
         "loss-second-moment resampler; costs one host sync per step to record losses).",
     )
+    ddpm_variance: DDPMVariance = Field(
+        "fixed_large",
+        description="Variance of the ancestral samplers (ddpm, respaced) when σ is not learned: "
+        "'fixed_large' σ²_t = β_t (Ho et al.'s CIFAR-10 runs, IDDPM's default) or 'fixed_small' "
+        "σ²_t = β̃_t (the posterior variance, IDDPM's sigma_small). DDIM (η = 0) adds no noise.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DiffusionConfig:
@@ -56,11 +76,17 @@ class DiffusionConfig(BaseModel):
             raise ValueError(
                 "objective 'ddpm' has a fixed variance: set learn_sigma=False or use 'iddpm'"
             )
+        if self.schedule == "linear" and self.timesteps < MIN_LINEAR_TIMESTEPS:
+            raise ValueError(
+                f"timesteps={self.timesteps} is too few for the linear schedule: its last β is "
+                f"0.02·1000/T, which reaches 1 at T = 20; use timesteps ≥ {MIN_LINEAR_TIMESTEPS} "
+                "or the cosine schedule"
+            )
         return self
 
     @classmethod
     def ddpm(cls) -> DiffusionConfig:
-        """DDPM: linear schedule, T = 1000, ε-prediction, L_simple, fixed variance."""
+        """DDPM: linear schedule, T = 1000, ε-prediction, L_simple, fixed-large variance."""
         return cls(objective="ddpm", schedule="linear", timesteps=1000, learn_sigma=False)
 
     @classmethod
@@ -97,10 +123,14 @@ class DiffusionConfig(BaseModel):
 
     def scheduler_kwargs(self) -> dict:
         """Keyword arguments for diffusers schedulers with this noise schedule."""
-        return {
+        kwargs = {
             "num_train_timesteps": self.timesteps,
             "beta_schedule": _SCHEDULE_NAMES[self.schedule],
         }
+        if self.schedule == "linear":
+            scale = _LINEAR_REFERENCE_T / self.timesteps  # IDDPM's get_named_beta_schedule
+            kwargs.update(beta_start=scale * _LINEAR_BETA_START, beta_end=scale * _LINEAR_BETA_END)
+        return kwargs
 
     def betas(self) -> np.ndarray:
         """β_1..β_T as float64, taken from `diffusers.DDPMScheduler`."""

@@ -1,10 +1,19 @@
 """Image samplers for a trained denoiser: ancestral DDPM, DDIM and IDDPM's respaced sampling.
 
-All three run diffusers schedulers. "respaced" uses `DDPMScheduler` with IDDPM's evenly spaced
-timesteps (`space_timesteps(T, "k")`: round(i·(T−1)/(k−1)), so both t = T−1 and t = 0 are
-visited); for k < T the scheduler re-derives β from ᾱ at the kept steps, exactly as IDDPM's
-`SpacedDiffusion` does, and interpolates the learned-range variance between those respaced
-β̃ and β (checked against our own formula in tests/test_train_sampling.py).
+All three run diffusers schedulers and follow openai/improved-diffusion step for step (checked
+against numbers produced by its own code in tests/test_train_sampling.py):
+
+- "ddpm" and "respaced" use `DDPMScheduler`; "respaced" keeps IDDPM's evenly spaced timesteps
+  (`space_timesteps(T, "k")`, both t = T−1 and t = 0 visited) and the scheduler re-derives β
+  from ᾱ at the kept steps, as IDDPM's `SpacedDiffusion` does. The variance is the learned
+  range between the respaced β̃ and β when σ is learned, else `DiffusionConfig.ddpm_variance`
+  (fixed-large β_t by default, as in Ho et al. and IDDPM). No noise is added at t = 0, so
+  IDDPM's special t = 0 fixed-large value (β̃_1, which only enters its likelihood) never matters.
+- "ddim" uses `DDIMScheduler` (η = 0) on the timesteps 0, k, 2k, … with k = ⌊T/S⌋: IDDPM's
+  "ddimS" when S divides T (otherwise IDDPM picks the stride whose range has S elements).
+  x0 is clipped to [-1, 1] and ε re-derived from the clipped x0 (`use_clipped_model_output`),
+  as IDDPM's `ddim_sample` does; keeping the raw ε instead moves an undertrained model's
+  samples by whole units.
 """
 
 from __future__ import annotations
@@ -26,11 +35,19 @@ SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "respaced")
 
 
 def respaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """IDDPM's evenly spaced timesteps (descending), always including T−1 and 0."""
+    """IDDPM's evenly spaced timesteps (descending), always including T−1 and 0.
+
+    The index is accumulated in floats and rounded as in IDDPM's `space_timesteps`, so the
+    same steps are kept even where i·stride would round the other way. One step keeps T−1
+    (IDDPM would keep 0, which samples nothing).
+    """
     if steps == 1:
         return [num_timesteps - 1]
-    stride = (num_timesteps - 1) / (steps - 1)
-    return sorted({round(i * stride) for i in range(steps)}, reverse=True)
+    stride, index, kept = (num_timesteps - 1) / (steps - 1), 0.0, set()
+    for _ in range(steps):
+        kept.add(round(index))
+        index += stride
+    return sorted(kept, reverse=True)
 
 
 def make_scheduler(
@@ -55,7 +72,7 @@ def make_scheduler(
             f"steps={steps} is not allowed for the {sampler!r} sampler: give 1 ≤ steps ≤ {T}",
             field="steps",
         )
-    variance = "learned_range" if diffusion.learn_sigma else "fixed_small"
+    variance = "learned_range" if diffusion.learn_sigma else diffusion.ddpm_variance
     if sampler == "ddim":
         scheduler = DDIMScheduler(**diffusion.scheduler_kwargs(), clip_sample=True)
         scheduler.set_timesteps(steps)
@@ -66,6 +83,26 @@ def make_scheduler(
     if steps < T:  # at steps == T the scheduler's own t = T−1 … 0 with prev_t = t − 1 is right
         scheduler.set_timesteps(timesteps=respaced_timesteps(T, steps))
     return scheduler
+
+
+def denoise_step(
+    scheduler: DDPMScheduler | DDIMScheduler,
+    model_output: torch.Tensor,
+    t: torch.Tensor | int,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One reverse step x_t → x_{t−1} from the model's output (ε, plus v when σ is learned).
+
+    DDIM re-derives ε from the clipped x0 (IDDPM's `ddim_sample`); DDPM steps need nothing extra:
+    diffusers already takes their posterior mean from the clipped x0, as IDDPM does.
+    """
+    if isinstance(scheduler, DDIMScheduler):
+        channels = x.shape[1]
+        return scheduler.step(
+            model_output[:, :channels], t, x, use_clipped_model_output=True, generator=generator
+        ).prev_sample  # DDIM uses ε only; a learned variance's channels are dropped
+    return scheduler.step(model_output, t, x, generator=generator).prev_sample
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -124,10 +161,7 @@ def sample_images(
                 t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
                 with _autocast(device):
                     output = model(x, t_batch).sample
-                output = output.float()
-                if sampler == "ddim" and diffusion.learn_sigma:
-                    output = output[:, :channels]  # DDIM uses ε only
-                x = scheduler.step(output, t, x, generator=generator).prev_sample
+                x = denoise_step(scheduler, output.float(), t, x, generator)
             out.append(to_uint8(x).cpu())
     finally:
         model.train(was_training)
