@@ -289,7 +289,7 @@ class SearchPlan:
         )
         table.add_row(
             "proxy train + score", f"<= {n_candidates}",
-            f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.metric} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
+            f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
             f"{n_candidates * proxy_flops / 1e15:.3g}",
         )  # fmt: skip
         table.add_row(
@@ -307,7 +307,7 @@ def show_status(run_dir: Path) -> None:
     config = load_search_config(run_dir)
     study = study_mod.open_study(run_dir, config.storage)
     memory = study_mod.load_memory(study)
-    metric = config.proxy.score.metric.upper()
+    metric = config.proxy.score.label
     table = Table("trial", "round", "proposer", "status", "architecture", "GMACs", "params (M)", metric, "note",
                   title=f"Search {run_dir.name}: {config.space}, proposer {config.proposer}")  # fmt: skip
     best = min((t.score for t in memory if t.score is not None), default=None)

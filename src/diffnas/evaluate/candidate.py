@@ -20,7 +20,7 @@ from diffnas.data.datasets import DataSpec, ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.reference import reference_stats
-from diffnas.evaluate.score import Score, score_images
+from diffnas.evaluate.score import Score, score_images, score_label
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig, Objective
@@ -46,6 +46,11 @@ class ScoreSpec(BaseModel):
     steps: int | None = Field(50, ge=1, description="sampler steps S (ddpm: all T)")
     batch_size: int = Field(256, ge=1, description="sampling batch")
     inception_weights: str | None = Field(None, description="FID Inception weights file (offline)")
+
+    @property
+    def label(self) -> str:
+        """The score's printed and stored name, e.g. "RFID[classifier]" (see `score_label`)."""
+        return score_label(self.metric, self.extractor)
 
 
 class EvalSpec(BaseModel):

@@ -36,7 +36,6 @@ from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
-from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.propose.base import Proposal, ProposalContext
@@ -217,7 +216,7 @@ class SearchRun:
             check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
             task=self._task_line(),
             reference_line=self._reference_line(),
-            score_name=cfg.proxy.score.metric,  # the system and memory prompts name it
+            score_name=cfg.proxy.score.label,  # the system and memory prompts name it
         )
         self.console.print(
             f"[bold]round {r + 1}/{cfg.rounds}[/bold]: asking {proposer.name} for {cfg.per_round}"
@@ -271,7 +270,7 @@ class SearchRun:
         return (
             f"Design the UNet denoiser of a diffusion model for {kind} images, {s.image_size}x{s.image_size} "
             f"pixels, {s.in_channels} channel(s), {s.objective.upper()} objective. Candidates are ranked by "
-            f"{score_label(self.config.proxy.score.metric, self.config.proxy.score.extractor)} (lower is better) after a short training run."
+            f"{self.config.proxy.score.label} (lower is better) after a short training run."
         )
 
     def _reference_line(self) -> str:
@@ -312,9 +311,7 @@ class SearchRun:
                 else None,
                 "gmacs": e["gmacs"],
                 "params_m": e["params_m"],
-                "score_name": score_label(
-                    self.config.proxy.score.metric, self.config.proxy.score.extractor
-                ),
+                "score_name": self.config.proxy.score.label,
             }
             existing = by_slot.get((r, e["slot"]))
             if e["reason"] is not None:
@@ -359,9 +356,7 @@ class SearchRun:
         }
         study_mod.finish_trial(self.study, trial, result.status, result.score, attrs)
         if result.status == "complete":
-            metric = escape(
-                score_label(self.config.proxy.score.metric, self.config.proxy.score.extractor)
-            )
+            metric = escape(self.config.proxy.score.label)
             self.console.print(
                 f"  trial {trial.number}: {metric} {result.score:.4g} ({result.wall_s:.0f} s)"
             )
@@ -379,7 +374,7 @@ class SearchRun:
             assert record.arch is not None
             self.console.print(
                 f"[bold]final[/bold]: trial {record.number} with the {cfg.final.recipe} recipe "
-                f"and {escape(score_label(cfg.final.score.metric, cfg.final.score.extractor))}"
+                f"and {escape(cfg.final.score.label)}"
             )
             workdir = self.run_dir / "final" / f"{record.number:05d}"
             with self.console.status(f"trial {record.number}: final training and FID ..."):
@@ -393,7 +388,7 @@ class SearchRun:
             )
             if result.status == "complete":
                 self.console.print(
-                    f"  trial {record.number}: {escape(score_label(cfg.final.score.metric, cfg.final.score.extractor))} {result.score:.4g}"
+                    f"  trial {record.number}: {escape(cfg.final.score.label)} {result.score:.4g}"
                 )
         return finals
 
