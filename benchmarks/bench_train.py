@@ -9,10 +9,10 @@ On CPU (the acceptance comparison) "ours" is exactly what `diffnas train ARCH --
 on where this CPU has native bf16) and the trainer's whole `train` call — its logging and
 final checkpoint included. A second variant forces bf16 off (`--no-bf16-cpu`): what a CPU
 without native bf16 runs by default. Both train the same UNet on the same images and batch
-size; the variants run interleaved, whole runs in rotating order, so that load on a shared
-machine hits all of them alike, and the figure is the ratio of median run times.
+size; the variants run interleaved, many short whole runs in rotating order, so that load on
+a shared machine hits all of them alike, and the figure is the ratio of median run times.
 
-    python benchmarks/bench_train.py                          # CPU, tiny-digits on digits, ~4 min
+    python benchmarks/bench_train.py                          # CPU, tiny-digits on digits, ~3 min
     python benchmarks/bench_train.py --arch small32 --data random --batch 32
     python benchmarks/bench_train.py --device cuda            # per-step: fp32/TF32/bf16+CL/compile
     python benchmarks/bench_train.py --device cuda --arch ddpm-cifar10 --batch 128   # the anchors
@@ -21,6 +21,7 @@ machine hits all of them alike, and the figure is the ratio of median run times.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -174,9 +175,12 @@ def compare_cpu(args: argparse.Namespace) -> None:
             run(args.warmup)
         times: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
+        load_before = os.getloadavg()[0]
         for repeat in range(args.repeats):
             for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
                 times[name].append(runs[name](args.steps))
+    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
     median = {name: statistics.median(t) for name, t in times.items()}
     plain = median["plain diffusers loop"]
     print("\n| variant | median s per run | img/s | × plain loop | runs (s) |\n| --- | --- | --- | --- | --- |")  # fmt: skip
@@ -292,8 +296,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None,
                         help="images per step (default: the recipe's 128 on CPU, 32 on CUDA)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps per run (CPU, default 40) or per timed chunk (CUDA, default 4)")  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per variant")
+                        help="steps per run (CPU, default 10) or per timed chunk (CUDA, default 4)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved repeats per variant (default: 15 on CPU, 5 on CUDA)")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--extra", action="store_true", help="CPU: also defaults + channels-last")
@@ -302,7 +307,8 @@ def main() -> None:
     args.arch = args.arch or ("small32" if cuda else "tiny-digits")
     args.data = args.data or ("digits" if args.arch == "tiny-digits" else "random")
     args.batch = args.batch or (32 if cuda else TrainRecipe().batch_size)
-    args.steps = args.steps or (4 if cuda else 40)
+    args.steps = args.steps or (4 if cuda else 10)
+    args.repeats = args.repeats or (5 if cuda else 15)
     if args.threads:
         torch.set_num_threads(args.threads)
     if cuda:
