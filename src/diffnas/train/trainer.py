@@ -38,8 +38,18 @@ CHECKPOINT = "checkpoint.pt"
 EMA_CHECKPOINT = "ema.pt"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
-# Recipe fields that do not change the numbers, so a run may resume with other values.
-_RESUMABLE_CHANGES = {"name", "log_every", "checkpoint_every", "compile", "tensorboard"}
+# Recipe fields a run may resume with other values of: bookkeeping, and how this machine
+# executes the same maths (layout, CPU bf16, compile), resolved per machine by resolve_recipe;
+# a search moved to another machine must go on. Bit-exact resume needs them unchanged.
+_RESUMABLE_CHANGES = {
+    "name",
+    "log_every",
+    "checkpoint_every",
+    "compile",
+    "tensorboard",
+    "channels_last",
+    "bf16_cpu",
+}
 
 Status = Literal["complete", "paused", "diverged", "oom"]
 OnStep = Callable[[int, torch.Tensor], bool | None]
