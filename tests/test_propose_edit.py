@@ -35,6 +35,7 @@ from diffnas.search.check import check_candidate
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
 from diffnas.space.arch import ArchConfig
+from doubles import OpenAILoopback
 from test_propose_conformance import REFERENCE as REF_PROPOSAL
 from test_propose_conformance import SPACE, make_ctx, make_memory
 
@@ -333,3 +334,34 @@ def test_local_smollm2_edits() -> None:
     ctx = make_ctx([], k=1, seed=1)
     (proposal,) = proposer.propose(ctx)
     assert proposal.meta["origin"] == "llm-edit" and proposal.verdict.ok
+
+
+def test_edit_mode_search_replays_exactly(tmp_path: Path, monkeypatch) -> None:
+    """Edit-mode requests are byte-identical on a second run, so the record answers them all."""
+    monkeypatch.setattr("diffnas.propose.llm_proposer.MENU_COST_LIMIT", 0)
+    monkeypatch.setenv("EDIT_REPLAY_KEY", "sk-edit-replay-0123")
+
+    def respond(body: dict[str, Any]) -> str:
+        schema = body["response_format"]["json_schema"]["schema"]
+        return first_on_menu(LLMRequest(messages=[{"role": "user", "content": "-"}], schema=schema))
+
+    config = SearchConfig(
+        space="tiny", llm="openai:test-model", llm_mode="edit", api_key_env="EDIT_REPLAY_KEY",
+        rounds=2, per_round=2, promote=0, llm_attempts=1,
+    )  # fmt: skip
+    with OpenAILoopback(responder=respond) as server:
+        first = tmp_path / "first"
+        live = config.model_copy(update={"base_url": server.base_url})
+        recorded = SearchRun(live, first, executor=ScoreByCost()).run()
+        asked = len(server.requests)
+    second = tmp_path / "second"
+    replayed = config.model_copy(update={"replay": str(first)})
+    summary = SearchRun(replayed, second, executor=ScoreByCost()).run()
+
+    def outcome(run_dir: Path) -> list[tuple]:
+        study = study_mod.open_study(run_dir)
+        return [(t.user_attrs["origin"], t.user_attrs.get("arch_hash")) for t in study.trials]
+
+    assert outcome(first) == outcome(second) and len(outcome(first)) == 4
+    assert summary["origins"] == recorded["origins"] and summary["origins"]["llm-edit"] >= 2
+    assert summary["llm"]["calls"] == asked  # every request found its recorded answer

@@ -27,6 +27,7 @@ same memory and round give byte-identical requests: replay and resume find their
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffnas.errors import UserError
@@ -36,6 +37,7 @@ from diffnas.propose.baselines import draw_until_ok
 from diffnas.propose.edit import (
     MAX_BASES,
     Base,
+    EditAnswer,
     EditMenu,
     edit_bases,
     edit_menu,
@@ -187,27 +189,22 @@ class LLMProposer(Proposer):
         if not bases:  # nothing to edit (no reference in the space, empty memory): ask for it whole
             return self._propose_full(ctx, seed)
         seen = {t.arch.key() for t in ctx.memory if t.arch is not None and t.status != "rejected"}
-        accepted: list[Proposal] = []
-        accepted_archs: list[ArchConfig] = []
-        refused: set[str] = set()  # architectures the gate turned down this round
-        failed: list[Proposal] = []
+        taken = _Taken()
         messages: list[ChatMessage] = []
         calls = 0
         for turn in range(self.max_repairs + 1):
-            wanted = ctx.k - len(accepted)
-            menu = self._menu(ctx, bases, seen | refused | {a.key() for a in accepted_archs})
+            wanted = ctx.k - len(taken.accepted)
+            menu = self._menu(ctx, bases, seen | taken.excluded_keys())
             if not len(menu):
                 break  # every edit of every base is taken, refused or over budget
             if not messages:
                 offered = tuple(
                     b.label for b in bases if any(b.label == lb for lb, _ in menu.options)
                 )
-                request_text = EditRequest(
-                    n=wanted, bases=offered, fields=tuple(field_choices(ctx.space))
-                )
+                fields = tuple(field_choices(ctx.space))
                 messages = round_messages(
-                    ctx, self.templates, with_memory=self.with_memory,
-                    layout=self.memory_layout, edit=request_text,
+                    ctx, self.templates, with_memory=self.with_memory, layout=self.memory_layout,
+                    edit=EditRequest(n=wanted, bases=offered, fields=fields),
                 )  # fmt: skip
             request = LLMRequest(
                 messages=messages,
@@ -218,63 +215,69 @@ class LLMProposer(Proposer):
             )
             text = self.backend.complete(request).text
             calls += 1
-            problems: list[str] = []
             try:
                 edits = parse_edits(text, ctx.space, bases, max_items=2 * wanted)
+                problems = self._judge(ctx, edits, turn, taken)
             except AnswerError as err:
-                failed.append(self._rejected(text, "", str(err), turn, ORIGIN_EDIT))
-                problems.append(str(err))
-                edits = []
-            for edit in edits:
-                if len(accepted) >= ctx.k:
-                    break  # the first acceptable edits are taken; the rest are spares
-                if edit.problems:
-                    reason = "; ".join(edit.problems)
-                    failed.append(self._rejected(edit.raw, "", reason, turn, ORIGIN_EDIT))
-                    problems.append(f"edit {edit.index + 1}: {reason}")
-                    continue
-                assert edit.base is not None
-                verdict = ctx.check(edit.proposal, accepted_archs)
-                proposal = Proposal(
-                    raw=edit.proposal,
-                    rationale=edit.rationale,
-                    verdict=verdict,
-                    proposer=self.name,
-                    meta={
-                        "turn": turn,
-                        "origin": ORIGIN_EDIT,
-                        "edit": {"base": edit.base.label, "field": edit.field, "value": edit.value},
-                    },
-                )
-                if verdict.ok:
-                    assert verdict.arch is not None
-                    accepted.append(proposal)
-                    accepted_archs.append(verdict.arch)
-                else:
-                    failed.append(proposal)
-                    problems.append(f"edit {edit.index + 1} ({edit.rationale}): {verdict.reason}")
-                    if verdict.arch is not None:
-                        refused.add(verdict.arch.key())
-            if len(accepted) >= ctx.k or turn == self.max_repairs:
+                taken.failed.append(self._rejected(text, "", str(err), turn, ORIGIN_EDIT))
+                edits, problems = [], [str(err)]
+            if len(taken.accepted) >= ctx.k or turn == self.max_repairs:
                 break
             if not problems:
                 problems.append(
-                    f"you sent {len(edits)} edit(s); {ctx.k - len(accepted)} more are needed"
+                    f"you sent {len(edits)} edit(s); {ctx.k - len(taken.accepted)} more are needed"
                 )
             messages = [
                 *messages,
                 ChatMessage(role="assistant", content=text),
-                repair_message(self.templates, problems, kept=len(accepted), wanted=ctx.k),
+                repair_message(self.templates, problems, kept=len(taken.accepted), wanted=ctx.k),
             ]
-        result = accepted
+        open_slots = ctx.k - len(taken.accepted)
         if self.fallback:
-            result = result + self._fallbacks(ctx, accepted_archs, ctx.k - len(accepted))
+            result = taken.accepted + self._fallbacks(ctx, taken.accepted_archs, open_slots)
         else:
-            result = result + failed[: max(0, ctx.k - len(accepted))]
+            result = taken.accepted + taken.failed[: max(0, open_slots)]
         for proposal in result:
             proposal.meta["llm_calls"] = calls
-            proposal.meta["refused_edits"] = len(failed)
+            proposal.meta["refused_edits"] = len(taken.failed)
         return result
+
+    def _judge(
+        self, ctx: ProposalContext, edits: list[EditAnswer], turn: int, taken: _Taken
+    ) -> list[str]:
+        """Gate the answer's edits in order until the round is full; returns the problems."""
+        problems: list[str] = []
+        for edit in edits:
+            if len(taken.accepted) >= ctx.k:
+                break  # the first acceptable edits are taken; the rest are spares
+            if edit.problems:
+                reason = "; ".join(edit.problems)
+                taken.failed.append(self._rejected(edit.raw, "", reason, turn, ORIGIN_EDIT))
+                problems.append(f"edit {edit.index + 1}: {reason}")
+                continue
+            assert edit.base is not None
+            verdict = ctx.check(edit.proposal, taken.accepted_archs)
+            proposal = Proposal(
+                raw=edit.proposal,
+                rationale=edit.rationale,
+                verdict=verdict,
+                proposer=self.name,
+                meta={
+                    "turn": turn,
+                    "origin": ORIGIN_EDIT,
+                    "edit": {"base": edit.base.label, "field": edit.field, "value": edit.value},
+                },
+            )
+            if verdict.ok:
+                assert verdict.arch is not None
+                taken.accepted.append(proposal)
+                taken.accepted_archs.append(verdict.arch)
+                continue
+            taken.failed.append(proposal)
+            problems.append(f"edit {edit.index + 1} ({edit.rationale}): {verdict.reason}")
+            if verdict.arch is not None:
+                taken.refused.add(verdict.arch.key())
+        return problems
 
     def _menu(self, ctx: ProposalContext, bases: list[Base], excluded: set[str]) -> EditMenu:
         """The edits on offer: new, in the space, and (the first `menu_cost_limit`) in budget."""
@@ -318,3 +321,16 @@ class LLMProposer(Proposer):
             proposer=self.name,
             meta={"turn": turn, "origin": origin},
         )
+
+
+@dataclass
+class _Taken:
+    """An edit round so far: accepted proposals, refused ones, and what the menu must leave out."""
+
+    accepted: list[Proposal] = field(default_factory=list)
+    accepted_archs: list[ArchConfig] = field(default_factory=list)
+    failed: list[Proposal] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)  # keys of architectures the gate turned down
+
+    def excluded_keys(self) -> set[str]:
+        return self.refused | {a.key() for a in self.accepted_archs}
