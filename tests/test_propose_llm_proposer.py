@@ -60,7 +60,7 @@ def test_valid_first_answer_needs_no_repair(server, memory) -> None:
     proposals = proposer(server).propose(make_ctx(memory, k=1))
     assert len(proposals) == 1 and proposals[0].verdict.ok
     assert proposals[0].rationale == "idea 0"
-    assert proposals[0].meta == {"turn": 0, "llm_calls": 1}
+    assert proposals[0].meta == {"turn": 0, "origin": "llm", "llm_calls": 1}
     assert len(server.requests) == 1 and wanted(server.requests[0]) == 1
 
 

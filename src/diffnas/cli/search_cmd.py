@@ -21,7 +21,8 @@ from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_structured
-from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
+from diffnas.propose.llm_proposer import ORIGINS
+from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
 from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -34,6 +35,21 @@ console = Console()
 
 def _config_error(err: ValidationError) -> UserError:
     return UserError(pydantic_message(err, "search option"), field=first_field(err, "search"))
+
+
+def _resolved_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
+    """The LLM mode to store in options.json: resolved, so --resume asks in the same mode; under
+    --replay, `auto` means the mode of the recorded run, so the requests match its record."""
+    if llm_mode == "auto" and replay is not None:
+        try:
+            recorded = read_json(replay / OPTIONS_FILE)
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):  # a run from before llm_mode existed asked in full
+            return resolve_llm_mode(
+                str(recorded.get("llm_mode", "full")), str(recorded.get("llm", llm))
+            )
+    return resolve_llm_mode(llm_mode, llm)
 
 
 def search(
@@ -68,6 +84,11 @@ def search(
         DEFAULT_MAX_REPAIRS, help="Repair turns per round for invalid proposals."
     ),
     temperature: float = typer.Option(0.7, help="LLM sampling temperature."),
+    llm_mode: str = typer.Option(
+        "auto",
+        help="full: the LLM writes whole architectures | edit: it edits one field of a "
+        "remembered one, random fallbacks fill what it leaves open | auto: edit for local, full otherwise.",
+    ),
     seed: int = typer.Option(0, help="Seeds proposals, training and sampling."),
     proxy_steps: int | None = typer.Option(
         None, help="Proxy recipe: optimizer steps (default 20k)."
@@ -143,6 +164,8 @@ def search(
                 "--set: diffusion.* keys are fixed by the space's objective in a search."
             )
 
+        llm_mode = _resolved_llm_mode(llm_mode, llm, replay)
+
         def recipe(steps: int | None, batch: int | None) -> dict:
             sized = {k: v for k, v in (("steps", steps), ("batch_size", batch)) if v is not None}
             return {**extra, **sized}
@@ -151,7 +174,7 @@ def search(
             config = SearchConfig(
                 space=space, data=data, data_subset=data_subset, llm=llm, base_url=base_url,
                 api_key_env=api_key_env, structured=structured, llm_timeout_s=llm_timeout, llm_attempts=llm_attempts, proposer=proposer, rounds=rounds,
-                per_round=per_round, max_repairs=max_repairs, temperature=temperature, seed=seed,
+                per_round=per_round, max_repairs=max_repairs, temperature=temperature, llm_mode=llm_mode, seed=seed,
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
                 replay=str(replay) if replay else None,
@@ -308,7 +331,7 @@ def show_status(run_dir: Path) -> None:
     study = study_mod.open_study(run_dir, config.storage)
     memory = study_mod.load_memory(study)
     metric = config.proxy.score.label
-    table = Table("trial", "round", "proposer", "status", "architecture", "GMACs", "params (M)", metric, "note",
+    table = Table("trial", "round", "proposer", "origin", "status", "architecture", "GMACs", "params (M)", metric, "note",
                   title=f"Search {run_dir.name}: {config.space}, proposer {config.proposer}")  # fmt: skip
     best = min((t.score for t in memory if t.score is not None), default=None)
     for t in memory:
@@ -317,7 +340,7 @@ def show_status(run_dir: Path) -> None:
         if t.score is not None and t.score == best:
             score = f"[bold]{score}*[/bold]"
         table.add_row(
-            str(t.number), str(t.round + 1), t.proposer, f"[{style}]{t.status}[/{style}]",
+            str(t.number), str(t.round + 1), t.proposer, t.extra.get("origin", "-"), f"[{style}]{t.status}[/{style}]",
             # raw, reason and rationale quote the LLM: escaped, so "[/x]" is text, not markup
             t.arch.summary() if t.arch else escape(str(t.raw)[:60]), f"{t.gmacs:.3g}" if t.gmacs else "-",
             f"{t.params_m:.2f}" if t.params_m else "-", score, escape((t.reason or t.rationale)[:80]),
@@ -331,6 +354,12 @@ def show_status(run_dir: Path) -> None:
             console.print(
                 f"final: trial {final['trial']} (proxy {final['proxy_score']:.4g}) -> FID {value}"
             )
+        if summary.get("origins"):
+            origins = summary["origins"]
+            order = [o for o in ORIGINS if o in origins] + sorted(set(origins) - set(ORIGINS))
+            parts = ", ".join(f"{origins[o]} {o}" for o in order)
+            trained = sum(origins.values())
+            console.print(f"trained candidates by origin: {parts} ({trained} in all)")
         if summary.get("llm"):
             llm = summary["llm"]
             console.print(

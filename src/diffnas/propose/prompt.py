@@ -1,6 +1,7 @@
 """The LLM's prompts: template files a user can override, filled from the round's context.
 
-Templates live in `prompts/` (`system.txt`, `round.txt`, `memory.txt`, `repair.txt`) and use
+Templates live in `prompts/` (`system.txt`, `round.txt`, `memory.txt`, `repair.txt`, and
+`edit.txt`, the round's request in edit mode) and use
 `string.Template` placeholders (`$name`), so the JSON braces in them need no escaping. A
 `prompt_dir` may hold files of the same names; each one found replaces ours.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -29,7 +31,7 @@ from diffnas.search.memory import TrialRecord
 from diffnas.space.search_space import SEARCHED_FIELDS, SearchSpace
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
-TEMPLATE_NAMES = ("system.txt", "round.txt", "memory.txt", "repair.txt")
+TEMPLATE_NAMES = ("system.txt", "round.txt", "memory.txt", "repair.txt", "edit.txt")
 # The placeholders each template may use (a user's template may use fewer).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "system.txt": ("score_name",),
@@ -42,6 +44,19 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
         "round",
         "num_rounds",
         "fields",
+        "score_name",
+    ),
+    "edit.txt": (
+        "task",
+        "space",
+        "reference",
+        "memory",
+        "k",
+        "n",
+        "round",
+        "num_rounds",
+        "fields",
+        "bases",
         "score_name",
     ),
     "memory.txt": ("count", "entries", "score_name"),
@@ -123,32 +138,39 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
     )
 
 
+def shown_memory(
+    memory: list[TrialRecord], layout: MemoryLayout, score_name: str
+) -> tuple[list[TrialRecord], str | None]:
+    """The records a prompt shows and, when compacted, one line on those left out."""
+    if len(memory) <= layout.max_entries:
+        return list(memory), None
+    scored = sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
+    keep_ids = {t.number for t in scored[: layout.top_k]}
+    latest = sorted(memory, key=lambda t: t.number)[-layout.recent :] if layout.recent else []
+    keep_ids |= {t.number for t in latest}
+    kept = [t for t in memory if t.number in keep_ids]
+    left = [t for t in memory if t.number not in keep_ids]
+    left_scored = [t.score for t in left if t.evaluated]
+    parts = []
+    if left_scored:
+        parts.append(
+            f"{len(left_scored)} evaluated with {score_name} "
+            f"{min(left_scored):.4g} to {max(left_scored):.4g}"  # type: ignore[type-var]
+        )
+    if len(left) > len(left_scored):
+        parts.append(f"{len(left) - len(left_scored)} rejected, failed or pending")
+    summary = (
+        f"({len(left)} other candidate(s) left out: {'; '.join(parts)}; "
+        f"shown: the {min(layout.top_k, len(scored))} best and the {len(latest)} latest)"
+    )
+    return kept, summary
+
+
 def memory_entries(
     memory: list[TrialRecord], space: SearchSpace, layout: MemoryLayout, score_name: str
 ) -> list[str]:
     """The memory's lines: unscored ones first, then scored worst to best; compacted if long."""
-    kept = list(memory)
-    summary: str | None = None
-    if len(memory) > layout.max_entries:
-        scored = sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
-        keep_ids = {t.number for t in scored[: layout.top_k]}
-        latest = sorted(memory, key=lambda t: t.number)[-layout.recent :] if layout.recent else []
-        keep_ids |= {t.number for t in latest}
-        kept = [t for t in memory if t.number in keep_ids]
-        left = [t for t in memory if t.number not in keep_ids]
-        left_scored = [t.score for t in left if t.evaluated]
-        parts = []
-        if left_scored:
-            parts.append(
-                f"{len(left_scored)} evaluated with {score_name} "
-                f"{min(left_scored):.4g} to {max(left_scored):.4g}"  # type: ignore[type-var]
-            )
-        if len(left) > len(left_scored):
-            parts.append(f"{len(left) - len(left_scored)} rejected, failed or pending")
-        summary = (
-            f"({len(left)} other candidate(s) left out: {'; '.join(parts)}; "
-            f"shown: the {min(layout.top_k, len(scored))} best and the {len(latest)} latest)"
-        )
+    kept, summary = shown_memory(memory, layout, score_name)
     unscored = sorted((t for t in kept if not t.evaluated), key=lambda t: t.number)
     scored_kept = sorted((t for t in kept if t.evaluated), key=lambda t: (-t.score, t.number))  # type: ignore[operator]
     lines = [memory_entry(space, t) for t in (*unscored, *scored_kept)]
@@ -163,14 +185,26 @@ def default_task(space: SearchSpace, score_name: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class EditRequest:
+    """What an edit-mode round asks for: `n` edits of `bases` (labels), changing one of `fields`."""
+
+    n: int
+    bases: tuple[int | str, ...]
+    fields: tuple[str, ...]
+
+
 def round_messages(
     ctx: ProposalContext,
     templates: PromptTemplates,
     *,
     with_memory: bool = True,
     layout: MemoryLayout | None = None,
+    edit: EditRequest | None = None,
 ) -> list[ChatMessage]:
-    """The system and user turns that open a round (`with_memory=False`: the ablation)."""
+    """The system and user turns that open a round (`with_memory=False`: the ablation).
+
+    With `edit`, the user turn is `edit.txt`: the model is asked for edits of `edit.bases`."""
     memory = ""
     if with_memory:
         entries = memory_entries(ctx.memory, ctx.space, layout or MemoryLayout(), ctx.score_name)
@@ -180,8 +214,7 @@ def round_messages(
             entries="\n".join(entries) if entries else "(none yet: this is the first round)",
             score_name=ctx.score_name,
         )
-    user = templates.render(
-        "round.txt",
+    values = dict(
         task=ctx.task or default_task(ctx.space, ctx.score_name),
         space=ctx.space.describe(),
         reference=ctx.reference_line,
@@ -189,9 +222,18 @@ def round_messages(
         k=ctx.k,
         round=ctx.round + 1,
         num_rounds=ctx.num_rounds,
-        fields=", ".join(SEARCHED_FIELDS),
         score_name=ctx.score_name,
     )
+    if edit is None:
+        user = templates.render("round.txt", fields=", ".join(SEARCHED_FIELDS), **values)
+    else:
+        user = templates.render(
+            "edit.txt",
+            n=edit.n,
+            fields=", ".join(edit.fields),
+            bases=", ".join(json.dumps(label) for label in edit.bases),
+            **values,
+        )
     system = templates.render("system.txt", score_name=ctx.score_name)
     return [
         ChatMessage(role="system", content=_tidy(system)),

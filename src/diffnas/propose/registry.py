@@ -10,9 +10,10 @@ from diffnas.errors import UserError
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposer
 from diffnas.propose.baselines import EvolutionProposer, RandomProposer, TPEProposer
 from diffnas.propose.llm import LLMBackend
-from diffnas.propose.llm_proposer import LLMProposer
+from diffnas.propose.llm_proposer import LLM_MODES, LLMProposer
 
 LLM_PROPOSERS = ("diffnas", "llm-no-memory")
+LLM_MODE_CHOICES = (*LLM_MODES, "auto")
 BASELINES: dict[str, type[Proposer]] = {
     "random": RandomProposer,
     "tpe": TPEProposer,
@@ -24,6 +25,19 @@ PROPOSERS = (*LLM_PROPOSERS, *BASELINES)
 def _options(cls: type[Proposer], skip: tuple[str, ...] = ()) -> list[str]:
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in skip]
+
+
+def resolve_llm_mode(mode: str, llm: str) -> str:
+    """`auto` -> `edit` for the embedded local model (too small to write whole architectures
+    well), `full` for every other backend; `full` and `edit` stay as they are."""
+    if mode not in LLM_MODE_CHOICES:
+        raise UserError(
+            f"llm_mode={mode!r} is unknown; allowed: {', '.join(LLM_MODE_CHOICES)}",
+            field="llm_mode",
+        )
+    if mode != "auto":
+        return mode
+    return "edit" if llm.strip() == "local" else "full"
 
 
 def make_proposer(
@@ -38,7 +52,8 @@ def make_proposer(
     """The proposer called `name`; `opts` go to its constructor (unknown ones are a UserError).
 
     LLM proposers need `llm_backend`; `prompt_dir`, `max_repairs` and `temperature` apply to
-    them only. Baseline options: random `max_tries`; tpe `n_startup_trials`,
+    them only, and so do their options `mode` ("full" or "edit", see `resolve_llm_mode`),
+    `fallback`, `max_bases`, `max_tokens` and `memory_layout`. Baseline options: random `max_tries`; tpe `n_startup_trials`,
     `n_ei_candidates`, `max_tries`; evolution `population_size`, `tournament_size`, `max_tries`.
     """
     if name not in PROPOSERS:

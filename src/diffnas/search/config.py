@@ -49,6 +49,12 @@ class SearchConfig(BaseModel):
         DEFAULT_MAX_REPAIRS, ge=0, le=10, description="repair turns per round for invalid proposals"
     )
     temperature: float = Field(0.7, ge=0, le=2, description="LLM sampling temperature")
+    llm_mode: Literal["auto", "full", "edit"] = Field(
+        "auto",
+        description="full: the LLM writes whole architectures; edit: it edits one field of a "
+        "remembered one (slots it leaves open are filled by random draws, marked 'fallback'); "
+        "auto: edit for llm=local, full otherwise",
+    )
     llm_max_tokens: int | None = Field(None, ge=1, description="hard budget: total LLM tokens")
     llm_max_usd: float | None = Field(
         None, gt=0, description="hard budget: estimated LLM cost, USD"

@@ -48,7 +48,8 @@ from diffnas.propose.llm import (
 )
 from diffnas.propose.llm.ledger import Budget as LLMBudget
 from diffnas.propose.llm.redact import env_secrets, redact
-from diffnas.propose.registry import LLM_PROPOSERS, make_proposer
+from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
+from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.check import check_candidate
@@ -162,7 +163,14 @@ class SearchRun:
             prompt_dir=cfg.prompt_dir,
             max_repairs=cfg.max_repairs,
             temperature=cfg.temperature,
-            **({"max_tokens": cfg.llm_max_output_tokens} if cfg.proposer in LLM_PROPOSERS else {}),
+            **(
+                {
+                    "max_tokens": cfg.llm_max_output_tokens,
+                    "mode": resolve_llm_mode(cfg.llm_mode, cfg.llm),
+                }
+                if cfg.proposer in LLM_PROPOSERS
+                else {}
+            ),
         )
         start = time.monotonic()
         stop_reason = "all rounds done"
@@ -243,10 +251,12 @@ class SearchRun:
             cost = verdict.cost or (
                 measure_cost(verdict.arch) if verdict.arch is not None else None
             )
+            proposer = p.proposer or self.config.proposer
             entries.append(
                 {
                     "slot": slot,
-                    "proposer": p.proposer or self.config.proposer,
+                    "proposer": proposer,
+                    "origin": self._origin(p.meta.get("origin"), proposer),
                     "rationale": p.rationale,
                     "raw": p.raw
                     if isinstance(p.raw, (dict, list, str, int, float, bool))
@@ -259,6 +269,13 @@ class SearchRun:
                 }
             )
         return entries
+
+    def _origin(self, origin: str | None, proposer: str) -> str:
+        """Where a candidate came from: the proposer's word, else "llm" for an LLM proposer
+        (round files written before origins were recorded) or the baseline's own name."""
+        if origin:
+            return origin
+        return ORIGIN_LLM if self.config.proposer in LLM_PROPOSERS else proposer
 
     def _task_line(self) -> str:
         s = self.space
@@ -303,6 +320,7 @@ class SearchRun:
                 "round": r,
                 "slot": e["slot"],
                 "proposer": e["proposer"],
+                "origin": self._origin(e.get("origin"), e["proposer"]),
                 "rationale": e["rationale"][:500],
                 "raw": json.dumps(e["raw"])[:4000],
                 "arch": e["arch"],
@@ -401,10 +419,13 @@ class SearchRun:
         for t in memory:
             counts[t.status] = counts.get(t.status, 0) + 1
         best = evaluated(memory)
+        llm_origins = ORIGINS if self.config.proposer in LLM_PROPOSERS else ()
         return {
             "stop_reason": stop_reason,
             "trials": len(memory),
             "status_counts": counts,
+            # trained (not rejected) candidates per origin: the LLM's own, its edits, fallbacks
+            "origins": study_mod.origin_counts(memory, llm_origins),
             "best_trial": best[0].number if best else None,
             "best_score": best[0].score if best else None,
             "final": finals,

@@ -3,8 +3,8 @@
 Each candidate is one trial:
 - params: the architecture (`diffnas.search.params`), when it parsed into the space;
 - value: the proxy score (minimised);
-- user attrs: round, slot, proposer, rationale, status, reason, cost, scores with their
-  protocol, and the raw proposal.
+- user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", or the baseline's
+  name), rationale, status, reason, cost, scores with their protocol, and the raw proposal.
 States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
 RUNNING (being evaluated, or interrupted by a kill: resumed by the loop), WAITING (enqueued).
 Proposals enter through Optuna's ask-and-tell with enqueued trials.
@@ -134,10 +134,23 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         params_m=a.get("params_m"),
         score=t.value if t.state == TrialState.COMPLETE else None,
         score_name=a.get("score_name", "rfid"),
-        extra={k: v for k, v in a.items() if k in ("scores", "train", "eval_dir", "wall_s")},
+        extra={
+            k: v for k, v in a.items() if k in ("scores", "train", "eval_dir", "wall_s", "origin")
+        },
     )
 
 
 def load_memory(study: optuna.Study) -> list[TrialRecord]:
     """Every candidate of the study, in trial order."""
     return [to_record(t) for t in study.get_trials(deepcopy=False) if "round" in t.user_attrs]
+
+
+def origin_counts(memory: list[TrialRecord], origins: tuple[str, ...] = ()) -> dict[str, int]:
+    """How many candidates that went to training (not rejected) came from each origin;
+    every name in `origins` is listed, with 0 when none did."""
+    counts = dict.fromkeys(origins, 0)
+    for t in memory:
+        if t.status != "rejected":
+            origin = t.extra.get("origin") or t.proposer or "unknown"
+            counts[origin] = counts.get(origin, 0) + 1
+    return counts
