@@ -35,7 +35,8 @@ def study(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("proxy") / "runs"
     result = runner.invoke(app, ["proxy-check", *TINY, "--runs", str(runs)])
     assert result.exit_code == 0, result.output
-    assert "Kendall tau" in result.output and "best Kendall tau" in result.output
+    assert "Proxy settings against FID[classifier]" in result.output
+    assert "best Kendall tau" in result.output
     return runs / "00000-proxy-check-tiny"
 
 

@@ -85,7 +85,8 @@ def compare(
     console.print(f"run folder: [bold]{run_dir}[/bold]")
     summary = cmp.run_compare(config, run_dir, console)
     wide = Console() if sys.stdout.isatty() else Console(width=200)
-    table = Table(*cmp.TABLE_HEADER, title=f"Best {summary['score_label']} found, over seeds")
+    title = escape(f"Best {summary['score_label']} found, over seeds")  # "[classifier]" is text
+    table = Table(*cmp.TABLE_HEADER, title=title)
     for row in cmp.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)

@@ -102,8 +102,10 @@ def show_summary(summary: dict) -> None:
     wide = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(
         *pc.TABLE_HEADER,
-        title=f"Proxy settings against {summary['reference_label']} "
-        f"({summary['finished']} of {summary['archs']} architectures)",
+        title=escape(  # "FID[classifier]" is text, not markup
+            f"Proxy settings against {summary['reference_label']} "
+            f"({summary['finished']} of {summary['archs']} architectures)"
+        ),
     )
     for row in pc.table_rows(summary):
         table.add_row(*map(escape, row))

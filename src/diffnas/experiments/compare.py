@@ -324,6 +324,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (by_n, by_flops) = plt.subplots(1, 2, figsize=(11, 4))
     for proposer, r in summary["proposers"].items():
@@ -343,12 +344,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             )  # fmt: skip
     label = summary["score_label"]
     by_n.set_xlabel("evaluated candidates")
+    by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_flops.set_xlabel("training compute (TFLOPs)")
     for ax in (by_n, by_flops):
         ax.set_ylabel(f"best {label} so far")
         ax.grid(alpha=0.3)
     by_n.legend(title="mean, min-max over seeds", fontsize=8)
-    fig.suptitle(f"{summary['space']} on {summary['data']}", fontsize=10)
+    fig.suptitle(f"{Path(summary['space']).stem} on {summary['data']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
