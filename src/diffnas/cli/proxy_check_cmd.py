@@ -35,7 +35,7 @@ def proxy_check(
         None, help="Take the architectures from this search run folder's trials instead."
     ),
     proxy_steps: str | None = typer.Option(
-        None, help="Proxy run lengths, comma-separated (default 150,500)."
+        None, help="Proxy run lengths, comma-separated (default 100,400)."
     ),
     proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
     metrics: str | None = typer.Option(
@@ -51,7 +51,7 @@ def proxy_check(
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
-    reference_steps: int | None = typer.Option(None, help="Reference run length (default 2000)."),
+    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
     reference_batch_size: int | None = typer.Option(
         None, help="Reference batch size (default 32)."
     ),

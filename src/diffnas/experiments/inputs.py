@@ -49,12 +49,12 @@ def load_run_options(run_dir: Path, model: type[Options], kind: str) -> Options:
 
 
 def int_list(text: str, option: str) -> list[int]:
-    """`"150,500"` -> [150, 500]; anything else names `option` in a `UserError`."""
+    """`"100,400"` -> [100, 400]; anything else names `option` in a `UserError`."""
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise UserError(
-            f"{option} {text!r}: expected whole numbers separated by commas, e.g. 150,500",
+            f"{option} {text!r}: expected whole numbers separated by commas, e.g. 100,400",
             field=option.lstrip("-").replace("-", "_"),
         ) from None
 

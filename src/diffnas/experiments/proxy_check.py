@@ -107,7 +107,12 @@ def _default_reference() -> EvalSpec:
     # hold most of the random initialisation after a few thousand steps, so it warms up.
     return EvalSpec(
         recipe="full",
-        recipe_overrides={"steps": 2000, "batch_size": 32, "ema_warmup": True},
+        recipe_overrides={
+            "steps": 1500,
+            "batch_size": 32,
+            "ema_warmup": True,
+            "checkpoint_every": 500,  # a kill loses at most a third of a run
+        },  # fmt: skip
         score=ScoreSpec(metric="fid", num_samples=1000, steps=50),
     )
 
@@ -167,7 +172,7 @@ class ProxyCheckConfig(BaseModel):
     seed: int = Field(
         0, description="seeds training and sampling (one seed for all, as in a search)"
     )
-    proxy_steps: list[int] = Field([150, 500], min_length=1, description="proxy run lengths")
+    proxy_steps: list[int] = Field([100, 400], min_length=1, description="proxy run lengths")
     metrics: list[ProxyMetric] = Field(
         ["rfid", "kid", "loss"], min_length=1, description="proxy scores"
     )
