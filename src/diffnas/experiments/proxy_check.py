@@ -207,12 +207,15 @@ class ProxyCheckConfig(BaseModel):
 
     def settings(self) -> list[ProxySetting]:
         """Every proxy setting, grouped by run length; in each, sampled scores first."""
+        sampled = [m for m in self.metrics if m in SAMPLED]
         out = []
         for steps in self.proxy_steps:
-            for metric in (m for m in self.metrics if m in SAMPLED):
-                for n in self.score_samples:
-                    for s in self.score_steps:
-                        out.append(ProxySetting(steps=steps, metric=metric, num_samples=n, sampler_steps=s))  # fmt: skip
+            out += [
+                ProxySetting(steps=steps, metric=metric, num_samples=n, sampler_steps=s)
+                for metric in sampled
+                for n in self.score_samples
+                for s in self.score_steps
+            ]
             if "loss" in self.metrics:
                 out.append(ProxySetting(steps=steps, metric="loss"))
         return out
