@@ -138,10 +138,7 @@ def test_kid_search_prompts_name_kid(tmp_path: Path) -> None:
         SearchRun(cfg, tmp_path / "runs" / "00000-search").run()
     first, second = server.requests
     system = first["messages"][0]["content"]
-    assert (
-        first["messages"][0]["role"] == "system"
-        and "lowest KID[classifier] (lower is better)" in system
-    )
+    assert first["messages"][0]["role"] == "system" and "lowest KID[classifier] (lower is better)" in system
     memory_prompt = second["messages"][-1]["content"]
     assert "cost and KID[classifier] (lower is better)" in memory_prompt  # memory.txt's header
     assert "KID[classifier] " in memory_prompt.split("Search memory")[1]  # trial 0's score
