@@ -108,3 +108,82 @@ def test_cifar10_offline_says_where_to_put_files(tmp_path, monkeypatch) -> None:
 def test_unknown_data_spelling() -> None:
     with pytest.raises(UserError, match="expected digits"):
         parse_data("mnist")
+
+
+def write_idx(path, array: np.ndarray, gz: bool) -> None:
+    """An idx file as LeCun's MNIST page specifies it, written here independently of the loader:
+    bytes 0, 0, type 0x08 (uint8), the number of dimensions, each dimension big-endian."""
+    import gzip
+    import struct
+
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def fashion_files(folder, gz: bool, n_train: int = 6, n_test: int = 4) -> dict[str, np.ndarray]:
+    """Tiny Fashion-MNIST-shaped files: 28x28 images whose pixels encode (image, row, col)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) + 3) % 10,
+    }
+    for name, array in arrays.items():
+        write_idx(folder / (name + (".gz" if gz else "")), array, gz)
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("layout", "gz"), [("debian", True), ("debian", False), ("torchvision", False)]
+)
+def test_fashion_mnist_reads_idx_files_in_both_layouts(tmp_path, layout: str, gz: bool) -> None:
+    folder = tmp_path if layout == "debian" else tmp_path / "FashionMNIST" / "raw"
+    arrays = fashion_files(folder, gz)
+    train = load_images(parse_data(f"fashion-mnist:{tmp_path}"))
+    assert train.name == "fashion-mnist-train" and train.x.shape == (6, 1, 28, 28)
+    assert torch.equal(train.as_uint8()[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert train.y.tolist() == [0, 1, 2, 3, 4, 5]
+    test = load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), split="test"))
+    assert test.y.tolist() == [3, 4, 5, 6]
+    both = load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), split="all"))
+    assert len(both) == 10 and both.y.tolist() == [0, 1, 2, 3, 4, 5, 3, 4, 5, 6]
+    small = load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), image_size=16))
+    assert small.x.shape == (6, 1, 16, 16)
+
+
+def test_fashion_mnist_absent_names_the_folder_and_the_package(tmp_path) -> None:
+    with pytest.raises(UserError) as err:
+        load_images(parse_data(f"fashion-mnist:{tmp_path}"))
+    message = str(err.value)
+    assert str(tmp_path) in message and "apt-get install dataset-fashion-mnist" in message
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda raw: raw[:-5], "not an idx file of uint8 with 3 dimension"),  # truncated
+        (lambda raw: b"\x00\x00\x0d\x03" + raw[4:], "header 00000d03"),  # float32 type code
+        (lambda raw: b"GIF89a", "not an idx file"),
+    ],
+    ids=["truncated", "float-type", "other-file"],
+)
+def test_fashion_mnist_damaged_file_is_named(tmp_path, damage, fragment: str) -> None:
+    fashion_files(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UserError) as err:
+        load_images(parse_data(f"fashion-mnist:{tmp_path}"))
+    assert fragment in str(err.value) and str(path) in str(err.value)
+
+
+def test_fashion_mnist_corrupt_gzip_and_mismatched_counts(tmp_path) -> None:
+    fashion_files(tmp_path, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz' cannot be read"):
+        load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), split="test"))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(3), gz=True)
+    with pytest.raises(UserError, match="holds 4 images but t10k-labels-idx1-ubyte 3 labels"):
+        load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), split="test"))

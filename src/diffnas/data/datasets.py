@@ -1,4 +1,4 @@
-"""Datasets: `digits` (bundled, offline), `npz`, `imagefolder`, `cifar10`.
+"""Datasets: `digits` (bundled, offline), `npz`, `imagefolder`, `cifar10`, `fashion-mnist`.
 
 Every loader returns an `ImageData`: float32 images N x C x H x W in [-1, 1], optional
 integer labels, a name and a fingerprint (a hash of the pixels, labels and options) that
@@ -8,12 +8,13 @@ Subsets are deterministic: a seeded permutation, then the first N.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.errors import UserError
 
-DataKind = Literal["digits", "npz", "imagefolder", "cifar10"]
+DataKind = Literal["digits", "npz", "imagefolder", "cifar10", "fashion-mnist"]
+DATA_KINDS: tuple[str, ...] = get_args(DataKind)
 
 
 class DataSpec(BaseModel):
@@ -30,12 +32,14 @@ class DataSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: DataKind = Field("digits", description="digits | npz | imagefolder | cifar10")
+    kind: DataKind = Field(
+        "digits", description="digits | npz | imagefolder | cifar10 | fashion-mnist"
+    )
     path: str | None = Field(
-        None, description="file or folder (npz, imagefolder; cifar10: its root)"
+        None, description="file or folder (npz, imagefolder; cifar10, fashion-mnist: their root)"
     )
     split: Literal["train", "test", "all"] = Field(
-        "train", description="digits/cifar10 split; npz/imagefolder: all"
+        "train", description="digits/cifar10/fashion-mnist split; npz/imagefolder: all"
     )
     image_size: int | None = Field(
         None, ge=4, description="resize to this many pixels square (None: as stored; digits: 16)"
@@ -73,9 +77,10 @@ class ImageData:
 
 
 def parse_data(text: str) -> DataSpec:
-    """CLI spelling: `digits`, `cifar10[:ROOT]`, `npz:PATH` or `PATH.npz`, `imagefolder:DIR` or `DIR`."""
+    """CLI spelling: `digits`, `cifar10[:ROOT]`, `fashion-mnist[:ROOT]`, `npz:PATH` or `PATH.npz`,
+    `imagefolder:DIR` or `DIR`."""
     kind, _, rest = text.partition(":")
-    if kind in ("digits", "npz", "imagefolder", "cifar10"):
+    if kind in DATA_KINDS:
         return DataSpec(kind=kind, path=rest or None)
     path = Path(text)
     if path.suffix == ".npz":
@@ -83,13 +88,20 @@ def parse_data(text: str) -> DataSpec:
     if path.is_dir():
         return DataSpec(kind="imagefolder", path=text, split="all")
     raise UserError(
-        f"--data {text!r}: expected digits, cifar10[:ROOT], npz:PATH (or a .npz file) or imagefolder:DIR (or a folder).",
+        f"--data {text!r}: expected digits, cifar10[:ROOT], fashion-mnist[:ROOT], npz:PATH (or a .npz file) "
+        "or imagefolder:DIR (or a folder).",
         field="data",
     )
 
 
 def load_images(spec: DataSpec) -> ImageData:
-    loaders = {"digits": _digits, "npz": _npz, "imagefolder": _imagefolder, "cifar10": _cifar10}
+    loaders = {
+        "digits": _digits,
+        "npz": _npz,
+        "imagefolder": _imagefolder,
+        "cifar10": _cifar10,
+        "fashion-mnist": _fashion_mnist,
+    }
     x, y, name = loaders[spec.kind](spec)
     if spec.image_size is not None and x.shape[-1] != spec.image_size:
         x = F.interpolate(
@@ -247,3 +259,97 @@ def _cifar10(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     x = _from_uint8(ds.data)
     y = torch.tensor(ds.targets, dtype=torch.long)
     return x, y, f"cifar10-{'train' if train else 'test'}"
+
+
+# Where Debian's `dataset-fashion-mnist` package puts the idx files, then our cache folder.
+FASHION_MNIST_ROOTS = (
+    Path("/usr/share/datasets/fashion-mnist"),
+    Path.home() / ".cache" / "diffnas" / "fashion-mnist",
+)
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _fashion_mnist(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Zalando's Fashion-MNIST: 60,000 + 10,000 grey 28x28 clothing images in 10 classes.
+
+    Offline only: the four idx files (gzipped or not) directly in ROOT, as Debian's
+    `dataset-fashion-mnist` installs them, or in torchvision's `ROOT/FashionMNIST/raw/`.
+    """
+    roots = [Path(spec.path)] if spec.path else list(FASHION_MNIST_ROOTS)
+    folder = next((f for r in roots for f in _fashion_folders(r) if _has_idx(f)), None)
+    if folder is None:
+        where = " or ".join(repr(str(r)) for r in roots)
+        raise UserError(
+            f"--data fashion-mnist: the idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzipped or not) are not in {where} "
+            "(nor in its FashionMNIST/raw/). Install Debian's package with "
+            "'apt-get install dataset-fashion-mnist' (it puts them in /usr/share/datasets/fashion-mnist), "
+            "or place the files from the Fashion-MNIST release there, or give another root with "
+            "--data fashion-mnist:ROOT.",
+            field="data",
+        )
+    splits = ["train", "test"] if spec.split == "all" else [spec.split]
+    xs, ys = [], []
+    for split in splits:
+        images_name, labels_name = _FASHION_FILES[split]
+        images = _read_idx(_idx_file(folder, images_name), ndim=3)
+        labels = _read_idx(_idx_file(folder, labels_name), ndim=1)
+        if len(images) != len(labels):
+            raise UserError(
+                f"--data fashion-mnist: {images_name} holds {len(images)} images but {labels_name} "
+                f"{len(labels)} labels in {str(folder)!r}; the files do not belong together.",
+                field="data",
+            )
+        xs.append(images)
+        ys.append(labels)
+    x = _from_uint8(np.concatenate(xs)[..., None])
+    y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
+    return x, y, f"fashion-mnist-{spec.split}"
+
+
+def _fashion_folders(root: Path) -> list[Path]:
+    return [root, root / "FashionMNIST" / "raw"]
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    """The file `name` or `name.gz` in `folder` (the plain one first), or None."""
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+
+
+def _has_idx(folder: Path) -> bool:
+    return all(_idx_file(folder, name) for pair in _FASHION_FILES.values() for name in pair)
+
+
+_IDX_UINT8 = 0x08  # the idx type code of unsigned bytes, the only one (Fashion-)MNIST uses
+
+
+def _read_idx(path: Path | None, ndim: int) -> np.ndarray:
+    """An idx file (LeCun's MNIST format: 2 zero bytes, a type code, the number of dimensions,
+    each dimension as a big-endian uint32, then the data) of uint8 with `ndim` dimensions."""
+    assert path is not None  # _has_idx found it
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise UserError(
+            f"--data fashion-mnist: {str(path)!r} cannot be read ({type(err).__name__}: {err}); "
+            "replace it with an intact copy.",
+            field="data",
+        ) from None
+    header = 4 + 4 * ndim
+    dims = (
+        [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        if len(raw) >= header
+        else []
+    )
+    expected = header + int(np.prod(dims)) if dims else -1
+    if raw[:4] != bytes([0, 0, _IDX_UINT8, ndim]) or len(raw) != expected or 0 in dims:
+        raise UserError(
+            f"--data fashion-mnist: {str(path)!r} is not an idx file of uint8 with {ndim} "
+            f"dimension(s) (header {raw[:4].hex() or 'missing'}, {len(raw)} bytes for "
+            f"dimensions {dims}); the file is damaged or is another file: replace it.",
+            field="data",
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)

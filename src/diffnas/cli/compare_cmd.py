@@ -1,0 +1,93 @@
+"""`diffnas compare`: proposers x seeds on one task; best so far against candidates and compute."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
+from diffnas.experiments import compare as cmp
+from diffnas.runs import next_run_dir
+
+console = Console()
+
+
+def compare(
+    ctx: typer.Context,
+    proposers: str | None = typer.Option(
+        None,
+        help="Comma-separated: diffnas, llm-no-memory, random, tpe, evolution "
+        "(default random,tpe,evolution).",
+    ),
+    seeds: int | None = typer.Option(None, help="Seeds per proposer: 0 .. N-1 (default 3)."),
+    space: str | None = typer.Option(None, help="Space preset or YAML file (default tiny)."),
+    data: str | None = typer.Option(
+        None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
+    ),
+    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
+    data_image_size: int | None = typer.Option(
+        None, help="Resize the images (default: the space's image size)."
+    ),
+    rounds: int | None = typer.Option(None, help="Proposal rounds R of every search (default 3)."),
+    per_round: int | None = typer.Option(None, help="Candidates per round K (default 2)."),
+    proxy_steps: int | None = typer.Option(None, help="Proxy recipe steps (default 20k)."),
+    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 128)."),
+    metric: str | None = typer.Option(None, help="Proxy score: rfid (default) | kid."),
+    score_samples: int | None = typer.Option(None, help="Proxy score: generated images N."),
+    score_steps: int | None = typer.Option(None, help="Proxy score: sampler steps S."),
+    extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
+    inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
+    llm: str | None = typer.Option(
+        None, help="For the LLM proposers: local | openai:MODEL | anthropic:MODEL"
+    ),
+    base_url: str | None = typer.Option(None, help="OpenAI- or Anthropic-compatible endpoint."),
+    api_key_env: str | None = typer.Option(
+        None, help="Environment variable with the API key (never stored)."
+    ),
+    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    llm_max_usd: float | None = typer.Option(
+        None, help="Hard LLM budget of each search in USD (estimated)."
+    ),
+    time_budget: float | None = typer.Option(
+        None, help="Each search stops proposing after this many seconds."
+    ),
+    executor: str | None = typer.Option(None, help="inline (default) | subprocess"),
+    device: str | None = typer.Option(None, help="auto (default) | cpu | cuda[:N]"),
+    runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
+    resume: Path | None = typer.Option(
+        None, help="Continue the comparison in this run folder with its saved options."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the options and the searches; run nothing."
+    ),
+) -> None:
+    """Run one search per proposer and seed with the same budget; plot and tabulate best so far."""
+    if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run",))
+        config = cmp.load_config(resume)
+    else:
+        options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
+        config = cmp.build_config(options)
+    check_device(config.search.proxy.device)
+    config, images = cmp.prepare(config)
+    score = config.search.proxy.score
+    check_scoring(images, score.extractor, score.inception_weights)
+    if dry_run:
+        console.print_json(config.model_dump_json())
+        console.print("searches: " + ", ".join(name for _, _, name in config.runs()))
+        return
+    run_dir = resume or next_run_dir(runs, "compare", Path(config.search.space).stem)
+    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    summary = cmp.run_compare(config, run_dir, console)
+    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    title = escape(f"Best {summary['score_label']} found, over seeds")  # "[classifier]" is text
+    table = Table(*cmp.TABLE_HEADER, title=title)
+    for row in cmp.table_rows(summary):
+        table.add_row(*map(escape, row))
+    wide.print(table)
+    console.print(f"Files: {run_dir} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)")

@@ -1,0 +1,118 @@
+"""`diffnas proxy-check`: how well proxy settings rank architectures against a longer run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
+from diffnas.experiments import proxy_check as pc
+from diffnas.runs import next_run_dir
+
+console = Console()
+
+
+def proxy_check(
+    ctx: typer.Context,
+    space: str | None = typer.Option(
+        None, help="Space preset or YAML file (default tiny, or the --archs-from search's)."
+    ),
+    data: str | None = typer.Option(
+        None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
+    ),
+    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
+    data_image_size: int | None = typer.Option(
+        None, help="Resize the images (default: the space's image size)."
+    ),
+    archs: int | None = typer.Option(None, help="Architectures compared (default 8, at least 3)."),
+    arch_seed: int | None = typer.Option(None, help="Seed of the uniform draws (default 0)."),
+    archs_from: str | None = typer.Option(
+        None, help="Take the architectures from this search run folder's trials instead."
+    ),
+    proxy_steps: str | None = typer.Option(
+        None, help="Proxy run lengths, comma-separated (default 100,400)."
+    ),
+    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
+    metrics: str | None = typer.Option(
+        None, help="Proxy scores among rfid,kid,loss (default all three)."
+    ),
+    score_samples: str | None = typer.Option(
+        None, help="Proxy scores' generated images N, comma-separated (default 250,1000)."
+    ),
+    score_steps: str | None = typer.Option(
+        None, help="Proxy scores' sampler steps S, comma-separated (default 20)."
+    ),
+    sampler: str | None = typer.Option(None, help="ddim (default) | ddpm | respaced"),
+    extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
+    inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
+    reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
+    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
+    reference_batch_size: int | None = typer.Option(
+        None, help="Reference batch size (default 32)."
+    ),
+    reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
+    reference_samples: int | None = typer.Option(
+        None, help="Reference score's generated images (default 1000)."
+    ),
+    reference_score_steps: int | None = typer.Option(
+        None, help="Reference score's sampler steps (default 50)."
+    ),
+    top_k: int | None = typer.Option(None, help="k of the top-k overlap (default 3)."),
+    bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 2000)."),
+    seed: int | None = typer.Option(None, help="Seeds training and sampling (default 0)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
+    resume: Path | None = typer.Option(
+        None, help="Continue the study in this run folder with its saved options."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the options, architectures and compute; run nothing."
+    ),
+) -> None:
+    """Train N architectures with proxy settings and a longer reference; rank agreement and cost."""
+    if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run",))
+        config = pc.load_config(resume)
+    else:
+        options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
+        config = pc.build_config(options)
+    check_device(config.proxy.device)
+    space, images, chosen = pc.prepare(config)
+    for spec in (config.proxy, config.reference):
+        check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+    if dry_run:
+        console.print_json(config.model_dump_json())
+        console.print_json(data=pc.plan(config, space, chosen))
+        return
+    run_dir = resume or next_run_dir(runs, "proxy-check", Path(config.space).stem)
+    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    summary = pc.ProxyCheck(config, run_dir, log=lambda text: console.print(escape(text))).run(
+        chosen
+    )
+    show_summary(summary)
+    console.print(f"Files: {run_dir} ({pc.SUMMARY_MD}, {pc.SCATTER_FILE}, {pc.RESULTS_FILE})")
+
+
+def show_summary(summary: dict) -> None:
+    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    table = Table(
+        *pc.TABLE_HEADER,
+        title=escape(  # "FID[classifier]" is text, not markup
+            f"Proxy settings against {summary['reference_label']} "
+            f"({summary['finished']} of {summary['archs']} architectures)"
+        ),
+    )
+    for row in pc.table_rows(summary):
+        table.add_row(*map(escape, row))
+    wide.print(table)
+    labels = {r["setting"]: r["label"] for r in summary["settings"]}
+    if summary["best"]:
+        wide.print(f"* best Kendall tau: {labels[summary['best']]}")
+        wide.print(
+            f"$ cheapest within {pc.CLOSE_TO_BEST} of it: {labels[summary['cheapest_close_to_best']]}"
+        )

@@ -1,0 +1,10 @@
+"""Experiments that test DiffNAS's two claims on the user's own task.
+
+- `proxy_check`: does the cheap proxy (a short run scored by RFID, KID or the training loss)
+  rank architectures the way a longer reference run does, and at what fraction of its compute?
+- `compare`: do proposers (the LLM with memory, random, TPE, evolution) find good
+  architectures with less compute, over several seeds?
+
+Both sit on top of the pipeline (space -> model -> train -> evaluate -> propose -> search):
+they evaluate candidates with the search's own evaluation and searches, never a copy.
+"""

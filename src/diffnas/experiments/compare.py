@@ -1,0 +1,356 @@
+"""`diffnas compare`: several proposers x several seeds on one task, the same budget for each.
+
+Every (proposer, seed) is one ordinary search (`SearchRun` with the shared `SearchConfig`,
+only `proposer` and `seed` changed) in its own sub-folder, so each is resumable and
+`diffnas status` reads it. Afterwards, per proposer over its seeds: the best proxy score so
+far against the number of evaluated candidates and against the training compute spent
+(3 x 2 x MACs x steps x batch per candidate), as the mean with the min-max band over seeds.
+
+Run folder (`--resume RUN_DIR` skips the searches that finished and resumes the one that
+was interrupted):
+
+    options.json                 CompareConfig: the proposers, the seeds, the shared search options
+    random-seed0/ tpe-seed0/ ... one search run folder each (study.db, rounds/, trials/, ...)
+    compare.json, compare.md, compare.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.console import Console
+
+from diffnas.data.datasets import ImageData
+from diffnas.evaluate.candidate import EvalSpec
+from diffnas.experiments.compute import training_flops
+from diffnas.experiments.inputs import (
+    config_error,
+    load_run_options,
+    load_space_data,
+    word_list,
+)
+from diffnas.propose.llm.factory import check_structured, parse_spec
+from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
+from diffnas.runs import OPTIONS_FILE, write_json
+from diffnas.search import study as study_mod
+from diffnas.search.config import SearchConfig
+from diffnas.search.loop import SUMMARY_FILE, SearchRun
+from diffnas.space.search_space import load_space
+
+COMPARE_JSON = "compare.json"
+COMPARE_MD = "compare.md"
+COMPARE_PNG = "compare.png"
+TRAINED = ("complete", "diverged", "oom", "failed")  # candidates that cost training
+
+
+class CompareConfig(BaseModel):
+    """Every option of a comparison (saved as `options.json`; `--resume` reloads it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposers: list[str] = Field(["random", "tpe", "evolution"], min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    search: SearchConfig = Field(
+        default_factory=lambda: SearchConfig(promote=0),
+        description="the options every search shares; proposer and seed are set per run",
+    )
+
+    @field_validator("proposers")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in PROPOSERS]
+        if unknown:
+            raise ValueError(f"unknown proposer(s) {unknown}; allowed: {', '.join(PROPOSERS)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"each proposer once, got {names}")
+        return names
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"each seed once, got {seeds}")
+        return seeds
+
+    def runs(self) -> list[tuple[str, int, str]]:
+        """(proposer, seed, sub-folder) of every search; seed by seed, so a stopped comparison
+        has every proposer at the same number of seeds."""
+        return [(p, s, f"{p}-seed{s}") for s in self.seeds for p in self.proposers]
+
+    def search_config(self, proposer: str, seed: int) -> SearchConfig:
+        return self.search.model_copy(update={"proposer": proposer, "seed": seed})
+
+
+SEARCH_OPTIONS = (
+    "space", "data", "data_subset", "data_image_size", "rounds", "per_round", "llm", "base_url",
+    "api_key_env", "structured", "llm_max_usd", "executor",
+)  # fmt: skip
+
+
+def build_config(options: dict[str, Any]) -> CompareConfig:
+    """The config of the command line's flat options, where None means the default.
+
+    `seeds` is a count (seeds 0 .. n-1); the proxy options build the search's proxy
+    EvalSpec as `diffnas search` does; `time_budget` bounds each search's wall time.
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    fields: dict[str, Any] = {}
+    if "proposers" in given:
+        fields["proposers"] = word_list(given["proposers"])
+    if "seeds" in given:
+        fields["seeds"] = list(range(given["seeds"]))
+    search: dict[str, Any] = {k: given[k] for k in SEARCH_OPTIONS if k in given}
+    if "time_budget" in given:
+        search["time_budget_s"] = given["time_budget"]
+    base = EvalSpec.proxy_default()
+    overrides = {
+        key: given[f"proxy_{key}"] for key in ("steps", "batch_size") if f"proxy_{key}" in given
+    }
+    score = {
+        field: given[option]
+        for field, option in (
+            ("metric", "metric"),
+            ("num_samples", "score_samples"),
+            ("steps", "score_steps"),
+            ("extractor", "extractor"),
+            ("inception_weights", "inception_weights"),
+        )
+        if option in given
+    }
+    search["proxy"] = {
+        "recipe": "proxy",
+        "recipe_overrides": overrides,
+        "score": {**base.score.model_dump(), **score},
+        "device": given.get("device", base.device),
+    }
+    try:  # validated as a whole, so an error names e.g. search.proxy.score.metric
+        return CompareConfig(**fields, search={"promote": 0, **search})
+    except ValidationError as err:
+        raise config_error(err, "compare option") from None
+
+
+def load_config(run_dir: Path) -> CompareConfig:
+    return load_run_options(run_dir, CompareConfig, "compare")
+
+
+def prepare(config: CompareConfig) -> tuple[CompareConfig, ImageData]:
+    """Every option checked before a run folder exists; the data resized to the space's
+    images unless a size was given (so e.g. 28x28 Fashion-MNIST serves the 16x16 `tiny`)."""
+    search = config.search
+    space = load_space(search.space)
+    if search.data_image_size is None:
+        search = search.model_copy(update={"data_image_size": space.image_size})
+    if any(p in LLM_PROPOSERS for p in config.proposers) and not search.replay:
+        provider, _ = parse_spec(search.llm)
+        check_structured(provider, search.structured)
+    for spec in (search.proxy, *([search.final] if search.promote else [])):
+        spec.train_recipe(space.objective)  # UserError for a bad override or device
+    # SearchRun derives the training images from the options; it creates nothing until run().
+    images = load_space_data(space, SearchRun(search, Path(".")).data)
+    return config.model_copy(update={"search": search}), images
+
+
+def run_compare(config: CompareConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    """Run every search not yet finished, then write the comparison."""
+    write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
+    for proposer, seed, name in config.runs():
+        sub = run_dir / name
+        if (sub / SUMMARY_FILE).exists():
+            continue
+        console.rule(f"{proposer}, seed {seed}")
+        SearchRun(config.search_config(proposer, seed), sub, console=console).run()
+    summary = summarise(config, run_dir)
+    write_outputs(run_dir, summary)
+    return summary
+
+
+# ----- curves -----
+
+
+def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
+    """One search's best proxy score so far after each trained candidate, with the training
+    compute spent so far."""
+    memory = study_mod.load_memory(study_mod.open_study(run_dir, config.storage))
+    space = load_space(config.space)
+    batch = config.proxy.train_recipe(space.objective).batch_size
+    best: float | None = None
+    flops = 0.0
+    points = []
+    for t in memory:
+        if t.status not in TRAINED:
+            continue
+        steps = t.extra.get("train", {}).get("steps", 0)
+        flops += training_flops((t.gmacs or 0.0) * 1e9, steps, batch)
+        if t.evaluated:
+            best = t.score if best is None else min(best, t.score)  # type: ignore[type-var]
+        points.append({"trial": t.number, "flops": flops, "best": best})
+    return {
+        "points": points,
+        "evaluated": len(points),
+        "rejected": sum(t.status == "rejected" for t in memory),
+        "final_best": best,
+        "training_flops": flops,
+    }
+
+
+def _best_at(points: list[dict[str, Any]], x: float, axis: str) -> float | None:
+    """Best so far once `x` candidates (axis "n") or FLOPs (axis "flops") are spent; a run that
+    stopped before `x` keeps its last best: it found that much with no more."""
+    best = None
+    for i, p in enumerate(points, start=1):
+        if (i if axis == "n" else p["flops"]) > x:
+            break
+        best = p["best"]
+    return best
+
+
+def _band(curves: list[list[dict[str, Any]]], grid: list[float], axis: str) -> dict[str, list]:
+    """Mean, min and max over seeds of the best so far at each grid point; None until every
+    seed has a score (a mean over a growing set of seeds could rise, a best so far cannot)."""
+    out: dict[str, list] = {"x": grid, "mean": [], "min": [], "max": []}
+    for x in grid:
+        values = [_best_at(c, x, axis) for c in curves]
+        known = [v for v in values if v is not None]
+        complete = bool(values) and len(known) == len(values)
+        out["mean"].append(float(np.mean(known)) if complete else None)
+        out["min"].append(min(known) if complete else None)
+        out["max"].append(max(known) if complete else None)
+    return out
+
+
+def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
+    """Per proposer: its curves over the seeds and the table row."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for proposer, seed, name in config.runs():
+        sub = run_dir / name
+        if (sub / SUMMARY_FILE).exists():
+            curve = search_curve(sub, config.search_config(proposer, seed))
+            runs.setdefault(proposer, {})[seed] = curve
+    all_points = [p for by_seed in runs.values() for c in by_seed.values() for p in c["points"]]
+    max_n = max((c["evaluated"] for s in runs.values() for c in s.values()), default=0)
+    flops_grid = sorted({p["flops"] for p in all_points})
+    proposers = {}
+    for proposer, by_seed in runs.items():
+        curves = [c["points"] for c in by_seed.values()]
+        finals = [c["final_best"] for c in by_seed.values() if c["final_best"] is not None]
+        proposers[proposer] = {
+            "seeds": sorted(by_seed),
+            "by_candidates": _band(curves, list(range(1, max_n + 1)), "n"),
+            "by_compute": _band(curves, flops_grid, "flops"),
+            "final_best": {
+                "mean": float(np.mean(finals)) if finals else None,
+                "min": min(finals, default=None),
+                "max": max(finals, default=None),
+                "per_seed": {str(s): c["final_best"] for s, c in by_seed.items()},
+            },
+            "evaluated_mean": float(np.mean([c["evaluated"] for c in by_seed.values()])),
+            "rejected_mean": float(np.mean([c["rejected"] for c in by_seed.values()])),
+            "training_tflops_mean": float(
+                np.mean([c["training_flops"] for c in by_seed.values()]) / 1e12
+            ),
+        }
+    search = config.search
+    return {
+        "score_label": search.proxy.score.label,
+        "space": search.space,
+        "data": search.data,
+        "rounds": search.rounds,
+        "per_round": search.per_round,
+        "proposers": proposers,
+        "missing": [name for p, s, name in config.runs() if s not in runs.get(p, {})],
+    }
+
+
+# ----- outputs -----
+
+TABLE_HEADER = [
+    "proposer",
+    "seeds",
+    "evaluated",
+    "rejected",
+    "training TFLOPs",
+    "best score: mean",
+    "min - max over seeds",
+]
+
+
+def table_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per proposer (means over its seeds); the lowest mean best score is starred."""
+    means = {p: r["final_best"]["mean"] for p, r in summary["proposers"].items()}
+    winner = min((p for p in means if means[p] is not None), key=means.get, default=None)  # type: ignore[arg-type]
+    rows = []
+    for proposer, r in summary["proposers"].items():
+        best = r["final_best"]
+        mean = (
+            "-"
+            if best["mean"] is None
+            else f"{best['mean']:.4g}" + (" *" if proposer == winner else "")
+        )
+        spread = "-" if best["min"] is None else f"{best['min']:.4g} - {best['max']:.4g}"
+        rows.append(
+            [proposer, str(len(r["seeds"])), f"{r['evaluated_mean']:.1f}",
+             f"{r['rejected_mean']:.1f}", f"{r['training_tflops_mean']:.3g}", mean, spread]
+        )  # fmt: skip
+    return rows
+
+
+def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(run_dir / COMPARE_JSON, summary)
+    label = summary["score_label"]
+    lines = [
+        f"# Proposers compared: {summary['space']} on {summary['data']}, "
+        f"{summary['rounds']} rounds x {summary['per_round']}, ranked by {label}",
+        "",
+        "| " + " | ".join(TABLE_HEADER) + " |",
+        "|" + " --- |" * len(TABLE_HEADER),
+        *("| " + " | ".join(row) + " |" for row in table_rows(summary)),
+        "",
+        f"Means over seeds; `*` the lowest mean best {label}. Evaluated: candidates trained; "
+        "rejected: proposals the gate refused (no training). Training compute: "
+        "3 x 2 x MACs x steps x batch per candidate.",
+    ]
+    if summary["missing"]:
+        lines.append(f"Not finished: {', '.join(summary['missing'])}.")
+    (run_dir / COMPARE_MD).write_text("\n".join(lines) + "\n")
+    plot(summary, run_dir / COMPARE_PNG)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Best so far against candidates and against training compute: mean line, min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (by_n, by_flops) = plt.subplots(1, 2, figsize=(11, 4))
+    for proposer, r in summary["proposers"].items():
+        for ax, band, scale in (
+            (by_n, r["by_candidates"], 1.0),
+            (by_flops, r["by_compute"], 1e12),
+        ):
+            have = [i for i, m in enumerate(band["mean"]) if m is not None]
+            if not have:
+                continue
+            x = [band["x"][i] / scale for i in have]
+            mean = [band["mean"][i] for i in have]
+            (line,) = ax.plot(x, mean, drawstyle="steps-post", marker=".", label=proposer)
+            ax.fill_between(
+                x, [band["min"][i] for i in have], [band["max"][i] for i in have],
+                step="post", alpha=0.2, color=line.get_color(),
+            )  # fmt: skip
+    label = summary["score_label"]
+    by_n.set_xlabel("evaluated candidates")
+    by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_flops.set_xlabel("training compute (TFLOPs)")
+    for ax in (by_n, by_flops):
+        ax.set_ylabel(f"best {label} so far")
+        ax.grid(alpha=0.3)
+    by_n.legend(title="mean, min-max over seeds", fontsize=8)
+    fig.suptitle(f"{Path(summary['space']).stem} on {summary['data']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
