@@ -13,8 +13,17 @@ from types import ModuleType
 
 import typer
 
-from diffnas import __version__
-from diffnas.cli import cost_cmd, doctor_cmd, score_cmd, search_cmd, space_cmd, train_cmd
+from diffnas import __version__, progress
+from diffnas.cli import (
+    cost_cmd,
+    doctor_cmd,
+    export_cmd,
+    report_cmd,
+    score_cmd,
+    search_cmd,
+    space_cmd,
+    train_cmd,
+)
 from diffnas.errors import UserError
 
 app = typer.Typer(
@@ -32,6 +41,8 @@ app.command("score")(score_cmd.score)
 app.command("search")(search_cmd.search)
 app.command("status")(search_cmd.status)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 
 
 def _version(value: bool) -> None:
@@ -45,8 +56,12 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or progress lines (results still print)."
+    ),
 ) -> None:
     """diffnas: LLM-guided architecture search for diffusion-model denoisers."""
+    progress.set_quiet(quiet)
 
 
 def _click_modules() -> list[ModuleType]:
