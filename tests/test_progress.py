@@ -71,3 +71,12 @@ def test_sampling_reports_its_progress(capsys) -> None:
     assert images.shape[0] == 3 and images.dtype == torch.uint8
     # 2 batches x 2 steps
     assert capsys.readouterr().err.startswith("sampling 3 images: 4/4 (done in ")
+
+
+def test_a_step_that_raises_says_it_stopped(capsys) -> None:
+    progress.set_mode("plain")
+    with pytest.raises(KeyboardInterrupt), progress.task("training proxy", total=10) as bar:
+        bar.update(3)
+        raise KeyboardInterrupt
+    assert capsys.readouterr().err.startswith("training proxy: 3/10 (stopped after ")
+    assert progress._open == 0

@@ -93,24 +93,26 @@ class Task:
             self._last_line = time.monotonic()
             print(self._line(), file=sys.stderr, flush=True)
 
-    def _line(self, done: bool = False) -> str:
+    def _line(self, end: str = "") -> str:
         count = f" {self.completed}/{self.total}" if self.total is not None else ""
         info = f", {self.info}" if self.info else ""
         elapsed = time.monotonic() - self._start
-        when = f"done in {elapsed:.1f} s" if done else f"{elapsed:.0f} s"
+        when = f"{end} {elapsed:.1f} s" if end else f"{elapsed:.0f} s"
         return f"{self.description}:{count}{info} ({when})"
 
-    def _finish(self) -> None:
+    def _finish(self, failed: bool) -> None:
         # Only the outermost task reports its end: a search trial says it is done, not
         # each of the sampling and feature passes inside it.
         outermost = _open == 1
+        line = self._line("stopped after" if failed else "done in")
         if self._mode == "plain" and outermost:
-            print(self._line(done=True), file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
         elif self._mode == "rich":
             assert _live is not None and self._id is not None
             _live.remove_task(self._id)
             if outermost:
-                _live.console.print(f"[green]✓[/green] {escape(self._line(done=True))}")
+                mark = "[red]✗[/red]" if failed else "[green]✓[/green]"
+                _live.console.print(f"{mark} {escape(line)}")
 
 
 def _start_live() -> Progress:
@@ -150,10 +152,12 @@ def task(
     if shown != "quiet":
         _open += 1
     bar = Task(description, total, completed, shown)
+    failed = True
     try:
         yield bar
+        failed = False
     finally:
-        bar._finish()
+        bar._finish(failed)
         if shown != "quiet":
             _open -= 1
         if _open == 0 and _live is not None:

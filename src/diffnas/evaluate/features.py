@@ -96,7 +96,7 @@ class FeatureExtractor(ABC):
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         images = as_uint8_images(images)
         out = []
-        with progress_task(f"features ({self.name})", total=len(images)) as bar:
+        with progress_task(f"features ({self.name.split('-')[0]})", total=len(images)) as bar:
             for i in range(0, len(images), self.batch_size):
                 batch = images[i : i + self.batch_size]
                 out.append(self._features(batch.to(self.device)).double().cpu())

@@ -23,7 +23,6 @@ from diffnas.report.source import (
     ProxyCheck,
     ScoreRow,
     SearchRecord,
-    TrialRow,
     load_proxy_check,
     load_search,
 )
@@ -136,10 +135,6 @@ def _score_text(score: ScoreRow | None) -> str:
     return "-" if score is None else f"{score.value:.4g} {score.label}"
 
 
-def _note(t: TrialRow) -> str:
-    return t.reason or ""
-
-
 def _ledger_cells(ledger: Ledger) -> list[tuple[str, str]]:
     lat = ledger.latencies
     rows = [
@@ -194,12 +189,41 @@ TRIAL_COLUMNS = (
 )  # fmt: skip
 
 
-def _trial_cells(t: TrialRow) -> list[str]:
-    return [
-        str(t.number), str(t.round + 1), t.by, t.short_arch, _num(t.params_m, 3),
-        _num(t.gmacs, 3), _score_text(t.proxy), _score_text(t.final), t.status, _note(t),
-        _num(t.device_s, 3),
-    ]  # fmt: skip
+def _shared_label(scores: Sequence[ScoreRow | None]) -> str | None:
+    """The one protocol label of these scores, or None when they differ (or there are none)."""
+    labels = {s.label for s in scores if s is not None}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def trial_table(record: SearchRecord) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the table of trials. A score label shared by the whole column
+    goes to its header ("proxy RFID[classifier]"), else next to each value."""
+    proxy_label = _shared_label([t.proxy for t in record.trials])
+    final_label = _shared_label([t.final for t in record.trials])
+    header = list(TRIAL_COLUMNS)
+    header[6] += f" {proxy_label}" if proxy_label else ""
+    header[7] += f" {final_label}" if final_label else ""
+
+    def score(value: ScoreRow | None, shared: str | None) -> str:
+        return _num(value.value) if value is not None and shared else _score_text(value)
+
+    rows = [
+        [
+            str(t.number),
+            str(t.round + 1),
+            t.by,
+            t.short_arch,
+            _num(t.params_m, 3),
+            _num(t.gmacs, 3),
+            score(t.proxy, proxy_label),
+            score(t.final, final_label),
+            t.status,
+            t.reason,
+            _num(t.device_s, 3),
+        ]  # fmt: skip
+        for t in record.trials
+    ]
+    return header, rows
 
 
 # ----- HTML -----
@@ -209,7 +233,8 @@ padding:0 16px;color:#1d1d1f}
 h1{font-size:24px}h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:16px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.arch{white-space:nowrap}
 tr.complete td:first-child{border-left:3px solid #009E73}
 tr.rejected{color:#666}tr.rejected td:first-child{border-left:3px solid #E69F00}
 tr.failed td:first-child,tr.diverged td:first-child,tr.oom td:first-child{border-left:3px solid #D55E00}
@@ -246,23 +271,22 @@ def _facts_html(facts: Sequence[tuple[str, str]]) -> str:
 
 
 def _trials_html(record: SearchRecord) -> str:
-    numeric = {"params (M)", "GMACs", "device-s", "trial", "round"}
-    head = "".join(f"<th>{_e(h)}</th>" for h in TRIAL_COLUMNS)
-    rows = []
-    for t in record.trials:
+    header, rows = trial_table(record)
+    numeric = {0, 1, 4, 5, 6, 7, 10}  # right-aligned, never wrapped
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for t, row in zip(record.trials, rows):
         cells = []
-        for name, value in zip(TRIAL_COLUMNS, _trial_cells(t)):
-            attrs = ' class="num"' if name in numeric else ""
-            if name == "architecture" and t.arch is not None:
+        for i, value in enumerate(row):
+            attrs = ' class="num"' if i in numeric else ""
+            if i == 3 and t.arch is not None:
                 attrs = f' class="arch" title="{_e(t.arch.summary())}"'
-            elif name in ("proxy score", "final score"):
-                score = t.proxy if name == "proxy score" else t.final
-                if score is not None:
-                    attrs = f' class="num" title="{_e(score.protocol_text)}"'
+            elif i in (6, 7) and (score := t.proxy if i == 6 else t.final) is not None:
+                attrs = f' class="num" title="{_e(score.label)}: {_e(score.protocol_text)}"'
             cells.append(f"<td{attrs}>{_e(value)}</td>")
         status = t.status if t.status in ("complete", "rejected") else "failed"
-        rows.append(f'<tr class="{status} {_e(t.status)}">{"".join(cells)}</tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        body.append(f'<tr class="{status} {_e(t.status)}">{"".join(cells)}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _cards_html(record: SearchRecord) -> str:
@@ -385,7 +409,7 @@ def render_markdown(records: Sequence[SearchRecord], figures: Sequence[Figure]) 
         parts += [f"![{f.title}]({PLOTS_DIR}/{f.name}.png)", "", f"*{f.caption}*", ""]
     for record in records:
         parts += [f"## {record.name}", "", _md_table(("", ""), _run_facts(record)), ""]
-        parts += ["### Trials", "", _md_table(TRIAL_COLUMNS, [_trial_cells(t) for t in record.trials]), ""]  # fmt: skip
+        parts += ["### Trials", "", _md_table(*trial_table(record)), ""]
         said = [t for t in record.trials if t.rationale]
         if said:
             parts += ["### Rationales", ""]
