@@ -75,8 +75,10 @@ def write_report(
 
 
 def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> list[Figure]:
+    """The report's plots, in page order (the first two sit side by side on a wide screen)."""
     figures = []
-    if any(t.proxy is not None for r in records for t in r.trials):
+    evaluated = any(t.proxy is not None for r in records for t in r.trials)
+    if evaluated:
         figures.append(
             Figure(
                 "score-vs-macs",
@@ -84,15 +86,6 @@ def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> l
                 plots.score_vs_macs(records),
                 "Each evaluated candidate (trial number beside it); the black steps are the "
                 "Pareto front, the green band the space's compute budget.",
-            )
-        )
-        figures.append(
-            Figure(
-                "best-so-far",
-                "Best so far, per round and per device-second",
-                plots.best_so_far_curves(records),
-                "The best proxy score found after each round and after each candidate's "
-                "evaluation time, one line per run folder.",
             )
         )
     agreement = plots.proxy_vs_final(records)
@@ -103,6 +96,16 @@ def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> l
                 "Proxy against final score",
                 agreement.png,
                 _tau_sentence(agreement, "promoted candidates"),
+            )
+        )
+    if evaluated:
+        figures.append(
+            Figure(
+                "best-so-far",
+                "Best so far, per round and per device-second",
+                plots.best_so_far_curves(records),
+                "The best proxy score found after each round and after each candidate's "
+                "evaluation time, one line per run folder.",
             )
         )
     if check is not None:
@@ -240,6 +243,8 @@ tr.rejected{color:#666}tr.rejected td:first-child{border-left:3px solid #E69F00}
 tr.failed td:first-child,tr.diverged td:first-child,tr.oom td:first-child{border-left:3px solid #D55E00}
 .facts td:first-child{font-weight:600;background:#fafafa}
 figure{margin:16px 0}figcaption{color:#555;font-size:13px;max-width:900px}
+.plots{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:flex-start}
+.plots figure{margin:8px 0;max-width:100%}.plots figcaption{max-width:620px}
 img.plot{max-width:100%;border:1px solid #eee}
 .cards{display:flex;flex-wrap:wrap;gap:14px}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px;width:340px}
@@ -369,12 +374,13 @@ def render_html(records: Sequence[SearchRecord], figures: Sequence[Figure]) -> s
             "their values do not compare across runs.</p>"
         )
     if figures:
-        parts.append("<h2>Plots</h2>")
+        parts.append('<h2>Plots</h2><div class="plots">')
         for f in figures:
             parts.append(
                 f'<figure id="{_e(f.name)}"><img class="plot" src="{_data_uri(f.png)}" '
                 f'alt="{_e(f.title)}"><figcaption>{_e(f.caption)}</figcaption></figure>'
             )
+        parts.append("</div>")
     for record in records:
         parts += [
             f'<h2 id="{_e(record.name)}">{_e(record.name)}</h2>',

@@ -60,7 +60,7 @@ def _evaluated(record: SearchRecord) -> list[TrialRow]:
 def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
     """Proxy score against GMACs per candidate, the Pareto front of all of them and the
     space's budget band (from the first run whose space is known)."""
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=(6.2, 4.2))
     ax = fig.add_subplot()
     space = next((r.space for r in records if r.space is not None), None)
     if space is not None:
@@ -140,7 +140,7 @@ def rank_agreement(
     if len(pairs) >= 2:
         value = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
         tau = None if value is None or math.isnan(value) else float(value)
-    fig = Figure(figsize=(5.5, 4.2))
+    fig = Figure(figsize=(5, 4.2))
     ax = fig.add_subplot()
     ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=30, color=COLOURS[0])
     for x, y, label in pairs:
@@ -159,7 +159,7 @@ def proxy_vs_final(records: Sequence[SearchRecord]) -> RankAgreement | None:
         (
             t.proxy.value,
             t.final.value,
-            f"{t.number}" if len(records) == 1 else f"{r.name}:{t.number}",
+            f"{run_label(r, records)}:{t.number}" if len(records) > 1 else str(t.number),
         )
         for r in records
         for t in r.trials

@@ -78,8 +78,10 @@ class TrialRow:
 
     @property
     def short_arch(self) -> str:
-        """The architecture in a dozen characters: `16x(1,2,2) b1 @8+m` = base channels x
-        multipliers, residual blocks per level, attention resolutions (+m: middle block)."""
+        """The architecture in a score of characters, e.g. `32x(1,2,2) b1 @8+m ss res d0.1`:
+        base channels x multipliers, residual blocks per level, attention resolutions (+m: the
+        middle block), then only what is on: scale-shift norm, residual up/down-sampling,
+        dropout. Head width and norm groups are left to the full form (`ArchConfig.summary`)."""
         a = self.arch
         if a is None:
             return "-"
@@ -87,7 +89,12 @@ class TrialRow:
         if a.mid_attention:
             attn = f"{attn}+m" if attn else "m"
         mult = ",".join(map(str, a.channel_mult))
-        return f"{a.base_channels}x({mult}) b{a.num_res_blocks} @{attn or '-'}"
+        flags = [
+            *(["ss"] if a.scale_shift_norm else []),
+            *(["res"] if a.resblock_updown else []),
+            *([f"d{a.dropout:g}"] if a.dropout else []),
+        ]
+        return " ".join([f"{a.base_channels}x({mult}) b{a.num_res_blocks} @{attn or '-'}", *flags])
 
     @property
     def by(self) -> str:

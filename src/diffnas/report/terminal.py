@@ -1,8 +1,9 @@
 """`diffnas status RUN_DIR`: the table of trials, one line per trial in an 80-column terminal.
 
 Rows never wrap: every cell is one line, the architecture is its short form
-(`16x(1,2,2) b1 @8+m`), the run's proposer and score name go to the title, and the reason
-column takes what width is left, cut with an ellipsis; the full texts are in `diffnas report`.
+(`16x(1,2,2) b1 @8+m`), the run's proposer and score name go to the title, and when the
+terminal is narrow the reason, then the architecture, are cut with an ellipsis; the full texts
+are in `diffnas report`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from diffnas.report.source import SearchRecord, TrialRow, load_search
 
 STATUS_STYLE = {"complete": "green", "rejected": "yellow", "running": "cyan", "pending": "cyan"}
 PIPE_WIDTH = 200  # piped or captured output: room for whole reasons
-MIN_REASON = 8
+MIN_REASON = 8  # the columns that give way when the terminal is narrow keep this much
+MIN_ARCH = 12
 
 
 def _cell(text: str, style: str = "") -> Text:
@@ -64,10 +66,14 @@ def trials_table(record: SearchRecord, width: int = 80) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    natural = {n: max([len(n), *(r[n].cell_len for r in rows)]) for n in names}
+    widths = {n: max([len(n), *(r[n].cell_len for r in rows)]) for n in names}
     chrome = 2 + 2 * (len(names) - 1)  # the edges and two spaces between columns
-    fixed = sum(w for n, w in natural.items() if n != "reason")
-    reason_width = max(MIN_REASON, width - chrome - fixed)
+    # Too wide: the reason gives way down to MIN_REASON, then the architecture
+    excess = chrome + sum(widths.values()) - width
+    for name, floor in (("reason", MIN_REASON), ("architecture", MIN_ARCH)):
+        cut = min(max(excess, 0), max(widths[name] - floor, 0))
+        widths[name] -= cut
+        excess -= cut
     right = {"#", "rd", "GMAC", "Mpar", "score", "s"}
     for n in names:
         table.add_column(
@@ -75,7 +81,7 @@ def trials_table(record: SearchRecord, width: int = 80) -> Table:
             justify="right" if n in right else "left",
             no_wrap=True,
             overflow="ellipsis",
-            max_width=reason_width if n == "reason" else None,
+            max_width=widths[n] if n in ("reason", "architecture") else None,
         )
     for r in rows:
         table.add_row(*(r[n] for n in names))
