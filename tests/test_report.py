@@ -24,6 +24,7 @@ from PIL import Image
 from rich.console import Console
 from safetensors.torch import load_file
 
+from diffnas import progress
 from diffnas.cli.main import run
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
@@ -326,3 +327,29 @@ def test_report_and_export_commands(searches, tmp_path, monkeypatch, capsys) -> 
         run()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: --trial 1: no proxy training weights")
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_silences_the_progress_of_a_command(
+    searches, tmp_path, monkeypatch, capsys, quiet
+) -> None:
+    monkeypatch.setattr(progress, "_forced", progress._forced)  # --quiet is undone afterwards
+    ckpt = searches[0] / "trials" / "00000" / "train" / "ema.pt"
+    args = [
+        "sample",
+        str(ckpt),
+        "-n",
+        "2",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--runs",
+        str(tmp_path),
+    ]
+    monkeypatch.setattr(sys, "argv", ["diffnas", *(["--quiet"] if quiet else []), *args])
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    assert exit_.value.code == 0
+    err = capsys.readouterr().err  # stderr is not a terminal here: plain lines, or none
+    assert (err == "") if quiet else err.startswith("sampling 2 images: 2/2 (done in ")
