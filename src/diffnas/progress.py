@@ -98,7 +98,8 @@ class Task:
         info = f", {self.info}" if self.info else ""
         elapsed = time.monotonic() - self._start
         when = f"{end} {elapsed:.1f} s" if end else f"{elapsed:.0f} s"
-        return f"{self.description}:{count}{info} ({when})"
+        colon = ":" if count or info else ""
+        return f"{self.description}{colon}{count}{info} ({when})"
 
     def _finish(self, failed: bool) -> None:
         # Only the outermost task reports its end: a search trial says it is done, not
