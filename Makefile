@@ -1,6 +1,6 @@
 # diffnas: every command of the README is a target here.
 #   make setup   create .venv and install diffnas with its test/dev extras and the local LLM
-#   make test    set up if needed, then run the whole test suite
+#   make test    set up if needed (and chromium for the report's browser test), then run the whole test suite
 #   make demo    set up if needed, then run the main job
 #   make bench   set up if needed, then run the benchmarks (figures go to benchmarks/RESULTS.md by hand)
 #   make lint    ruff check + format check
@@ -36,7 +36,7 @@ PYTAG         := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0
 WHEELHOUSE    ?= $(HOME)/.cache/diffnas/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(PYTAG)-$(ARCH)-portable-v1
 STAMP  := $(VENV)/.diffnas-installed
 
-.PHONY: setup llama-wheel test demo bench lint clean
+.PHONY: setup llama-wheel browser test demo bench lint clean
 
 setup: $(STAMP)
 
@@ -62,7 +62,18 @@ llama-wheel:
 		rm -rf $(WHEELHOUSE) && mv $(WHEELHOUSE).tmp $(WHEELHOUSE); \
 	fi
 
-test: setup
+# The report's test renders its page in headless Chromium (Debian's `chromium`): installed here
+# when missing and apt-get may run (root, or sudo without a password); otherwise that one test
+# is skipped, except on CI, where .ci/run installs chromium and the test requires it.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq --no-install-recommends chromium) \
+		|| echo "chromium not installed: the report's browser test will be skipped"; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 # The main job, offline on a CPU: a real DiffNAS search of the `tiny` space on the bundled

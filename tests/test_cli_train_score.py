@@ -164,7 +164,7 @@ def test_score_prints_rfid_with_protocol_and_resume_reuses_it(tmp_path: Path, tr
     args += ["--extractor", "classifier", "--runs", str(tmp_path), "--device", "cpu"]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)  # progress lines go to stderr
     protocol = out["score"]["protocol"]
     assert math.isfinite(out["score"]["value"]) and out["score"]["value"] >= 0
     assert protocol["metric"] == "rfid" and protocol["extractor"].startswith("classifier")

@@ -13,12 +13,14 @@ from types import ModuleType
 
 import typer
 
-from diffnas import __version__
+from diffnas import __version__, progress
 from diffnas.cli import (
     compare_cmd,
     cost_cmd,
     doctor_cmd,
+    export_cmd,
     proxy_check_cmd,
+    report_cmd,
     score_cmd,
     search_cmd,
     space_cmd,
@@ -43,6 +45,8 @@ app.command("status")(search_cmd.status)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("proxy-check")(proxy_check_cmd.proxy_check)
 app.command("compare")(compare_cmd.compare)
+app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 
 
 def _version(value: bool) -> None:
@@ -56,8 +60,12 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or progress lines (results still print)."
+    ),
 ) -> None:
     """diffnas: LLM-guided architecture search for diffusion-model denoisers."""
+    progress.set_quiet(quiet)
 
 
 def _click_modules() -> list[ModuleType]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -21,12 +20,11 @@ from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_structured
-from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
+from diffnas.report.terminal import print_status
 from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json
-from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.loop import SUMMARY_FILE, SearchRun
+from diffnas.search.loop import SearchRun
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 
@@ -324,48 +322,8 @@ class SearchPlan:
 
 
 def show_status(run_dir: Path) -> None:
-    """The table of trials of a search run folder."""
-    # piped or captured output gets a wide table rather than 80 columns of folded cells
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    config = load_search_config(run_dir)
-    study = study_mod.open_study(run_dir, config.storage)
-    memory = study_mod.load_memory(study)
-    metric = config.proxy.score.label
-    table = Table("trial", "round", "proposer", "origin", "status", "architecture", "GMACs", "params (M)", metric, "note",
-                  title=f"Search {run_dir.name}: {config.space}, proposer {config.proposer}")  # fmt: skip
-    best = min((t.score for t in memory if t.score is not None), default=None)
-    for t in memory:
-        style = {"complete": "green", "rejected": "yellow"}.get(t.status, "red")
-        score = f"{t.score:.4g}" if t.score is not None else "-"
-        if t.score is not None and t.score == best:
-            score = f"[bold]{score}*[/bold]"
-        table.add_row(
-            str(t.number), str(t.round + 1), t.proposer, t.extra.get("origin", "-"), f"[{style}]{t.status}[/{style}]",
-            # raw, reason and rationale quote the LLM: escaped, so "[/x]" is text, not markup
-            t.arch.summary() if t.arch else escape(str(t.raw)[:60]), f"{t.gmacs:.3g}" if t.gmacs else "-",
-            f"{t.params_m:.2f}" if t.params_m else "-", score, escape((t.reason or t.rationale)[:80]),
-        )  # fmt: skip
-    console.print(table)
-    summary_file = run_dir / SUMMARY_FILE
-    if summary_file.exists():
-        summary = read_json(summary_file)
-        for final in summary.get("final", []):
-            value = f"{final['score']:.4g}" if final.get("score") is not None else final["status"]
-            console.print(
-                f"final: trial {final['trial']} (proxy {final['proxy_score']:.4g}) -> FID {value}"
-            )
-        if summary.get("origins"):
-            origins = summary["origins"]
-            order = [o for o in ORIGINS if o in origins] + sorted(set(origins) - set(ORIGINS))
-            parts = ", ".join(f"{origins[o]} {o}" for o in order)
-            trained = sum(origins.values())
-            console.print(f"trained candidates by origin: {parts} ({trained} in all)")
-        if summary.get("llm"):
-            llm = summary["llm"]
-            console.print(
-                f"LLM: {llm['calls']} calls, {llm['prompt_tokens']} + {llm['completion_tokens']} tokens, "
-                f"${llm['cost_usd']:.4f} estimated"
-            )
+    """The table of trials of a search run folder (80 columns in an 80-column terminal)."""
+    print_status(run_dir)
 
 
 def status(run_dir: Path = typer.Argument(..., help="A search run folder.")) -> None:

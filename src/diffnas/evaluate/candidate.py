@@ -205,7 +205,6 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
             "objective": job.objective,
             "data": job.data.model_dump(),
         },
-        progress=False,
     )
     train_info = {
         "steps": trained.steps,

@@ -26,6 +26,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 )
 
 from diffnas.errors import UserError
+from diffnas.progress import task as progress_task
 
 INCEPTION_ENV = "DIFFNAS_INCEPTION_WEIGHTS"
 # pytorch-fid's release name; torch-fidelity hosts the same converted TF weights as
@@ -94,10 +95,12 @@ class FeatureExtractor(ABC):
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         images = as_uint8_images(images)
-        out = [
-            self._features(images[i : i + self.batch_size].to(self.device)).double().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
+        out = []
+        with progress_task(f"features ({self.name.split('-')[0]})", total=len(images)) as bar:
+            for i in range(0, len(images), self.batch_size):
+                batch = images[i : i + self.batch_size]
+                out.append(self._features(batch.to(self.device)).double().cpu())
+                bar.update(advance=len(batch))
         return torch.cat(out).numpy()
 
 
@@ -297,14 +300,16 @@ def train_classifier(
     num_classes = int(max(labels.max(), heldout_labels.max())) + 1
     model = SmallCNN(images.shape[1], num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(epochs):
-        order = torch.randperm(len(x))
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with progress_task("training the feature classifier", total=epochs) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(x))
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            bar.update(advance=1, info=f"loss {loss.item():.3f}")
     model.eval()
     with torch.no_grad():
         predicted = model(_scale(heldout_images)).argmax(1)

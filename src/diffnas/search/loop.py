@@ -38,6 +38,7 @@ from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
 from diffnas.propose.llm import (
     LLMBackend,
@@ -50,6 +51,7 @@ from diffnas.propose.llm.ledger import Budget as LLMBudget
 from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
+from diffnas.report.dashboard import attach_sample_grid
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.check import check_candidate
@@ -355,7 +357,7 @@ class SearchRun:
             self.console.print(
                 f"  trial {trial.number}: {arch.summary()} ({e['gmacs']:.3g} GMACs) ..."
             )
-            with self.console.status(f"trial {trial.number}: proxy training and scoring ..."):
+            with progress_task(f"round {r + 1} trial {trial.number}: proxy training, scoring"):
                 result = self.executor.run(
                     self._job(arch, self.config.proxy, self._trial_dir(trial.number))
                 )
@@ -372,6 +374,8 @@ class SearchRun:
             "eval_dir": str(self._trial_dir(trial.number).relative_to(self.run_dir)),
             "reason": result.error,
         }
+        # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
+        attach_sample_grid(trial, self._trial_dir(trial.number), self.run_dir)
         study_mod.finish_trial(self.study, trial, result.status, result.score, attrs)
         if result.status == "complete":
             metric = escape(self.config.proxy.score.label)
@@ -395,7 +399,7 @@ class SearchRun:
                 f"and {escape(cfg.final.score.label)}"
             )
             workdir = self.run_dir / "final" / f"{record.number:05d}"
-            with self.console.status(f"trial {record.number}: final training and FID ..."):
+            with progress_task(f"trial {record.number}: final training and scoring"):
                 result = self.executor.run(self._job(record.arch, cfg.final, workdir))
             finals.append(
                 {

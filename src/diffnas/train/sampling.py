@@ -28,6 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torchvision.utils import make_grid, save_image
 
 from diffnas.errors import UserError
+from diffnas.progress import task as progress_task
 from diffnas.train.diffusion import DiffusionConfig
 
 Sampler = Literal["ddpm", "ddim", "respaced"]
@@ -153,16 +154,19 @@ def sample_images(
     was_training = model.training
     model.eval()
     out = []
+    batches = math.ceil(n / batch_size)
     try:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = torch.randn((b, channels, *size), generator=generator, device=device)
-            for t in scheduler.timesteps:
-                t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
-                with _autocast(device):
-                    output = model(x, t_batch).sample
-                x = denoise_step(scheduler, output.float(), t, x, generator)
-            out.append(to_uint8(x).cpu())
+        with progress_task(f"sampling {n} images", total=batches * len(scheduler.timesteps)) as bar:
+            for start in range(0, n, batch_size):
+                b = min(batch_size, n - start)
+                x = torch.randn((b, channels, *size), generator=generator, device=device)
+                for t in scheduler.timesteps:
+                    t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
+                    with _autocast(device):
+                        output = model(x, t_batch).sample
+                    x = denoise_step(scheduler, output.float(), t, x, generator)
+                    bar.update(advance=1)
+                out.append(to_uint8(x).cpu())
     finally:
         model.train(was_training)
     if not out:

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import torch
 from diffusers.training_utils import EMAModel
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from diffnas.errors import UserError
+from diffnas.progress import task as progress_task
 from diffnas.runs import append_jsonl, read_json, write_json
 from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion, make_timestep_sampler
 from diffnas.train.precision import FP32AttentionOnCPU
@@ -385,18 +385,10 @@ def train(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[ips]} img/s"),
-        TimeRemainingColumn(),
-        disable=not progress,
-    )
     try:
-        with bar:
-            task = bar.add_task(recipe.name, total=recipe.steps, completed=step, loss="-", ips="-")
+        with progress_task(
+            f"training {recipe.name}", total=recipe.steps, completed=step, enabled=progress
+        ) as bar:
             while step < end_step and not stopped:
                 detached, terms = trainer(step)
                 lr = recipe.lr_at(step)
@@ -433,7 +425,7 @@ def train(
                             if key != "step" and value is not None:
                                 tb.add_scalar(f"train/{key}", value, step)
                     ips_text = "-" if ips is None else f"{ips:.0f}"
-                    bar.update(task, completed=step, loss=f"{last_loss:.4f}", ips=ips_text)
+                    bar.update(step, info=f"loss {last_loss:.4f}, {ips_text} img/s")
                     loss_sum.zero_()
                     vb_sum.zero_()
                     logged_steps, timed_steps, interval_start = 0, 0, time.perf_counter()

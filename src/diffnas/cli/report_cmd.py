@@ -1,0 +1,28 @@
+"""`diffnas report RUN_DIR [RUN_DIR ...]`: an HTML page and a Markdown summary of searches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from diffnas.report.page import write_report
+
+
+def report(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Search run folders; several are compared side by side (e.g. one per proposer)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default: RUN_DIR/report; ./report for several runs)."
+    ),
+    proxy_check: Path | None = typer.Option(
+        None,
+        "--proxy-check",
+        help="A proxy study's pairs (JSON file, or a folder with pairs.json) to plot with Kendall's tau.",
+    ),
+) -> None:
+    """Write a self-contained HTML report (plots, trials, samples, LLM ledger) and a Markdown summary."""
+    files = write_report(run_dirs, out, proxy_check)
+    print(f"report of {files.trials} trials: {files.html}")
+    print(f"summary: {files.markdown} (plots in {files.markdown.parent / 'plots'})")

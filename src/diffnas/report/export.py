@@ -1,0 +1,165 @@
+"""`diffnas export RUN_DIR --trial N --out DIR`: one trained candidate as a diffusers pipeline.
+
+    DIR/model_index.json                          DDPMPipeline: unet + scheduler
+    DIR/unet/config.json                          the UNet2DModel config
+    DIR/unet/diffusion_pytorch_model.safetensors  the EMA weights
+    DIR/scheduler/scheduler_config.json           DDPMScheduler: the trial's β schedule, T,
+                                                  variance (learned range when σ is learned)
+    DIR/arch.json, recipe.json, diffusion.json    how it was built and trained
+    DIR/scores.json                               its scores, each with its protocol
+    DIR/README.md                                 what it is and how to load it
+
+so that `DDPMPipeline.from_pretrained(DIR)` loads it and samples with the library people use.
+The weights are the EMA weights (what diffnas samples and scores with), from the promoted
+final training when the trial has one, otherwise from its proxy training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from diffusers import DDPMPipeline
+from pydantic import ValidationError
+
+from diffnas.errors import UserError
+from diffnas.execute.executors import RESULT_FILE
+from diffnas.model.builder import build_unet
+from diffnas.report.source import SearchRecord, TrialRow, ema_checkpoint, load_search, trial_dir
+from diffnas.runs import read_json, write_json
+from diffnas.space.arch import ArchConfig
+from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.sampling import make_scheduler
+from diffnas.train.trainer import load_checkpoint, restore_ema
+
+Stage = Literal["auto", "proxy", "final"]
+STAGES = ("auto", "proxy", "final")
+
+
+@dataclass
+class Export:
+    out: Path
+    trial: int
+    stage: str  # "proxy" or "final": whose weights were exported
+    checkpoint: Path
+    params: int
+    diffusion: DiffusionConfig
+
+
+def _pick_stage(record: SearchRecord, row: TrialRow, stage: Stage) -> str:
+    if stage not in STAGES:
+        raise UserError(
+            f"--stage {stage!r} is unknown; allowed: {', '.join(STAGES)}", field="stage"
+        )
+    final = ema_checkpoint(record.run_dir, row.number, "final")
+    if stage == "auto":
+        return "final" if row.final is not None and final.is_file() else "proxy"
+    return stage
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"--out {str(out)!r} exists and is not an empty folder; give a new folder",
+            field="out",
+        )
+
+
+def export_trial(run_dir: str | Path, trial: int, out: str | Path, stage: Stage = "auto") -> Export:
+    """Write trial `trial` of the search in `run_dir` as a diffusers DDPMPipeline folder `out`."""
+    record = load_search(run_dir)
+    row = record.trial(trial)
+    chosen = _pick_stage(record, row, stage)
+    checkpoint = ema_checkpoint(record.run_dir, row.number, chosen)
+    if not checkpoint.is_file():
+        why = f"status {row.status}" + (f": {row.reason}" if row.reason else "")
+        raise UserError(
+            f"--trial {trial}: no {chosen} training weights ({checkpoint} is missing; {why})",
+            field="trial",
+        )
+    out = Path(out)
+    _check_out(out)
+    state = load_checkpoint(checkpoint)
+    try:
+        arch = ArchConfig.model_validate(state["metadata"]["arch"])
+        diffusion = DiffusionConfig.model_validate(state["diffusion"])
+    except (KeyError, ValidationError) as err:
+        raise UserError(
+            f"checkpoint {str(checkpoint)!r} lacks a valid architecture or diffusion config "
+            f"({type(err).__name__}); the trial's files are damaged",
+            field="trial",
+        ) from None
+    unet = restore_ema(build_unet(arch), state).eval()
+    # The scheduler the trial trained with; DDPMPipeline samples with it (ancestral steps,
+    # respaced by diffusers when num_inference_steps < T).
+    scheduler = make_scheduler(diffusion, "ddpm", None)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    write_json(out / "arch.json", arch.model_dump(mode="json"))
+    write_json(out / "recipe.json", state.get("recipe", {}))
+    write_json(out / "diffusion.json", diffusion.model_dump(mode="json"))
+    write_json(out / "scores.json", _scores(record, row, chosen))
+    params = sum(p.numel() for p in unet.parameters())
+    (out / "README.md").write_text(_model_card(record, row, chosen, arch, diffusion, params))
+    return Export(out, row.number, chosen, checkpoint, params, diffusion)
+
+
+def _scores(record: SearchRecord, row: TrialRow, stage: str) -> dict:
+    """Every score of the trial with its protocol, and where it came from."""
+    results = {}
+    for name in ("proxy", "final"):
+        path = trial_dir(record.run_dir, row.number, name) / RESULT_FILE
+        if path.is_file():
+            result = read_json(path)
+            results[name] = {
+                k: result.get(k) for k in ("status", "score", "scores", "train", "wall_s")
+            }
+    return {
+        "search": record.name,
+        "trial": row.number,
+        "weights_from": stage,
+        "proxy_label": row.proxy.label if row.proxy else record.proxy_label,
+        "final_label": row.final.label if row.final else record.final_label,
+        "gmacs": row.gmacs,
+        "params_m": row.params_m,
+        "rationale": row.rationale,
+        "results": results,
+    }
+
+
+def _model_card(
+    record: SearchRecord,
+    row: TrialRow,
+    stage: str,
+    arch: ArchConfig,
+    diffusion: DiffusionConfig,
+    params: int,
+) -> str:
+    scores = [f"- proxy: {row.proxy.value:.4g} {row.proxy.label}"] if row.proxy else []
+    if row.final is not None:
+        scores.append(f"- final: {row.final.value:.4g} {row.final.label}")
+    size = arch.image_size
+    return "\n".join(
+        [
+            f"# {record.name}, trial {row.number}",
+            "",
+            f"A DDPM denoiser found by a diffnas search (proposer {record.proposer}, space "
+            f"{record.config.space}); weights: the EMA of its {stage} training.",
+            "",
+            f"- architecture: `{arch.summary()}`",
+            f"- {params / 1e6:.3f} M parameters, {row.gmacs} GMACs per forward pass at {size}x{size}",
+            f"- diffusion: {diffusion.objective}, {diffusion.schedule} schedule, T = "
+            f"{diffusion.timesteps}, learned sigma: {diffusion.learn_sigma}",
+            *scores,
+            "",
+            "```python",
+            "from diffusers import DDPMPipeline",
+            "",
+            'pipe = DDPMPipeline.from_pretrained("THIS_FOLDER")',
+            "images = pipe(batch_size=16, num_inference_steps=1000).images  # PIL images",
+            "```",
+            "",
+            "arch.json, recipe.json, diffusion.json and scores.json hold the diffnas records.",
+            "",
+        ]
+    )

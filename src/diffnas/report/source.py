@@ -1,0 +1,400 @@
+"""A search run folder read into plain rows for reports, the status table and exports.
+
+This is the one module of `diffnas.report` that knows the search's files and modules, so a
+move of theirs is fixed here only. It reads, and never writes:
+options.json (`SearchConfig`), the study (every trial, through `search.study`),
+rounds/round-RRR.json (how each proposal was made), trials/NNNNN/ and final/NNNNN/
+(result.json, samples.png, train/ema.pt), summary.json and llm/calls.jsonl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from pydantic import ValidationError
+
+from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.evaluate.score import score_label
+from diffnas.execute.executors import RESULT_FILE
+from diffnas.propose.llm.record import CALLS_FILE
+from diffnas.report.dashboard import SAMPLES_FILE
+from diffnas.runs import OPTIONS_FILE, read_json, read_jsonl, read_run_json
+from diffnas.search import study as study_mod
+from diffnas.search.config import SearchConfig
+from diffnas.search.loop import SUMMARY_FILE
+from diffnas.space.arch import ArchConfig
+from diffnas.space.search_space import SearchSpace, load_space
+from diffnas.train.trainer import EMA_CHECKPOINT
+
+TRIALS_DIR, FINAL_DIR, ROUNDS_DIR = "trials", "final", "rounds"
+STUDY_FILE = "study.db"  # the default SQLite storage of a search's study
+
+
+@dataclass
+class ScoreRow:
+    """A score value with the name of its protocol ("RFID[classifier]") and its details."""
+
+    value: float
+    label: str
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def protocol_text(self) -> str:
+        """N generated, sampler and steps, reference: what makes two scores comparable."""
+        p = self.protocol
+        parts = [f"N={p['num_generated']}"] if p.get("num_generated") else []
+        if p.get("sampler"):
+            parts.append(str(p["sampler"]))
+        if p.get("reference"):
+            parts.append(f"ref {p['reference']}")
+        return ", ".join(parts)
+
+
+@dataclass
+class TrialRow:
+    """One candidate of a search as a report shows it."""
+
+    number: int
+    round: int
+    slot: int
+    proposer: str
+    origin: str | None  # how the proposal was made ("llm", "llm-edit", "fallback"), if recorded
+    status: str
+    reason: str
+    rationale: str
+    arch: ArchConfig | None
+    raw: Any
+    gmacs: float | None
+    params_m: float | None
+    proxy: ScoreRow | None
+    final: ScoreRow | None
+    device_s: float | None  # seconds of the proxy evaluation (training, sampling, scoring)
+    final_device_s: float | None
+    samples: Path | None
+    final_samples: Path | None
+
+    @property
+    def short_arch(self) -> str:
+        """The architecture in a score of characters, e.g. `32x(1,2,2) b1 @8+m ss res d0.1`:
+        base channels x multipliers, residual blocks per level, attention resolutions (+m: the
+        middle block), then only what is on: scale-shift norm, residual up/down-sampling,
+        dropout. Head width and norm groups are left to the full form (`ArchConfig.summary`)."""
+        a = self.arch
+        if a is None:
+            return "-"
+        attn = ",".join(str(r) for r in sorted(a.attention_resolutions, reverse=True))
+        if a.mid_attention:
+            attn = f"{attn}+m" if attn else "m"
+        mult = ",".join(map(str, a.channel_mult))
+        flags = [
+            *(["ss"] if a.scale_shift_norm else []),
+            *(["res"] if a.resblock_updown else []),
+            *([f"d{a.dropout:g}"] if a.dropout else []),
+        ]
+        return " ".join([f"{a.base_channels}x({mult}) b{a.num_res_blocks} @{attn or '-'}", *flags])
+
+    @property
+    def by(self) -> str:
+        """Proposer and, when recorded, how it made the proposal: `diffnas/llm-edit`."""
+        return f"{self.proposer}/{self.origin}" if self.origin else self.proposer
+
+
+@dataclass
+class LLMCall:
+    time: float | None
+    ok: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost_usd: float
+    attempts: int
+    replayed: bool
+    error: str | None
+
+
+@dataclass
+class Ledger:
+    """What the LLM cost a search: one row per call, and the totals."""
+
+    calls: list[LLMCall]
+    # summary.json's totals when the per-call record is missing (an older run, a moved file)
+    totals: dict[str, Any] | None = None
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.calls) if self.calls else int((self.totals or {}).get("calls", 0))
+
+    @property
+    def failed(self) -> int:
+        return sum(not c.ok for c in self.calls)
+
+    @property
+    def prompt_tokens(self) -> int:
+        if not self.calls:
+            return int((self.totals or {}).get("prompt_tokens", 0))
+        return sum(c.prompt_tokens for c in self.calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        if not self.calls:
+            return int((self.totals or {}).get("completion_tokens", 0))
+        return sum(c.completion_tokens for c in self.calls)
+
+    @property
+    def cost_usd(self) -> float:
+        if not self.calls:
+            return float((self.totals or {}).get("cost_usd", 0.0))
+        return sum(c.cost_usd for c in self.calls)
+
+    @property
+    def latencies(self) -> list[float]:
+        return [c.latency_s for c in self.calls if c.ok]
+
+
+@dataclass
+class SearchRecord:
+    """Everything a report shows of one search run folder."""
+
+    run_dir: Path
+    config: SearchConfig
+    space: SearchSpace | None  # None when its YAML file is not where the search read it
+    trials: list[TrialRow]
+    summary: dict[str, Any]
+    ledger: Ledger | None
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def proposer(self) -> str:
+        return self.config.proposer
+
+    @property
+    def proxy_label(self) -> str:
+        return self.config.proxy.score.label
+
+    @property
+    def final_label(self) -> str:
+        return self.config.final.score.label
+
+    def trial(self, number: int) -> TrialRow:
+        for t in self.trials:
+            if t.number == number:
+                return t
+        known = ", ".join(str(t.number) for t in self.trials) or "none"
+        raise UserError(
+            f"--trial {number}: search {self.name} has no such trial (trials: {known})",
+            field="trial",
+        )
+
+
+def load_config(run_dir: Path) -> SearchConfig:
+    """The saved options of a search run folder, or a `UserError` saying why there are none."""
+    options = run_dir / OPTIONS_FILE
+    if not options.is_file():
+        raise UserError(
+            f"{str(run_dir)!r}: no {OPTIONS_FILE} there; is it a search run folder?",
+            field="run_dir",
+        )
+    raw = read_run_json(options, "search options")
+    try:
+        return SearchConfig.model_validate(raw)
+    except ValidationError as err:
+        if isinstance(raw, dict) and {"arch", "recipe"} <= raw.keys():
+            raise UserError(
+                f"{str(run_dir)!r} is a train run folder, not a search's", field="run_dir"
+            ) from None
+        raise UserError(
+            pydantic_message(err, f"search options in {str(options)!r}"),
+            field=first_field(err, "search"),
+        ) from None
+
+
+def open_run_study(run_dir: Path, config: SearchConfig) -> optuna.Study:
+    """The run's study; refused (not created) when a default SQLite file is missing."""
+    if config.storage is None and not (run_dir / STUDY_FILE).is_file():
+        raise UserError(
+            f"{str(run_dir)!r} has no {STUDY_FILE}: the search has not started there",
+            field="run_dir",
+        )
+    return study_mod.open_study(run_dir, config.storage)
+
+
+def trial_dir(run_dir: Path, number: int, stage: str = "proxy") -> Path:
+    """Where a trial's evaluation lives: trials/NNNNN (proxy) or final/NNNNN (promoted)."""
+    return run_dir / (TRIALS_DIR if stage == "proxy" else FINAL_DIR) / f"{number:05d}"
+
+
+def ema_checkpoint(run_dir: Path, number: int, stage: str) -> Path:
+    return trial_dir(run_dir, number, stage) / "train" / EMA_CHECKPOINT
+
+
+def _score_row(
+    scores: dict[str, Any] | None, value: float | None, fallback: str
+) -> ScoreRow | None:
+    """The one score of a result's `scores` ({metric: Score}) with its label."""
+    if value is None:
+        return None
+    score = next(iter((scores or {}).values()), {})
+    protocol = score.get("protocol") or {}
+    label = score.get("label") or (
+        score_label(protocol["metric"], protocol["extractor"])
+        if {"metric", "extractor"} <= protocol.keys()
+        else fallback
+    )
+    return ScoreRow(value=float(value), label=label, protocol=protocol)
+
+
+def _origins(run_dir: Path) -> dict[tuple[int, int], str]:
+    """(round, slot) -> how the proposal was made, from the round files' `meta.origin`."""
+    out: dict[tuple[int, int], str] = {}
+    for path in sorted((run_dir / ROUNDS_DIR).glob("round-*.json")):
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            continue  # a torn round file is the search's business, not the report's
+        for entry in data.get("entries", []):
+            origin = (entry.get("meta") or {}).get("origin")
+            if origin:
+                out[(int(data.get("round", -1)), int(entry.get("slot", -1)))] = str(origin)
+    return out
+
+
+def _final_result(run_dir: Path, number: int) -> dict[str, Any] | None:
+    path = trial_dir(run_dir, number, "final") / RESULT_FILE
+    return read_json(path) if path.is_file() else None
+
+
+def _file(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def load_ledger(run_dir: Path, summary: dict[str, Any]) -> Ledger | None:
+    """Per-call costs from llm/calls.jsonl, or summary.json's totals; None for no LLM."""
+    calls = []
+    for record in read_jsonl(run_dir / CALLS_FILE):
+        response = record.get("response") or {}
+        calls.append(
+            LLMCall(
+                time=record.get("time"),
+                ok=bool(record.get("ok")),
+                prompt_tokens=int(response.get("prompt_tokens", 0)),
+                completion_tokens=int(response.get("completion_tokens", 0)),
+                latency_s=float(response.get("latency_s", 0.0)),
+                cost_usd=float(response.get("cost_usd", 0.0)),
+                attempts=int(record.get("attempts") or 1),
+                replayed=bool(response.get("replayed", False)),
+                error=record.get("error"),
+            )
+        )
+    if not calls and not summary.get("llm"):
+        return None
+    return Ledger(calls=calls, totals=summary.get("llm"))
+
+
+def load_search(run_dir: str | Path) -> SearchRecord:
+    """Read a search run folder (finished or still running) into a `SearchRecord`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(
+            f"{str(run_dir)!r} is not a folder; give a search run folder", field="run_dir"
+        )
+    config = load_config(run_dir)
+    try:
+        space: SearchSpace | None = load_space(config.space)
+    except UserError:
+        space = None
+    study = open_run_study(run_dir, config)
+    summary_path = run_dir / SUMMARY_FILE
+    summary = read_run_json(summary_path, "search summary") if summary_path.is_file() else {}
+    origins = _origins(run_dir)
+    rows = []
+    for frozen in study.get_trials(deepcopy=False):
+        if "round" not in frozen.user_attrs:
+            continue
+        record = study_mod.to_record(frozen)
+        attrs = frozen.user_attrs
+        final = _final_result(run_dir, record.number)
+        device_s = attrs.get("device_s", record.extra.get("wall_s"))
+        rows.append(
+            TrialRow(
+                number=record.number,
+                round=record.round,
+                slot=record.slot,
+                proposer=record.proposer,
+                origin=attrs.get("origin") or origins.get((record.round, record.slot)),
+                status=record.status,
+                reason=record.reason or "",
+                rationale=record.rationale or "",
+                arch=record.arch,
+                raw=record.raw,
+                gmacs=record.gmacs,
+                params_m=record.params_m,
+                proxy=_score_row(
+                    record.extra.get("scores"),
+                    record.score,
+                    record.score_name or config.proxy.score.label,
+                ),
+                final=_score_row(final.get("scores"), final.get("score"), config.final.score.label)
+                if final and final.get("status") == "complete"
+                else None,
+                device_s=float(device_s) if device_s is not None else None,
+                final_device_s=float(final["wall_s"]) if final and final.get("wall_s") else None,
+                samples=_file(trial_dir(run_dir, record.number) / SAMPLES_FILE),
+                final_samples=_file(trial_dir(run_dir, record.number, "final") / SAMPLES_FILE),
+            )
+        )
+    return SearchRecord(
+        run_dir=run_dir,
+        config=config,
+        space=space,
+        trials=rows,
+        summary=summary if isinstance(summary, dict) else {},
+        ledger=load_ledger(run_dir, summary if isinstance(summary, dict) else {}),
+    )
+
+
+@dataclass
+class ProxyCheck:
+    """Pairs of (proxy score, reference score) for the same architectures: a proxy study."""
+
+    pairs: list[tuple[float, float, str]]
+    proxy_label: str
+    reference_label: str
+    source: Path
+
+
+PROXY_CHECK_FILE = "pairs.json"
+
+
+def load_proxy_check(path: str | Path) -> ProxyCheck:
+    """A proxy study's pairs: a JSON file, or a folder holding `pairs.json`, of the form
+    `{"proxy_label": ..., "reference_label": ..., "pairs": [{"proxy": x, "reference": y,
+    "label": "..."}]}` (or just the list of pairs)."""
+    path = Path(path)
+    file = path / PROXY_CHECK_FILE if path.is_dir() else path
+    data = read_run_json(file, "proxy-check pairs")
+    entries = data.get("pairs") if isinstance(data, dict) else data
+    meta = data if isinstance(data, dict) else {}
+    pairs = []
+    try:
+        for i, entry in enumerate(entries):
+            pairs.append(
+                (float(entry["proxy"]), float(entry["reference"]), str(entry.get("label", i)))
+            )
+    except (TypeError, KeyError, ValueError):
+        raise UserError(
+            f"--proxy-check {str(file)!r}: expected a list of pairs, each an object with "
+            "numbers 'proxy' and 'reference' (and an optional 'label')",
+            field="proxy_check",
+        ) from None
+    return ProxyCheck(
+        pairs=pairs,
+        proxy_label=str(meta.get("proxy_label", "proxy score")),
+        reference_label=str(meta.get("reference_label", "reference score")),
+        source=file,
+    )
