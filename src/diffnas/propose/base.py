@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffnas.model.cost import Cost
-from diffnas.search.memory import TrialRecord
+from diffnas.gate.check import Verdict
+from diffnas.gate.memory import TrialRecord
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 
@@ -25,18 +25,7 @@ from diffnas.space.search_space import SearchSpace
 #: search config, the CLI, the registry and `LLMProposer`).
 DEFAULT_MAX_REPAIRS = 2
 
-
-@dataclass
-class Verdict:
-    """What the check says of one raw proposal."""
-
-    arch: ArchConfig | None  # parsed and in the space (None if not)
-    cost: Cost | None  # measured when the architecture parsed
-    reason: str | None  # None = acceptable; else one sentence for the model and the record
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
+__all__ = ["DEFAULT_MAX_REPAIRS", "Proposal", "ProposalContext", "Proposer", "Verdict"]
 
 
 @dataclass
