@@ -1,6 +1,6 @@
 """The proposer interface: every method (LLM or baseline) fills a round the same way.
 
-A proposer returns `Proposal`s. It may call `ctx.check(raw)` as often as it likes: the
+A proposer returns `Proposal`s. It may call `ctx.check(raw)` (`diffnas.gate.check`) as often as it likes: the
 check validates a raw dict against the space, dedupes against the memory and the round so
 far, and measures cost against the budget - all without training. An LLM proposer feeds the
 check's sentence back to the model in a repair turn; a baseline simply draws again.
@@ -24,8 +24,6 @@ from diffnas.space.search_space import SearchSpace
 #: Repair turns an LLM proposer gets per round after its first answer (the one default of the
 #: search config, the CLI, the registry and `LLMProposer`).
 DEFAULT_MAX_REPAIRS = 2
-
-__all__ = ["DEFAULT_MAX_REPAIRS", "Proposal", "ProposalContext", "Proposer", "Verdict"]
 
 
 @dataclass
