@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from diffnas.data.datasets import DataSpec
-from diffnas.evaluate.candidate import EvalJob, EvalSpec, ScoreSpec, evaluate_candidate
+from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec, evaluate_candidate
 from diffnas.model.cost import measure_cost
 from diffnas.space.references import get_reference
 
@@ -50,7 +50,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("cold (classifier + reference stats)", "warm (cached)"):
             job = EvalJob(
-                arch=arch, objective="ddpm", data=DataSpec(kind="digits"), spec=spec, seed=0,
+                arch=arch, objective="ddpm", data=DataSpec(kind="digits"), spec=spec,
+                recipe=spec.train_recipe("ddpm", "digits"), seed=0,
                 workdir=str(Path(tmp) / name.split()[0]), cache_dir=str(Path(tmp) / "cache"),
             )  # fmt: skip
             start = time.perf_counter()

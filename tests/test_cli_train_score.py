@@ -80,6 +80,7 @@ def test_train_writes_options_checkpoint_and_metrics(trained: Path) -> None:
     assert opts.arch == ArchConfig.model_validate(SMALL) and opts.data.kind == "digits"
     ema = load_checkpoint(trained / "ema.pt")
     assert ema["metadata"]["arch"] == opts.arch.model_dump(mode="json")
+    assert "model_config" not in ema  # the architecture is the one model config stored
     assert ema["metadata"]["objective"] == "ddpm" and ema["step"] == 20
     losses = [r["loss"] for r in read_jsonl(trained / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses)

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 
 import diffnas.evaluate.features as features
 from diffnas.errors import UserError
-from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, reference_stats, to_uint8
+from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, reference_stats
 
 
 def digits16() -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,11 +65,6 @@ def test_weights_in_the_torch_hub_cache_are_found_offline(offline, tmp_path):
 def test_unknown_extractor_name_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="'clip'"):
         get_extractor("clip", cache_dir=tmp_path, dataset_fingerprint="x")
-
-
-def test_to_uint8_maps_the_unit_interval_to_pixels():
-    x = torch.tensor([-1.5, -1.0, 0.0, 1.0, 2.0])
-    assert to_uint8(x).tolist() == [0, 0, 128, 255, 255]
 
 
 def test_classifier_trains_above_chance_and_is_reused_from_cache(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import pytest
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.evaluate.candidate import EvalJob, EvalSpec, ScoreSpec
 from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
+from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
 from diffnas.space.arch import parse_arch
 
 ARCH = parse_arch(
@@ -25,7 +25,8 @@ SPEC = EvalSpec(
 
 def job(tmp_path, name: str) -> EvalJob:
     return EvalJob(
-        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC, seed=3,
+        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
+        recipe=SPEC.train_recipe("ddpm", "digits"), seed=3,
         workdir=str(tmp_path / name), cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
 

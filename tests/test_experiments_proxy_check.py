@@ -13,7 +13,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
-from diffnas.evaluate.candidate import EvalSpec
+from diffnas.execute.job import EvalSpec
 from diffnas.experiments import proxy_check as pc
 from diffnas.runs import read_json, read_jsonl, write_json
 from diffnas.search import study as study_mod

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.propose.llm import Budget, LLMRequest, RecordingBackend, make_backend, parse_spec
+from diffnas.propose.llm import LLMBudget, LLMRequest, RecordingBackend, make_backend, parse_spec
 from doubles import AnthropicLoopback, OpenAILoopback
 
 SCHEMA = {
@@ -72,13 +72,13 @@ def test_usd_budget_needs_a_price(monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "k" * 20)
     with pytest.raises(UserError, match="no price") as caught:
         make_backend(
-            "openai:my-finetune", base_url="http://127.0.0.1:9/v1", budget=Budget(max_usd=1)
+            "openai:my-finetune", base_url="http://127.0.0.1:9/v1", budget=LLMBudget(max_usd=1)
         )
     assert caught.value.field == "budget.max_usd"
     priced = make_backend(
         "openai:my-finetune",
         base_url="http://127.0.0.1:9/v1",
-        budget=Budget(max_usd=1),
+        budget=LLMBudget(max_usd=1),
         prices={"my-finetune": (1.0, 2.0)},
     )
     assert isinstance(priced, RecordingBackend)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from diffnas.propose.llm import (
-    Budget,
+    LLMBudget,
     LLMBudgetExhausted,
     LLMRequest,
     LLMUnavailable,
@@ -147,7 +147,7 @@ def test_bugs_are_not_disguised_as_unavailability(server) -> None:
 def test_token_budget_stops_before_the_call_that_would_start_over_it(server, tmp_path) -> None:
     server.push_text("one two three")
     server.push_text("never asked")
-    backend = backend_for(server, [], record_dir=tmp_path, budget=Budget(max_tokens=5))
+    backend = backend_for(server, [], record_dir=tmp_path, budget=LLMBudget(max_tokens=5))
     first = backend.complete(REQUEST)
     assert first.total_tokens >= 5
     with pytest.raises(LLMBudgetExhausted, match="token budget"):
@@ -161,7 +161,7 @@ def test_usd_budget_uses_the_price_table(server) -> None:
     backend = backend_for(
         server,
         [],
-        budget=Budget(max_usd=1.0),
+        budget=LLMBudget(max_usd=1.0),
         prices={"gpt-4o-mini": (2.0, 0.0), "claude-haiku-4-5": (2.0, 0.0)},
     )
     assert backend.complete(REQUEST).cost_usd == pytest.approx(2.0)

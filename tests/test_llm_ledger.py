@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffnas.propose.llm import Budget, CostLedger, LLMBudgetExhausted, LLMResponse, PriceTable
+from diffnas.propose.llm import CostLedger, LLMBudget, LLMBudgetExhausted, LLMResponse, PriceTable
 
 
 def test_price_lookup_exact_then_longest_prefix() -> None:
@@ -22,7 +22,7 @@ def test_cost_is_usd_per_million_tokens() -> None:
 
 
 def test_ledger_sums_calls_and_refuses_once_a_cap_is_reached() -> None:
-    ledger = CostLedger(Budget(max_tokens=100, max_usd=1.0))
+    ledger = CostLedger(LLMBudget(max_tokens=100, max_usd=1.0))
     ledger.check()
     ledger.add(
         LLMResponse(text="", model="m", prompt_tokens=60, completion_tokens=30, cost_usd=0.2)
@@ -40,7 +40,7 @@ def test_ledger_sums_calls_and_refuses_once_a_cap_is_reached() -> None:
 
 
 def test_usd_cap_alone() -> None:
-    ledger = CostLedger(Budget(max_usd=0.5))
+    ledger = CostLedger(LLMBudget(max_usd=0.5))
     ledger.add(LLMResponse(text="", model="m", prompt_tokens=10**9, cost_usd=0.49))
     ledger.check()
     ledger.add(LLMResponse(text="", model="m", cost_usd=0.02))

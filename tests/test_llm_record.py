@@ -9,9 +9,9 @@ import pytest
 
 from diffnas.errors import UserError
 from diffnas.propose.llm import (
-    Budget,
     CostLedger,
     LLMBackend,
+    LLMBudget,
     LLMBudgetExhausted,
     LLMRequest,
     LLMResponse,
@@ -128,7 +128,9 @@ def test_resume_retries_requests_that_failed_before(tmp_path: Path) -> None:
 
 def test_resumed_budget_counts_the_earlier_spending(tmp_path: Path) -> None:
     RecordingBackend(Scripted(["a1"]), tmp_path).complete(ask("a"))
-    resumed = RecordingBackend(Scripted(["b1"]), tmp_path, ledger=CostLedger(Budget(max_tokens=5)))
+    resumed = RecordingBackend(
+        Scripted(["b1"]), tmp_path, ledger=CostLedger(LLMBudget(max_tokens=5))
+    )
     with pytest.raises(LLMBudgetExhausted, match="token budget exhausted: 5 of 5"):
         resumed.complete(ask("b"))
 

@@ -7,14 +7,14 @@ import random
 import pytest
 
 from diffnas.errors import UserError
+from diffnas.gate.check import check_candidate
+from diffnas.gate.memory import TrialRecord
 from diffnas.propose.baselines import (
     EvolutionProposer,
     RandomProposer,
     TPEProposer,
     budget_violation,
 )
-from diffnas.search.check import check_candidate
-from diffnas.search.memory import TrialRecord
 from diffnas.space.params import decode, distributions, encode
 from diffnas.space.search_space import Budget
 from test_propose_conformance import FRESH, SPACE, make_ctx, make_memory

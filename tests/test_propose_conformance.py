@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from diffnas.gate.check import check_candidate
+from diffnas.gate.memory import TrialRecord
 from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.propose.llm import LLMBackend, RetryPolicy, make_backend
 from diffnas.propose.registry import PROPOSERS, make_proposer
-from diffnas.search.check import check_candidate
-from diffnas.search.memory import TrialRecord
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from doubles import OpenAILoopback

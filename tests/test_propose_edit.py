@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.evaluate.candidate import EvalJob, EvalResult
 from diffnas.execute.executors import Executor
+from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.gate.check import check_candidate
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.propose.edit import (
     REFERENCE,
@@ -31,7 +32,6 @@ from diffnas.propose.parse import AnswerError
 from diffnas.propose.registry import resolve_llm_mode
 from diffnas.runs import read_json
 from diffnas.search import study as study_mod
-from diffnas.search.check import check_candidate
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
 from diffnas.space.arch import ArchConfig

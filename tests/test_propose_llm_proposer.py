@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from diffnas.propose.llm import Budget, LLMBudgetExhausted, LLMUnavailable, make_backend
+from diffnas.gate.memory import TrialRecord
+from diffnas.propose.llm import LLMBudget, LLMBudgetExhausted, LLMUnavailable, make_backend
 from diffnas.propose.llm_proposer import LLMProposer
-from diffnas.search.memory import TrialRecord
 from doubles import OpenAILoopback
 from test_propose_conformance import (
     FRESH,
@@ -177,7 +177,7 @@ def test_spent_budget_propagates_mid_round(server, memory) -> None:
         "openai:test-model",
         base_url=server.base_url,
         api_key_env=KEY_ENV,
-        budget=Budget(max_tokens=10),
+        budget=LLMBudget(max_tokens=10),
         sleep=lambda s: None,
     )
     with pytest.raises(LLMBudgetExhausted, match="token budget exhausted"):

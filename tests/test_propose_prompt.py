@@ -7,6 +7,7 @@ import re
 import pytest
 
 from diffnas.errors import UserError
+from diffnas.gate.memory import TrialRecord
 from diffnas.propose.prompt import (
     MemoryLayout,
     PromptTemplates,
@@ -14,7 +15,6 @@ from diffnas.propose.prompt import (
     repair_message,
     round_messages,
 )
-from diffnas.search.memory import TrialRecord
 from diffnas.space.search_space import SEARCHED_FIELDS
 from test_propose_conformance import SPACE, make_ctx, make_memory
 

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from diffnas import progress
 from diffnas.cli.main import run
 from diffnas.errors import UserError
-from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.report import plots
 from diffnas.report.dashboard import ARTIFACT_DIR, dashboard_command
 from diffnas.report.export import export_trial

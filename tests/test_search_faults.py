@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from diffnas.cli.search_cmd import show_status
-from diffnas.evaluate.candidate import ScoreSpec
+from diffnas.execute.job import ScoreSpec
 from diffnas.search.loop import SearchRun
 from doubles import KeyEchoingAnthropic, KeyEchoingOpenAI, OpenAILoopback
 from test_search_loop import SMALL, SMALL2, TINY_EVAL, answer, config, trials

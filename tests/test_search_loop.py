@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig

@@ -148,12 +148,13 @@ def test_cuda_oom_is_reported_not_raised(tmp_path):
 def test_checkpoint_carries_metadata_and_ema_weights(tmp_path):
     model = tiny_unet(out_channels=2)
     recipe = quick_recipe(steps=3, ema_decay=0.5, ema_warmup=False)
-    meta = {"arch": {"channels": [16, 32]}, "dataset": "digits"}
+    meta = {"arch_name": "tiny", "dataset": "digits"}  # no architecture: the diffusers config
     result = train(model, digits(16), recipe=recipe, diffusion=DiffusionConfig.iddpm(),
                    run_dir=tmp_path, seed=0, metadata=meta, progress=False)  # fmt: skip
     ema_file = load_checkpoint(result.ema_checkpoint)
     assert ema_file["metadata"] == meta and ema_file["diffusion"]["learn_sigma"] is True
     rebuilt = UNet2DModel.from_config(ema_file["model_config"])
+
     restore_ema(rebuilt, result.ema_checkpoint)
     trained = dict(model.named_parameters())
     ema = dict(rebuilt.named_parameters())

@@ -26,8 +26,8 @@ from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, console
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.candidate import ScoreSpec, resolve_device, score_samples
 from diffnas.evaluate.score import Score
+from diffnas.execute.job import ScoreSpec, resolve_device, score_samples
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
 from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, write_json

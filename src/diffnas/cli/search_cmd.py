@@ -15,7 +15,7 @@ from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, parse_sets
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
-from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec

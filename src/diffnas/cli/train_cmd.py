@@ -22,7 +22,7 @@ from diffnas.cli.checks import check_device, refuse_on_resume
 from diffnas.cli.cost_cmd import resolve_arch
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.candidate import resolve_device
+from diffnas.execute.job import resolve_device
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
 from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json, write_json

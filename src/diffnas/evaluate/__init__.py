@@ -14,7 +14,6 @@ from diffnas.evaluate.features import (
     INCEPTION_FILE,
     FeatureExtractor,
     get_extractor,
-    to_uint8,
 )
 from diffnas.evaluate.frechet import feature_statistics, frechet_distance, kid
 from diffnas.evaluate.reference import RefStats, reference_key, reference_stats
@@ -34,5 +33,4 @@ __all__ = [
     "reference_key",
     "reference_stats",
     "score_images",
-    "to_uint8",
 ]

@@ -48,11 +48,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Quantise float images in [-1, 1] to uint8 the way saved samples are (EDM: x*127.5+128, clip)."""
-    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
 def as_uint8_images(images: torch.Tensor | np.ndarray, field: str = "images") -> torch.Tensor:
     """Check and return images as a uint8 torch tensor N×C×H×W."""
     if isinstance(images, np.ndarray):
@@ -60,7 +55,7 @@ def as_uint8_images(images: torch.Tensor | np.ndarray, field: str = "images") ->
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         got = f"{type(images).__name__} {getattr(images, 'dtype', '')} {tuple(getattr(images, 'shape', ()))}"
         raise UserError(
-            f"{field} must be uint8 images N×C×H×W (use to_uint8 on [-1, 1] floats), got {got}",
+            f"{field} must be uint8 images N×C×H×W (use diffnas.images.to_uint8 on [-1, 1] floats), got {got}",
             field=field,
         )
     if len(images) == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from diffnas.childproc import die_with_parent
 from diffnas.errors import UserError
-from diffnas.evaluate.candidate import EvalJob, EvalResult, evaluate_candidate
+from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.runs import read_json, write_json
 
 JOB_FILE = "job.json"

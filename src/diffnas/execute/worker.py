@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from diffnas.evaluate.candidate import EvalJob, evaluate_candidate
 from diffnas.execute.executors import JOB_FILE, RESULT_FILE
+from diffnas.execute.job import EvalJob, evaluate_candidate
 from diffnas.runs import read_json, write_json
 
 

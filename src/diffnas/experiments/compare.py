@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from diffnas.data.datasets import ImageData
-from diffnas.evaluate.candidate import EvalSpec
+from diffnas.execute.job import EvalSpec
 from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import (
     config_error,

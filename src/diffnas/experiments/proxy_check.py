@@ -52,7 +52,8 @@ from pydantic import (
 
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.candidate import (
+from diffnas.evaluate.score import score_label
+from diffnas.execute.job import (
     EvalJob,
     EvalSpec,
     ScoreSpec,
@@ -60,7 +61,6 @@ from diffnas.evaluate.candidate import (
     resolve_device,
     score_samples,
 )
-from diffnas.evaluate.score import score_label
 from diffnas.experiments.compute import sampling_flops, training_flops
 from diffnas.experiments.inputs import (
     config_error,

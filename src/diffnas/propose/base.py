@@ -1,6 +1,6 @@
 """The proposer interface: every method (LLM or baseline) fills a round the same way.
 
-A proposer returns `Proposal`s. It may call `ctx.check(raw)` as often as it likes: the
+A proposer returns `Proposal`s. It may call `ctx.check(raw)` (`diffnas.gate.check`) as often as it likes: the
 check validates a raw dict against the space, dedupes against the memory and the round so
 far, and measures cost against the budget - all without training. An LLM proposer feeds the
 check's sentence back to the model in a repair turn; a baseline simply draws again.
@@ -16,27 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffnas.model.cost import Cost
-from diffnas.search.memory import TrialRecord
+from diffnas.gate.check import Verdict
+from diffnas.gate.memory import TrialRecord
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 
 #: Repair turns an LLM proposer gets per round after its first answer (the one default of the
 #: search config, the CLI, the registry and `LLMProposer`).
 DEFAULT_MAX_REPAIRS = 2
-
-
-@dataclass
-class Verdict:
-    """What the check says of one raw proposal."""
-
-    arch: ArchConfig | None  # parsed and in the space (None if not)
-    cost: Cost | None  # measured when the architecture parsed
-    reason: str | None  # None = acceptable; else one sentence for the model and the record
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
 
 
 @dataclass

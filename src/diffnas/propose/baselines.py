@@ -18,8 +18,9 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState, create_trial
 
 from diffnas.errors import UserError
-from diffnas.propose.base import Proposal, ProposalContext, Proposer, Verdict
-from diffnas.search.memory import TrialRecord
+from diffnas.gate.check import Verdict
+from diffnas.gate.memory import TrialRecord
+from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.space.arch import ArchConfig
 from diffnas.space.params import decode, distributions, encode
 from diffnas.space.search_space import Budget

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffnas.errors import ArchitectureError
+from diffnas.gate.memory import TrialRecord
 from diffnas.propose.parse import AnswerError, extract_json
-from diffnas.search.memory import TrialRecord
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.references import get_reference

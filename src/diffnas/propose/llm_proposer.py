@@ -31,14 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffnas.errors import UserError
+from diffnas.gate.check import Verdict
 from diffnas.model.cost import Cost, budget_verdict, measure_cost
-from diffnas.propose.base import (
-    DEFAULT_MAX_REPAIRS,
-    Proposal,
-    ProposalContext,
-    Proposer,
-    Verdict,
-)
+from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposal, ProposalContext, Proposer
 from diffnas.propose.baselines import draw_until_ok
 from diffnas.propose.edit import (
     MAX_BASES,

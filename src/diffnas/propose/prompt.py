@@ -25,9 +25,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.errors import UserError
+from diffnas.gate.memory import TrialRecord, best_first
 from diffnas.propose.base import ProposalContext
 from diffnas.propose.llm import ChatMessage
-from diffnas.search.memory import TrialRecord
 from diffnas.space.search_space import SEARCHED_FIELDS, SearchSpace
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
@@ -144,7 +144,7 @@ def shown_memory(
     """The records a prompt shows and, when compacted, one line on those left out."""
     if len(memory) <= layout.max_entries:
         return list(memory), None
-    scored = sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
+    scored = best_first(memory)
     keep_ids = {t.number for t in scored[: layout.top_k]}
     latest = sorted(memory, key=lambda t: t.number)[-layout.recent :] if layout.recent else []
     keep_ids |= {t.number for t in latest}
@@ -177,11 +177,15 @@ def memory_entries(
     return [summary, *lines] if summary else lines
 
 
-def default_task(space: SearchSpace, score_name: str) -> str:
-    what = space.description or f"space {space.name}"
+def task_line(space: SearchSpace, score_name: str, data: str = "") -> str:
+    """The task in one sentence: what the search designs, for which images, ranked how.
+    `data` names the images (e.g. "digits"); the search passes its dataset."""
+    images = f"{data} images" if data else "images"
     return (
-        f"{what}; generate {space.image_size}x{space.image_size} images with the {space.objective} "
-        f"objective; minimise {score_name} after a short proxy training run."
+        f"Design the UNet denoiser of a diffusion model for {images}, "
+        f"{space.image_size}x{space.image_size} pixels, {space.in_channels} channel(s), "
+        f"{space.objective.upper()} objective. Candidates are ranked by {score_name} "
+        "(lower is better) after a short training run."
     )
 
 
@@ -215,7 +219,7 @@ def round_messages(
             score_name=ctx.score_name,
         )
     values = dict(
-        task=ctx.task or default_task(ctx.space, ctx.score_name),
+        task=ctx.task or task_line(ctx.space, ctx.score_name),
         space=ctx.space.describe(),
         reference=ctx.reference_line,
         memory=memory,

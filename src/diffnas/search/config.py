@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diffnas.evaluate.candidate import EvalSpec
+from diffnas.execute.job import EvalSpec
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 
 

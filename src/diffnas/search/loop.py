@@ -35,8 +35,11 @@ from rich.markup import escape
 from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
-from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
 from diffnas.execute.executors import Executor, make_executor
+from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
+from diffnas.gate.check import check_candidate
+from diffnas.gate.entry import RoundEntry, RoundFile
+from diffnas.gate.memory import TrialRecord, best_first
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
@@ -47,16 +50,15 @@ from diffnas.propose.llm import (
     RetryPolicy,
     make_backend,
 )
-from diffnas.propose.llm.ledger import Budget as LLMBudget
+from diffnas.propose.llm.ledger import LLMBudget
 from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
+from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.report.dashboard import attach_sample_grid
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import study as study_mod
-from diffnas.search.check import check_candidate
 from diffnas.search.config import SearchConfig
-from diffnas.search.memory import TrialRecord, evaluated
 from diffnas.space.arch import ArchConfig
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
@@ -209,11 +211,14 @@ class SearchRun:
     def _round_file(self, r: int) -> Path:
         return self.run_dir / "rounds" / f"round-{r:03d}.json"
 
-    def _round_entries(self, r: int, proposer: Any) -> list[dict[str, Any]]:
+    def _round_entries(self, r: int, proposer: Any) -> list[RoundEntry]:
         """The round's proposals with their gate verdicts: from its file, or asked now and saved."""
         path = self._round_file(r)
         if path.exists():
-            return read_json(path)["entries"]
+            entries = RoundFile.model_validate(read_json(path)).entries
+            for e in entries:  # files written before origins were recorded
+                e.origin = self._origin(e.origin, e.proposer)
+            return entries
         cfg = self.config
         memory = study_mod.load_memory(self.study)
         ctx = ProposalContext(
@@ -234,12 +239,13 @@ class SearchRun:
         proposals: list[Proposal] = proposer.propose(ctx)[: cfg.per_round]
         entries = self._gate(proposals, memory)
         path.parent.mkdir(exist_ok=True)
-        write_json(path, {"round": r, "proposer": proposer.name, "entries": entries})
-        ok = sum(e["reason"] is None for e in entries)
+        round_file = RoundFile(round=r, proposer=proposer.name, entries=entries)
+        write_json(path, round_file.model_dump(mode="json"))
+        ok = sum(e.accepted for e in entries)
         self._event("proposed", round=r, accepted=ok, rejected=len(entries) - ok)
         return entries
 
-    def _gate(self, proposals: list[Proposal], memory: list[TrialRecord]) -> list[dict[str, Any]]:
+    def _gate(self, proposals: list[Proposal], memory: list[TrialRecord]) -> list[RoundEntry]:
         """Check every proposal again: nothing invalid, duplicate or over budget reaches training."""
         entries, accepted = [], []
         for slot, p in enumerate(proposals):
@@ -255,20 +261,18 @@ class SearchRun:
             )
             proposer = p.proposer or self.config.proposer
             entries.append(
-                {
-                    "slot": slot,
-                    "proposer": proposer,
-                    "origin": self._origin(p.meta.get("origin"), proposer),
-                    "rationale": p.rationale,
-                    "raw": p.raw
-                    if isinstance(p.raw, (dict, list, str, int, float, bool))
-                    else repr(p.raw),
-                    "arch": verdict.arch.model_dump() if verdict.arch is not None else None,
-                    "reason": verdict.reason,
-                    "gmacs": round(cost.gmacs, 5) if cost else None,
-                    "params_m": round(cost.params_m, 5) if cost else None,
-                    "meta": p.meta,
-                }
+                RoundEntry(
+                    slot=slot,
+                    proposer=proposer,
+                    origin=self._origin(p.meta.get("origin"), proposer),
+                    rationale=p.rationale,
+                    raw=p.raw,
+                    arch=verdict.arch,
+                    reason=verdict.reason,
+                    gmacs=round(cost.gmacs, 5) if cost else None,
+                    params_m=round(cost.params_m, 5) if cost else None,
+                    meta=p.meta,
+                )
             )
         return entries
 
@@ -280,17 +284,10 @@ class SearchRun:
         return ORIGIN_LLM if self.config.proposer in LLM_PROPOSERS else proposer
 
     def _task_line(self) -> str:
-        s = self.space
-        kind = (
-            self.data.kind
-            if self.data.kind != "npz"
-            else f"npz file {Path(self.data.path or '').name}"
-        )
-        return (
-            f"Design the UNet denoiser of a diffusion model for {kind} images, {s.image_size}x{s.image_size} "
-            f"pixels, {s.in_channels} channel(s), {s.objective.upper()} objective. Candidates are ranked by "
-            f"{self.config.proxy.score.label} (lower is better) after a short training run."
-        )
+        kind = self.data.kind
+        if kind == "npz":
+            kind = f"npz file {Path(self.data.path or '').name}"
+        return task_line(self.space, self.config.proxy.score.label, kind)
 
     def _reference_line(self) -> str:
         if not self.space.reference:
@@ -310,56 +307,40 @@ class SearchRun:
             objective=self.space.objective,
             data=self.data,
             spec=spec,
+            recipe=spec.train_recipe(self.space.objective, self.data.kind),
             seed=self.config.seed,
             workdir=str(workdir),
             cache_dir=str(self.run_dir.parent / "cache"),
         )
 
-    def _evaluate_round(self, r: int, entries: list[dict[str, Any]]) -> None:
+    def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
         by_slot = study_mod.trials_by_slot(self.study)
+        score_name = self.config.proxy.score.label
         for e in entries:
-            attrs = {
-                "round": r,
-                "slot": e["slot"],
-                "proposer": e["proposer"],
-                "origin": self._origin(e.get("origin"), e["proposer"]),
-                "rationale": e["rationale"][:500],
-                "raw": json.dumps(e["raw"])[:4000],
-                "arch": e["arch"],
-                "arch_hash": ArchConfig.model_validate(e["arch"]).arch_hash()
-                if e["arch"]
-                else None,
-                "gmacs": e["gmacs"],
-                "params_m": e["params_m"],
-                "score_name": self.config.proxy.score.label,
-            }
-            existing = by_slot.get((r, e["slot"]))
-            if e["reason"] is not None:
+            existing = by_slot.get((r, e.slot))
+            if e.reason is not None:
                 if existing is None:
-                    arch = ArchConfig.model_validate(e["arch"]) if e["arch"] else None
-                    number = study_mod.add_rejected(
-                        self.study, self.space, {**attrs, "reason": e["reason"]}, arch
-                    )
+                    number = study_mod.add_rejected(self.study, self.space, e, r, score_name)
                     self.console.print(  # the reason may quote the LLM: escape its "[...]"
-                        f"  trial {number}: [yellow]rejected[/yellow] - {escape(e['reason'])}"
+                        f"  trial {number}: [yellow]rejected[/yellow] - {escape(e.reason)}"
                     )
                 continue
             if existing is not None and existing.state.is_finished():
                 continue
-            arch = ArchConfig.model_validate(e["arch"])
+            assert e.arch is not None  # an accepted entry parsed into the space
             if existing is None:
-                trial = study_mod.start_trial(self.study, self.space, arch, attrs)
+                trial = study_mod.start_trial(self.study, self.space, e, r, score_name)
             elif existing.state == TrialState.WAITING:
                 trial = study_mod.ask_waiting(self.study, self.space)
             else:  # RUNNING: interrupted by a kill; the same trial continues from its checkpoint
                 trial = study_mod.reopen_trial(self.study, existing)
                 self.console.print(f"  trial {trial.number}: resuming")
             self.console.print(
-                f"  trial {trial.number}: {arch.summary()} ({e['gmacs']:.3g} GMACs) ..."
+                f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
             )
             with progress_task(f"round {r + 1} trial {trial.number}: proxy training, scoring"):
                 result = self.executor.run(
-                    self._job(arch, self.config.proxy, self._trial_dir(trial.number))
+                    self._job(e.arch, self.config.proxy, self._trial_dir(trial.number))
                 )
             self._tell(trial, result)
 
@@ -367,16 +348,10 @@ class SearchRun:
         return self.run_dir / "trials" / f"{number:05d}"
 
     def _tell(self, trial: Any, result: EvalResult) -> None:
-        attrs = {
-            "scores": result.scores,
-            "train": result.train,
-            "wall_s": result.wall_s,
-            "eval_dir": str(self._trial_dir(trial.number).relative_to(self.run_dir)),
-            "reason": result.error,
-        }
+        eval_dir = str(self._trial_dir(trial.number).relative_to(self.run_dir))
         # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
         attach_sample_grid(trial, self._trial_dir(trial.number), self.run_dir)
-        study_mod.finish_trial(self.study, trial, result.status, result.score, attrs)
+        study_mod.finish_trial(self.study, trial, result, eval_dir)
         if result.status == "complete":
             metric = escape(self.config.proxy.score.label)
             self.console.print(
@@ -390,7 +365,7 @@ class SearchRun:
     # ----- promotion and summary -----
     def _promote(self) -> list[dict[str, Any]]:
         cfg = self.config
-        best = evaluated(study_mod.load_memory(self.study))[: cfg.promote]
+        best = best_first(study_mod.load_memory(self.study))[: cfg.promote]
         finals = []
         for record in best:
             assert record.arch is not None
@@ -422,7 +397,7 @@ class SearchRun:
         counts: dict[str, int] = {}
         for t in memory:
             counts[t.status] = counts.get(t.status, 0) + 1
-        best = evaluated(memory)
+        best = best_first(memory)
         llm_origins = ORIGINS if self.config.proposer in LLM_PROPOSERS else ()
         return {
             "stop_reason": stop_reason,

@@ -20,7 +20,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from diffnas.search.memory import TrialRecord
+from diffnas.execute.job import EvalResult
+from diffnas.gate.entry import RoundEntry
+from diffnas.gate.memory import TrialRecord
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
@@ -49,30 +51,30 @@ def _attrs(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_rejected(
-    study: optuna.Study, space: SearchSpace, attrs: dict[str, Any], arch: ArchConfig | None
+    study: optuna.Study, space: SearchSpace, entry: RoundEntry, round_index: int, score_name: str
 ) -> int:
     """Record a proposal that failed the check: a FAIL trial with its reason; no training spent."""
     params, dists = {}, {}
-    if arch is not None and space.contains(arch):
-        params = arch_params.encode(space, arch)
+    if entry.arch is not None and space.contains(entry.arch):
+        params = arch_params.encode(space, entry.arch)
         dists = arch_params.distributions(space)
     trial = optuna.trial.create_trial(
         state=TrialState.FAIL,
         params=params,
         distributions=dists,
-        user_attrs=_attrs({**attrs, "status": "rejected"}),
+        user_attrs=_attrs({**entry.trial_attrs(round_index, score_name), "status": "rejected"}),
     )
     study.add_trial(trial)
     return study.trials[-1].number
 
 
 def start_trial(
-    study: optuna.Study, space: SearchSpace, arch: ArchConfig, attrs: dict[str, Any]
+    study: optuna.Study, space: SearchSpace, entry: RoundEntry, round_index: int, score_name: str
 ) -> optuna.Trial:
-    """Enqueue the architecture and ask for it: the trial is RUNNING with the architecture as params."""
-    study.enqueue_trial(
-        arch_params.encode(space, arch), user_attrs=_attrs({**attrs, "status": "pending"})
-    )
+    """Enqueue the accepted architecture and ask for it: the trial is RUNNING with it as params."""
+    assert entry.arch is not None, "only an accepted entry starts a trial"
+    attrs = _attrs({**entry.trial_attrs(round_index, score_name), "status": "pending"})
+    study.enqueue_trial(arch_params.encode(space, entry.arch), user_attrs=attrs)
     return ask_waiting(study, space)
 
 
@@ -89,17 +91,21 @@ def reopen_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
 
 
 def finish_trial(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    status: str,
-    score: float | None,
-    attrs: dict[str, Any],
+    study: optuna.Study, trial: optuna.Trial, result: EvalResult, eval_dir: str
 ) -> None:
     """Tell the outcome of a running trial: COMPLETE with its score, or FAIL with its status."""
-    for key, value in _attrs({**attrs, "status": status}).items():
+    attrs = {
+        "scores": result.scores,
+        "train": result.train,
+        "wall_s": result.wall_s,
+        "eval_dir": eval_dir,
+        "reason": result.error,
+        "status": result.status,
+    }
+    for key, value in _attrs(attrs).items():
         trial.set_user_attr(key, value)
-    if status == "complete" and score is not None:
-        study.tell(trial, score)
+    if result.status == "complete" and result.score is not None:
+        study.tell(trial, result.score)
     else:
         study.tell(trial, state=TrialState.FAIL)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion
 from diffnas.train.recipe import TrainRecipe
-from diffnas.train.sampling import sample_images, save_grid, save_pngs, to_uint8
+from diffnas.train.sampling import sample_images, save_grid, save_pngs
 from diffnas.train.trainer import TrainResult, load_checkpoint, restore_ema, train
 
 __all__ = [
@@ -17,6 +17,5 @@ __all__ = [
     "sample_images",
     "save_grid",
     "save_pngs",
-    "to_uint8",
     "train",
 ]

@@ -28,6 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torchvision.utils import make_grid, save_image
 
 from diffnas.errors import UserError
+from diffnas.images import to_uint8
 from diffnas.progress import task as progress_task
 from diffnas.train.diffusion import DiffusionConfig
 
@@ -111,11 +112,6 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats → uint8 in [0, 255]."""
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 @torch.inference_mode()

@@ -4,8 +4,9 @@ Run folder contents:
 - `checkpoint.pt`: everything needed to resume (model, EMA, optimizer, RNG states, step, timestep
   sampler) plus `metadata`, the recipe and the diffusion config; written atomically every
   `checkpoint_every` steps and at the end.
-- `ema.pt`: the EMA weights with the model config, diffusion config and `metadata`, which is all
-  that sampling (`diffnas sample CKPT`) needs.
+- `ema.pt`: the EMA weights with the model config (the architecture in `metadata`, or the
+  diffusers `model_config` when the metadata has none), diffusion config and `metadata`, which is
+  all that sampling (`diffnas sample CKPT`) needs.
 - `status.json`: status ("running", "complete", "paused", "diverged", "oom", "failed"), step, loss.
 - `metrics.jsonl`: one record every `log_every` steps, plus events (start, resume, end states).
 
@@ -100,6 +101,14 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor
         mask = epochs == epoch
         indices[mask] = epoch_permutation(seed, epoch, n)[positions[mask] % n]
     return indices
+
+
+def _model_config_record(model: torch.nn.Module, metadata: dict[str, Any] | None) -> dict:
+    """The model's config, stored once: the metadata's architecture when the caller gave one
+    (it rebuilds the model), else the diffusers config (a checkpoint from the Python API)."""
+    if metadata and "arch" in metadata:
+        return {}
+    return {"model_config": dict(model.config)}
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -335,7 +344,7 @@ def train(
         common = {
             "step": step,
             "ema_model": trainer.ema_weights(),
-            "model_config": dict(model.config),
+            **_model_config_record(model, metadata),
             "diffusion": diffusion.model_dump(mode="json"),
             "recipe": recipe.model_dump(mode="json"),
             "metadata": metadata or {},

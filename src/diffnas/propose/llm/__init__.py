@@ -17,12 +17,12 @@ from diffnas.propose.llm.base import (
     LLMUnavailable,
 )
 from diffnas.propose.llm.factory import make_backend, parse_spec
-from diffnas.propose.llm.ledger import Budget, CostLedger, PriceTable
+from diffnas.propose.llm.ledger import CostLedger, LLMBudget, PriceTable
 from diffnas.propose.llm.record import RecordingBackend, ReplayBackend, ReplayMiss, calls_path
 from diffnas.propose.llm.retry import RetryPolicy
 
 __all__ = [
-    "Budget",
+    "LLMBudget",
     "ChatMessage",
     "CostLedger",
     "LLMBackend",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import LLMBackend
-from diffnas.propose.llm.ledger import Budget, CostLedger, PriceTable
+from diffnas.propose.llm.ledger import CostLedger, LLMBudget, PriceTable
 from diffnas.propose.llm.openai_backend import STRUCTURED_MODES
 from diffnas.propose.llm.record import RecordingBackend, ReplayBackend
 from diffnas.propose.llm.retry import RetryPolicy
@@ -56,7 +56,7 @@ def make_backend(
     timeout_s: float = 120.0,
     retry: RetryPolicy | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
-    budget: Budget | None = None,
+    budget: LLMBudget | None = None,
     local_model_path: str | Path | None = None,
     n_ctx: int = 8192,
     sleep: Callable[[float], None] = time.sleep,

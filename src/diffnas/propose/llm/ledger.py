@@ -55,7 +55,7 @@ class PriceTable:
         return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
 
 
-class Budget(BaseModel):
+class LLMBudget(BaseModel):
     """A hard cap on LLM spending for one search; None means no cap on that quantity."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,8 +73,8 @@ class CostLedger:
     that crossed it (the size of an answer is not known in advance).
     """
 
-    def __init__(self, budget: Budget | None = None) -> None:
-        self.budget = budget or Budget()
+    def __init__(self, budget: LLMBudget | None = None) -> None:
+        self.budget = budget or LLMBudget()
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0

@@ -9,8 +9,8 @@ import cpuinfo_samples
 from cpuinfo_samples import use_cpuinfo
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.evaluate import candidate
-from diffnas.evaluate.candidate import EvalJob, EvalSpec
+from diffnas.execute import job as candidate
+from diffnas.execute.job import EvalJob, EvalSpec
 from diffnas.space.arch import parse_arch
 
 
@@ -43,12 +43,14 @@ def test_evaluation_on_cpu_trains_without_channels_last(monkeypatch, tmp_path) -
     arch = parse_arch({"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1],
                        "num_res_blocks": 1, "attention_resolutions": [], "mid_attention": False,
                        "norm_groups": 8})  # fmt: skip
+    spec = EvalSpec(device="cpu")
     job = EvalJob(arch=arch, objective="ddpm", data=DataSpec(kind="digits", subset=16),
-                  spec=EvalSpec(device="cpu"), seed=0, workdir=str(tmp_path / "job"),
-                  cache_dir=str(tmp_path / "cache"))  # fmt: skip
+                  spec=spec, recipe=spec.train_recipe("ddpm", "digits"), seed=0,
+                  workdir=str(tmp_path / "job"), cache_dir=str(tmp_path / "cache"))  # fmt: skip
     result = candidate.evaluate_candidate(job)
     assert result.status == "failed" and "_Stop" in (result.error or "")
     recipe = seen["recipe"]
+    assert recipe == job.recipe  # the job's resolved recipe, not resolved again
     assert seen["device"].type == "cpu"
     assert recipe.channels_last is False and recipe.bf16_cpu is False
     assert recipe.random_hflip is False  # digits: from resolve_recipe, not patched afterwards

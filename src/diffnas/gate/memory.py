@@ -1,7 +1,8 @@
 """The search memory as proposers see it: one `TrialRecord` per candidate ever proposed.
 
 The Optuna study (`diffnas.search.study`) is where it is stored; this is the plain-data view
-that prompts, baselines and reports read.
+that prompts, baselines and reports read. It lives below `propose/` and `search/` so that
+both read it without importing each other.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class TrialRecord:
         return self.status == "complete" and self.score is not None
 
 
-def evaluated(memory: list[TrialRecord]) -> list[TrialRecord]:
-    """Completed candidates, best (lowest score) first."""
+def best_first(memory: list[TrialRecord]) -> list[TrialRecord]:
+    """The evaluated candidates, best (lowest score) first; ties keep trial order."""
     return sorted((t for t in memory if t.evaluated), key=lambda t: t.score)  # type: ignore[arg-type, return-value]
 
 

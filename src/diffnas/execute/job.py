@@ -1,9 +1,11 @@
 """One candidate's evaluation: train with a recipe, sample, score - a pure function of its job.
 
-`evaluate_candidate(EvalJob) -> EvalResult` depends only on the job (architecture, recipe,
-data, scoring protocol, seed) and the files in its work folder, so any executor - this
-process, a child process, a GPU pool, a Ray worker - can run it. An interrupted job resumes
-from the trainer's checkpoint in `workdir/train`.
+`evaluate_candidate(EvalJob) -> EvalResult` depends only on the job (architecture, resolved
+training recipe, data, scoring protocol, seed) and the files in its work folder, so any
+executor - this process, a child process, a GPU pool, a Ray worker - can run it. An
+interrupted job resumes from the trainer's checkpoint in `workdir/train`. It lives next to the
+executors (not in `evaluate/`, which holds the metrics only) because it composes training,
+sampling and scoring.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class EvalSpec(BaseModel):
         self, objective: Objective, data_kind: str = "", device_type: str | None = None
     ) -> TrainRecipe:
         """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)
-        for the device the evaluation runs on: by default this spec's `device` on this machine."""
+        for the device the evaluation runs on: by default this spec's `device` on this machine.
+        A job carries its result, so the evaluation trains with exactly what was resolved here."""
         if device_type is None:
             try:
                 device_type = resolve_device(self.device).type
@@ -103,7 +106,8 @@ class EvalJob(BaseModel):
     arch: ArchConfig
     objective: Objective
     data: DataSpec
-    spec: EvalSpec
+    spec: EvalSpec  # scoring protocol and device; its recipe fields are resolved into `recipe`
+    recipe: TrainRecipe  # fully resolved (`EvalSpec.train_recipe`), recorded in job.json
     seed: int
     workdir: str
     cache_dir: str  # reference statistics and classifier weights, shared by all candidates
@@ -188,13 +192,12 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
             field="data",
         )
     diffusion = DiffusionConfig.resolve(job.objective, job.arch.learn_sigma)
-    recipe = job.spec.train_recipe(job.objective, job.data.kind, device.type)
     torch.manual_seed(job.seed)
     model = build_unet(job.arch)
     trained = train(
         model,
         data.x,
-        recipe=recipe,
+        recipe=job.recipe,
         diffusion=diffusion,
         run_dir=workdir / "train",
         seed=job.seed,

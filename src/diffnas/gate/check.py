@@ -6,14 +6,27 @@ recorded with a rejected trial.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from diffnas.errors import ArchitectureError
-from diffnas.model.cost import budget_verdict, measure_cost
-from diffnas.propose.base import Verdict
-from diffnas.search.memory import TrialRecord, find_duplicate
+from diffnas.gate.memory import TrialRecord, find_duplicate
+from diffnas.model.cost import Cost, budget_verdict, measure_cost
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
+
+
+@dataclass
+class Verdict:
+    """What the check says of one raw proposal."""
+
+    arch: ArchConfig | None  # parsed and in the space (None if not)
+    cost: Cost | None  # measured when the architecture parsed
+    reason: str | None  # None = acceptable; else one sentence for the model and the record
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
 
 
 def check_candidate(

@@ -1,0 +1,70 @@
+"""One proposal of a round with its gate verdict: the one shape of a candidate before training.
+
+A round file `rounds/round-RRR.json` is a `RoundFile`; the loop builds its `RoundEntry`s in the
+gate, and `diffnas.search.study` stores each as an Optuna trial's user attrs. Round files written
+by earlier versions load unchanged (same keys; `origin` may be absent).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from diffnas.space.arch import ArchConfig
+
+_JSON_LEAVES = (dict, list, str, int, float, bool)
+
+
+class RoundEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    slot: int  # position in its round's proposal list
+    proposer: str
+    origin: str | None = (
+        None  # "llm", "llm-edit", "fallback" or a baseline's name; None: not recorded
+    )
+    rationale: str = ""
+    raw: Any = None  # what the proposer gave, verbatim when JSON, else its repr
+    arch: ArchConfig | None = None  # None when the proposal never parsed into the space
+    reason: str | None = None  # None = accepted; else why the gate rejected it
+    gmacs: float | None = None
+    params_m: float | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("raw", mode="before")
+    @classmethod
+    def _storable_raw(cls, raw: Any) -> Any:
+        return raw if raw is None or isinstance(raw, _JSON_LEAVES) else repr(raw)
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+    def trial_attrs(self, round_index: int, score_name: str) -> dict[str, Any]:
+        """The Optuna user attrs of this candidate's trial (kept small: Optuna stores them as text)."""
+        return {
+            "round": round_index,
+            "slot": self.slot,
+            "proposer": self.proposer,
+            "origin": self.origin,
+            "rationale": self.rationale[:500],
+            "raw": json.dumps(self.raw)[:4000],
+            "arch": self.arch.model_dump() if self.arch is not None else None,
+            "arch_hash": self.arch.arch_hash() if self.arch is not None else None,
+            "gmacs": self.gmacs,
+            "params_m": self.params_m,
+            "score_name": score_name,
+            "reason": self.reason,
+        }
+
+
+class RoundFile(BaseModel):
+    """`rounds/round-RRR.json`: a round's proposals, written before any of its trials exists."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    round: int
+    proposer: str
+    entries: list[RoundEntry]
