@@ -13,8 +13,9 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
-from diffnas.execute.job import EvalSpec
+from diffnas.execute.job import EvalResult, EvalSpec
 from diffnas.experiments import proxy_check as pc
+from diffnas.gate.entry import RoundEntry
 from diffnas.runs import read_json, read_jsonl, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -136,15 +137,13 @@ def test_architectures_from_a_search_run_folder(tmp_path) -> None:
         arch = space.sample(rng)
         if pc.budget_verdict(pc.measure_cost(arch), space.budget)[0] and arch not in archs:
             archs.append(arch)
-    attrs = {"round": 0, "proposer": "random"}
     for slot, arch in enumerate([archs[0], archs[1], archs[1], archs[2]]):
-        trial = study_mod.start_trial(
-            study, space, arch, {**attrs, "slot": slot, "arch": arch.model_dump()}
-        )
-        study_mod.finish_trial(study, trial, "complete", float(slot), {})
-    study_mod.add_rejected(
-        study, space, {**attrs, "slot": 4, "arch": archs[3].model_dump(), "reason": "x"}, archs[3]
-    )
+        entry = RoundEntry(slot=slot, proposer="random", arch=arch)
+        trial = study_mod.start_trial(study, space, entry, 0, "RFID[classifier]")
+        result = EvalResult(status="complete", score=float(slot))
+        study_mod.finish_trial(study, trial, result, f"trials/{trial.number:05d}")
+    rejected = RoundEntry(slot=4, proposer="random", arch=archs[3], reason="x")
+    study_mod.add_rejected(study, space, rejected, 0, "RFID[classifier]")
     config = pc.build_config({"archs_from": str(run_dir), "archs": 5})
     assert config.space == "tiny" and config.data_subset == 100  # the search's task
     with pytest.raises(pc.UserError, match="only 3 distinct architectures"):

@@ -445,6 +445,7 @@ class ProxyCheck:
         workdir = self.run_dir / "archs" / f"{entry.index:03d}-{entry.arch_hash}" / name
         return EvalJob(
             arch=entry.arch, objective=self.space.objective, data=self.data, spec=spec,
+            recipe=spec.train_recipe(self.space.objective, self.data.kind),
             seed=self.config.seed, workdir=str(workdir),
             cache_dir=str(self.run_dir.parent / "cache"),  # shared with searches under --runs
         )  # fmt: skip
