@@ -17,6 +17,8 @@ from diffnas.cli.train_cmd import check_data_fits, parse_sets
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.evaluate.candidate import EvalSpec, ScoreSpec
+from diffnas.execute.accounting import compute_hours, compute_line
+from diffnas.execute.executors import check_executor
 from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.propose.llm import parse_spec
@@ -129,7 +131,23 @@ def search(
     prompt_dir: str | None = typer.Option(
         None, help="Folder of prompt templates overriding the bundled ones."
     ),
-    executor: str = typer.Option("inline", help="inline | subprocess"),
+    executor: str = typer.Option(
+        "inline",
+        help="inline | subprocess | pool (concurrent worker processes on this machine's GPUs or "
+        "CPU cores) | ray (Ray tasks, local or --ray-address).",
+    ),
+    workers: int | None = typer.Option(
+        None, help="pool without GPU: concurrent CPU workers (cores split between them)."
+    ),
+    trials_per_gpu: int = typer.Option(
+        1, help="pool/ray: small candidates packed on one GPU at once (by measured cost)."
+    ),
+    max_retries: int = typer.Option(
+        2, help="A worker killed mid-candidate is tried again up to this often, then failed."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="ray: address of an existing Ray cluster (default: a local instance)."
+    ),
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default SQLite in the run folder)."
     ),
@@ -177,6 +195,7 @@ def search(
                 per_round=per_round, max_repairs=max_repairs, temperature=temperature, llm_mode=llm_mode, seed=seed,
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
+                workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
                 replay=str(replay) if replay else None,
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
@@ -252,6 +271,7 @@ class SearchPlan:
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        check_executor(cfg.executor)
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(self.data_spec())
@@ -331,7 +351,7 @@ def show_status(run_dir: Path) -> None:
     study = study_mod.open_study(run_dir, config.storage)
     memory = study_mod.load_memory(study)
     metric = config.proxy.score.label
-    table = Table("trial", "round", "proposer", "origin", "status", "architecture", "GMACs", "params (M)", metric, "note",
+    table = Table("trial", "round", "proposer", "origin", "status", "architecture", "GMACs", "params (M)", metric, "compute", "note",
                   title=f"Search {run_dir.name}: {config.space}, proposer {config.proposer}")  # fmt: skip
     best = min((t.score for t in memory if t.score is not None), default=None)
     for t in memory:
@@ -343,9 +363,16 @@ def show_status(run_dir: Path) -> None:
             str(t.number), str(t.round + 1), t.proposer, t.extra.get("origin", "-"), f"[{style}]{t.status}[/{style}]",
             # raw, reason and rationale quote the LLM: escaped, so "[/x]" is text, not markup
             t.arch.summary() if t.arch else escape(str(t.raw)[:60]), f"{t.gmacs:.3g}" if t.gmacs else "-",
-            f"{t.params_m:.2f}" if t.params_m else "-", score, escape((t.reason or t.rationale)[:80]),
+            f"{t.params_m:.2f}" if t.params_m else "-", score, _compute_cell(t.extra),
+            escape((t.reason or t.rationale)[:80]),
         )  # fmt: skip
     console.print(table)
+    console.print(
+        compute_line(
+            compute_hours((t.extra.get("device"), t.extra.get("device_s")) for t in memory)
+        )
+        + " in the proxy evaluations"
+    )
     summary_file = run_dir / SUMMARY_FILE
     if summary_file.exists():
         summary = read_json(summary_file)
@@ -360,12 +387,21 @@ def show_status(run_dir: Path) -> None:
             parts = ", ".join(f"{origins[o]} {o}" for o in order)
             trained = sum(origins.values())
             console.print(f"trained candidates by origin: {parts} ({trained} in all)")
+        if summary.get("compute"):
+            console.print(compute_line(summary["compute"]) + " in all (proxy and final)")
         if summary.get("llm"):
             llm = summary["llm"]
             console.print(
                 f"LLM: {llm['calls']} calls, {llm['prompt_tokens']} + {llm['completion_tokens']} tokens, "
                 f"${llm['cost_usd']:.4f} estimated"
             )
+
+
+def _compute_cell(extra: dict) -> str:
+    """A trial's device and device-seconds, e.g. "cuda:0 812 s"."""
+    if not extra.get("device_s"):
+        return "-"
+    return f"{extra.get('device') or '?'} {extra['device_s']:.3g} s"
 
 
 def status(run_dir: Path = typer.Argument(..., help="A search run folder.")) -> None:

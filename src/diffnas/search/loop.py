@@ -36,6 +36,7 @@ from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.candidate import EvalJob, EvalResult, EvalSpec
+from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.propose.base import Proposal, ProposalContext
@@ -85,7 +86,13 @@ class SearchRun:
             self.data = self.data.model_copy(update={"subset": config.data_subset})
         if config.data_image_size:
             self.data = self.data.model_copy(update={"image_size": config.data_image_size})
-        self.executor = executor or make_executor(config.executor)
+        self.executor = executor or make_executor(
+            config.executor,
+            workers=config.workers,
+            trials_per_gpu=config.trials_per_gpu,
+            max_retries=config.max_retries,
+            ray_address=config.ray_address,
+        )
         self._llm_backend = llm_backend
         self._sleep = sleep
 
@@ -150,7 +157,10 @@ class SearchRun:
                 raise UserError(
                     f"run folder {str(self.run_dir)!r} is in use by another diffnas search."
                 ) from None
-            return self._run_locked()
+            try:
+                return self._run_locked()
+            finally:
+                self.executor.close()  # a pool's threads, a Ray connection
 
     def _run_locked(self) -> dict[str, Any]:
         cfg = self.config
@@ -314,7 +324,11 @@ class SearchRun:
         )
 
     def _evaluate_round(self, r: int, entries: list[dict[str, Any]]) -> None:
+        """Record rejections, open a trial per accepted candidate, then evaluate them all with
+        the executor (a concurrent one runs them at once) and tell each as it finishes."""
         by_slot = study_mod.trials_by_slot(self.study)
+        trials: list[Any] = []
+        jobs: list[EvalJob] = []
         for e in entries:
             attrs = {
                 "round": r,
@@ -355,11 +369,13 @@ class SearchRun:
             self.console.print(
                 f"  trial {trial.number}: {arch.summary()} ({e['gmacs']:.3g} GMACs) ..."
             )
-            with self.console.status(f"trial {trial.number}: proxy training and scoring ..."):
-                result = self.executor.run(
-                    self._job(arch, self.config.proxy, self._trial_dir(trial.number))
-                )
-            self._tell(trial, result)
+            trials.append(trial)
+            jobs.append(self._job(arch, self.config.proxy, self._trial_dir(trial.number)))
+        if not jobs:
+            return
+        with self.console.status(f"round {r + 1}: proxy training and scoring {len(jobs)} ..."):
+            for index, result in self.executor.run_many(jobs):
+                self._tell(trials[index], result)
 
     def _trial_dir(self, number: int) -> Path:
         return self.run_dir / "trials" / f"{number:05d}"
@@ -369,6 +385,8 @@ class SearchRun:
             "scores": result.scores,
             "train": result.train,
             "wall_s": result.wall_s,
+            "device": result.device,
+            "device_s": result.device_s,
             "eval_dir": str(self._trial_dir(trial.number).relative_to(self.run_dir)),
             "reason": result.error,
         }
@@ -429,5 +447,10 @@ class SearchRun:
             "best_trial": best[0].number if best else None,
             "best_score": best[0].score if best else None,
             "final": finals,
+            # the search's compute: proxy evaluations and final trainings, in device-hours
+            "compute": compute_hours(
+                [(t.extra.get("device"), t.extra.get("device_s")) for t in memory]
+                + [(f.get("device"), f.get("device_s")) for f in finals]
+            ),
             "llm": ledger.summary() if ledger is not None else None,
         }

@@ -135,7 +135,9 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         score=t.value if t.state == TrialState.COMPLETE else None,
         score_name=a.get("score_name", "rfid"),
         extra={
-            k: v for k, v in a.items() if k in ("scores", "train", "eval_dir", "wall_s", "origin")
+            k: v
+            for k, v in a.items()
+            if k in ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s")
         },
     )
 
