@@ -14,7 +14,15 @@ from types import ModuleType
 import typer
 
 from diffnas import __version__
-from diffnas.cli import cost_cmd, doctor_cmd, score_cmd, search_cmd, space_cmd, train_cmd
+from diffnas.cli import (
+    cost_cmd,
+    doctor_cmd,
+    score_cmd,
+    search_cmd,
+    space_cmd,
+    train_cmd,
+    worker_cmd,
+)
 from diffnas.errors import UserError
 
 app = typer.Typer(
@@ -32,6 +40,7 @@ app.command("score")(score_cmd.score)
 app.command("search")(search_cmd.search)
 app.command("status")(search_cmd.status)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("worker")(worker_cmd.worker)
 
 
 def _version(value: bool) -> None:
