@@ -92,7 +92,9 @@ def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postg
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "diffnas", "worker", "--storage", postgres_url,
                "--study", "queue-two-workers", "--heartbeat-interval", "1", "--grace-period", "30"]  # fmt: skip
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     counts = [int(out.strip().splitlines()[-1].split()[1]) for out in outputs]
