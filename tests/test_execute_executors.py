@@ -47,5 +47,5 @@ def test_executor_runs_job_and_reuses_result(tmp_path, executor) -> None:
 
 
 def test_unknown_executor() -> None:
-    with pytest.raises(UserError, match="allowed: inline, subprocess"):
-        make_executor("ray")
+    with pytest.raises(UserError, match="allowed: inline, subprocess, pool, ray"):
+        make_executor("slurm")

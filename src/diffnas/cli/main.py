@@ -25,6 +25,7 @@ from diffnas.cli import (
     search_cmd,
     space_cmd,
     train_cmd,
+    worker_cmd,
 )
 from diffnas.errors import UserError
 
@@ -47,6 +48,7 @@ app.command("proxy-check")(proxy_check_cmd.proxy_check)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.command("worker")(worker_cmd.worker)
 
 
 def _version(value: bool) -> None:

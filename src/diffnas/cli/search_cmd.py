@@ -15,6 +15,7 @@ from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
 from diffnas.cli.train_cmd import check_data_fits, parse_sets
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.execute.executors import check_executor
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
@@ -127,7 +128,23 @@ def search(
     prompt_dir: str | None = typer.Option(
         None, help="Folder of prompt templates overriding the bundled ones."
     ),
-    executor: str = typer.Option("inline", help="inline | subprocess"),
+    executor: str = typer.Option(
+        "inline",
+        help="inline | subprocess | pool (concurrent worker processes on this machine's GPUs or "
+        "CPU cores) | ray (Ray tasks, local or --ray-address).",
+    ),
+    workers: int | None = typer.Option(
+        None, help="pool without GPU: concurrent CPU workers (cores split between them)."
+    ),
+    trials_per_gpu: int = typer.Option(
+        1, help="pool/ray: small candidates packed on one GPU at once (by measured cost)."
+    ),
+    max_retries: int = typer.Option(
+        2, help="A worker killed mid-candidate is tried again up to this often, then failed."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="ray: address of an existing Ray cluster (default: a local instance)."
+    ),
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default SQLite in the run folder)."
     ),
@@ -175,6 +192,7 @@ def search(
                 per_round=per_round, max_repairs=max_repairs, temperature=temperature, llm_mode=llm_mode, seed=seed,
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
+                workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
                 replay=str(replay) if replay else None,
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
@@ -250,6 +268,7 @@ class SearchPlan:
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        check_executor(cfg.executor)
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(self.data_spec())
@@ -324,6 +343,13 @@ class SearchPlan:
 def show_status(run_dir: Path) -> None:
     """The table of trials of a search run folder (80 columns in an 80-column terminal)."""
     print_status(run_dir)
+
+
+def _compute_cell(extra: dict) -> str:
+    """A trial's device and device-seconds, e.g. "cuda:0 812 s"."""
+    if not extra.get("device_s"):
+        return "-"
+    return f"{extra.get('device') or '?'} {extra['device_s']:.3g} s"
 
 
 def status(run_dir: Path = typer.Argument(..., help="A search run folder.")) -> None:

@@ -1,39 +1,101 @@
-"""Executors run `evaluate_candidate(job)`; the result is also left in `workdir/result.json`."""
+"""Executors run `evaluate_candidate(job)`; the result is also left in `workdir/result.json`.
+
+Every executor offers `run(job)` (one job, blocking), `submit(job) -> Future` and
+`run_many(jobs)`, which yields `(index, result)` as jobs finish. The sequential executors
+(inline, subprocess) start a job only when the caller asks for its result, so a search
+tells each result before the next candidate starts; the concurrent ones (pool, ray) start
+every job at once and yield in the order they finish.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
-from abc import ABC, abstractmethod
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, as_completed
 from pathlib import Path
+from typing import Any
 
 from diffnas.childproc import die_with_parent
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
-from diffnas.runs import read_json, write_json
+from diffnas.runs import append_jsonl, read_json, write_json
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
+USER_ERROR_FILE = "user_error.txt"  # a child's configuration error, raised again in the parent
+ATTEMPTS_FILE = "attempts.jsonl"  # one line per worker process that died without a result
+USER_ERROR_EXIT = 2
+WORKER_COMMAND = (sys.executable, "-m", "diffnas.execute.worker")
+DEFAULT_MAX_RETRIES = 2
+
+__all__ = ["EvalJob", "EvalResult", "Executor", "make_executor", "run_worker_process"]
 
 
-class Executor(ABC):
+def finished_future(result: EvalResult) -> Future[EvalResult]:
+    future: Future[EvalResult] = Future()
+    future.set_result(result)
+    return future
+
+
+class Executor:
     """Runs evaluation jobs. A finished job's result.json is reused, never recomputed."""
 
     name = "base"
+    concurrent = False  # True: submit() starts the job now, in parallel with others
 
     def run(self, job: EvalJob) -> EvalResult:
+        return self.submit(job).result()
+
+    def submit(self, job: EvalJob) -> Future[EvalResult]:
+        """Start `job` (a sequential executor runs it now) and return its future result."""
         workdir = Path(job.workdir)
         done = workdir / RESULT_FILE
         if done.is_file():
-            return EvalResult.model_validate(read_json(done))
+            return finished_future(EvalResult.model_validate(read_json(done)))
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / JOB_FILE, job.model_dump(mode="json"))
-        result = self._run(job)
-        write_json(done, result.model_dump(mode="json"))
-        return result
+        outer: Future[EvalResult] = Future()
 
-    @abstractmethod
-    def _run(self, job: EvalJob) -> EvalResult: ...
+        def save(inner: Future[EvalResult]) -> None:
+            try:
+                result = inner.result()
+                write_json(done, result.model_dump(mode="json"))
+            except BaseException as err:  # a UserError: the caller sees it from .result()
+                outer.set_exception(err)
+            else:
+                outer.set_result(result)
+
+        self._submit(job).add_done_callback(save)
+        return outer
+
+    def _submit(self, job: EvalJob) -> Future[EvalResult]:
+        """Default: evaluate now, in the caller's thread (the sequential executors)."""
+        future: Future[EvalResult] = Future()
+        try:
+            future.set_result(self._run(job))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
+
+    def _run(self, job: EvalJob) -> EvalResult:
+        raise NotImplementedError
+
+    def run_many(self, jobs: Sequence[EvalJob]) -> Iterator[tuple[int, EvalResult]]:
+        """Evaluate `jobs`; yield `(index, result)` as each finishes."""
+        if not self.concurrent:
+            for index, job in enumerate(jobs):  # lazily: one job, told, then the next
+                yield index, self.run(job)
+            return
+        futures = {self.submit(job): index for index, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        """Release processes, threads or a cluster connection (nothing for the sequential ones)."""
 
 
 class InlineExecutor(Executor):
@@ -45,33 +107,125 @@ class InlineExecutor(Executor):
         return evaluate_candidate(job)
 
 
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the out-of-memory killer, or killed by hand)" if name == "SIGKILL" else ""
+        return f"was killed by {name} ({returncode}){hint}"
+    return f"exited with code {returncode} and no result"
+
+
+def run_worker_process(
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    command: Sequence[str] = WORKER_COMMAND,
+    device: str | None = None,
+) -> EvalResult:
+    """Evaluate `workdir/job.json` in a fresh child process (`command WORKDIR`).
+
+    A child that dies without a result (killed, out of memory, a segfault) is started again,
+    up to `max_retries` times; the trainer resumes from its checkpoint. After that the job is
+    `failed` with the reason. A configuration error in the child is raised here as UserError.
+    """
+    workdir = Path(workdir)
+    result_file = workdir / RESULT_FILE
+    start = time.perf_counter()
+    reasons: list[str] = []
+    for attempt in range(max_retries + 1):
+        with open(workdir / "worker.log", "a") as log:
+            proc = subprocess.run(
+                [*command, str(workdir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        if result_file.is_file():
+            return EvalResult.model_validate(read_json(result_file))
+        user_error = workdir / USER_ERROR_FILE
+        if proc.returncode == USER_ERROR_EXIT and user_error.is_file():
+            raise UserError(user_error.read_text())
+        reason = f"worker process {describe_exit(proc.returncode)}"
+        reasons.append(reason)
+        append_jsonl(
+            workdir / ATTEMPTS_FILE,
+            {
+                "attempt": attempt,
+                "returncode": proc.returncode,
+                "reason": reason,
+                "time": time.time(),
+            },
+        )
+    wall = round(time.perf_counter() - start, 3)
+    return EvalResult(
+        status="failed",
+        error=f"{reasons[-1]} on each of {len(reasons)} attempts; see {workdir / 'worker.log'}",
+        wall_s=wall,
+        device=device,
+    )
+
+
 class SubprocessExecutor(Executor):
     """In a child process (`python -m diffnas.execute.worker WORKDIR`): isolates crashes and memory."""
 
     name = "subprocess"
 
+    def __init__(
+        self, max_retries: int = DEFAULT_MAX_RETRIES, command: Sequence[str] = WORKER_COMMAND
+    ) -> None:
+        self.max_retries = max_retries
+        self.command = tuple(command)
+
     def _run(self, job: EvalJob) -> EvalResult:
-        workdir = Path(job.workdir)
-        with open(workdir / "worker.log", "a") as log:
-            proc = subprocess.run(
-                [sys.executable, "-m", "diffnas.execute.worker", str(workdir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        result_file = workdir / RESULT_FILE
-        if result_file.is_file():
-            return EvalResult.model_validate(read_json(result_file))
-        return EvalResult(
-            status="failed",
-            error=f"worker exited with code {proc.returncode}; see {workdir / 'worker.log'}",
+        return run_worker_process(
+            Path(job.workdir), max_retries=self.max_retries, command=self.command
         )
 
 
-def make_executor(name: str) -> Executor:
-    executors = {"inline": InlineExecutor, "subprocess": SubprocessExecutor}
-    if name not in executors:
-        raise UserError(
-            f"executor {name!r} is not known; allowed: {', '.join(executors)}.", field="executor"
+EXECUTORS = ("inline", "subprocess", "pool", "ray")
+
+
+def make_executor(name: str, **options: Any) -> Executor:
+    """The executor `name`; `options` are its settings (None values take the defaults)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    if name == "inline":
+        return InlineExecutor()
+    if name == "subprocess":
+        return SubprocessExecutor(**_take(options, "max_retries", "command"))
+    if name == "pool":
+        from diffnas.execute.pool import PoolExecutor
+
+        return PoolExecutor(
+            **_take(options, "max_retries", "command", "workers", "trials_per_gpu", "gpus")
         )
-    return executors[name]()
+    if name == "ray":
+        from diffnas.execute.ray_executor import RayExecutor
+
+        return RayExecutor(
+            **_take(options, "max_retries", "command", "ray_address", "trials_per_gpu", "workers")
+        )
+    raise UserError(
+        f"executor {name!r} is not known; allowed: {', '.join(EXECUTORS)}.", field="executor"
+    )
+
+
+def check_executor(name: str) -> None:
+    """Refuse an executor whose package is missing, before any run folder exists."""
+    if name == "ray":
+        from diffnas.execute.ray_executor import import_ray
+
+        import_ray()
+
+
+def _take(options: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: options[k] for k in names if k in options}
+
+
+def env_with(**values: str) -> dict[str, str]:
+    """This process's environment plus `values` (a child's device pinning and thread counts)."""
+    return {**os.environ, **values}

@@ -10,6 +10,7 @@ sampling and scoring.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -120,6 +121,10 @@ class EvalResult(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict)  # steps, last_loss, images_per_sec
     wall_s: float = 0.0
     error: str | None = None
+    # cost accounting: where it ran ("cpu", "cuda:3") and its device-seconds (a GPU's wall
+    # time times the share of the card it was given; on CPU the process's CPU time)
+    device: str | None = None
+    device_s: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,7 +135,7 @@ def resolve_device(name: str) -> torch.device:
 
 def evaluate_candidate(job: EvalJob) -> EvalResult:
     """Train, sample and score one candidate. Faults become a status; bad configuration raises."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -143,7 +148,23 @@ def evaluate_candidate(job: EvalJob) -> EvalResult:
         (workdir / "error.txt").write_text(traceback.format_exc())
         result = EvalResult(status="failed", error=f"{type(err).__name__}: {err}")
     result.wall_s = round(time.perf_counter() - start, 3)
+    result.device, result.device_s = device_seconds(
+        job.spec.device, result.wall_s, time.process_time() - cpu_start
+    )
     return result
+
+
+def device_seconds(device_name: str, wall_s: float, cpu_s: float) -> tuple[str, float]:
+    """(device label, device-seconds) of one evaluation. An executor that pins the job names
+    the device and the share of it the job got (`DIFFNAS_DEVICE_LABEL`, `DIFFNAS_DEVICE_SHARE`)."""
+    try:
+        label = os.environ.get("DIFFNAS_DEVICE_LABEL") or str(resolve_device(device_name))
+    except RuntimeError:
+        label = device_name
+    if label.startswith("cuda"):
+        share = float(os.environ.get("DIFFNAS_DEVICE_SHARE", "1"))
+        return label, round(wall_s * share, 3)
+    return label, round(cpu_s, 3)
 
 
 def score_samples(

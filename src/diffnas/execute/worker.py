@@ -1,20 +1,55 @@
-"""Child-process entry point: `python -m diffnas.execute.worker WORKDIR` evaluates WORKDIR/job.json."""
+"""Child-process entry point: `python -m diffnas.execute.worker WORKDIR` evaluates WORKDIR/job.json.
+
+The parent pins the child with its environment: `CUDA_VISIBLE_DEVICES` (one card),
+`DIFFNAS_TORCH_THREADS` (its share of the CPU cores), `DIFFNAS_DEVICE_LABEL` and
+`DIFFNAS_DEVICE_SHARE` (what the cost accounting records). A configuration error is written
+to WORKDIR/user_error.txt and ends the child with code 2, for the parent to raise again.
+The worker appends when it started and ended to WORKDIR/worker.jsonl.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import time
 from pathlib import Path
 
-from diffnas.execute.executors import JOB_FILE, RESULT_FILE
-from diffnas.execute.job import EvalJob, evaluate_candidate
-from diffnas.runs import read_json, write_json
+# When this process began: the torch imports below take seconds, and they are the worker's too.
+PROCESS_START = time.time()
+WORKER_LOG = "worker.jsonl"
 
 
 def main(workdir: str) -> int:
+    threads = os.environ.get("DIFFNAS_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    from diffnas.errors import UserError
+    from diffnas.execute.executors import (
+        JOB_FILE,
+        RESULT_FILE,
+        USER_ERROR_EXIT,
+        USER_ERROR_FILE,
+        EvalJob,
+    )
+    from diffnas.execute.job import evaluate_candidate
+    from diffnas.runs import append_jsonl, read_json, write_json
+
     path = Path(workdir)
     job = EvalJob.model_validate(read_json(path / JOB_FILE))
-    result = evaluate_candidate(job)
+    try:
+        result = evaluate_candidate(job)
+    except UserError as err:
+        (path / USER_ERROR_FILE).write_text(str(err))
+        return USER_ERROR_EXIT
     write_json(path / RESULT_FILE, result.model_dump(mode="json"))
+    append_jsonl(  # when and where this process worked on the job: a pool's concurrency shows here
+        path / WORKER_LOG,
+        {"pid": os.getpid(), "host": socket.gethostname(), "start": PROCESS_START,
+         "end": time.time(), "device": result.device},
+    )  # fmt: skip
     return 0
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from diffnas.execute.accounting import compute_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
 
@@ -106,6 +107,9 @@ def footer_lines(record: SearchRecord) -> list[str]:
         order = [o for o in ORIGINS if o in origins] + sorted(set(origins) - set(ORIGINS))
         parts = ", ".join(f"{origins[o]} {o}" for o in order)
         lines.append(f"trained candidates by origin: {parts} ({sum(origins.values())} in all)")
+    compute = record.summary.get("compute")
+    if compute:
+        lines.append(compute_line(compute) + " in all (proxy and final)")
     ledger = record.ledger
     if ledger is not None:
         lines.append(

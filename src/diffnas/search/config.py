@@ -67,8 +67,24 @@ class SearchConfig(BaseModel):
         1, ge=0, description="top-k candidates trained with the final recipe and scored by FID"
     )
     seed: int = Field(0, description="seeds proposals, training and sampling")
-    executor: Literal["inline", "subprocess"] = Field(
-        "inline", description="evaluate in this process or in a child process per candidate"
+    executor: Literal["inline", "subprocess", "pool", "ray"] = Field(
+        "inline",
+        description="inline: this process; subprocess: a child process per candidate; pool: "
+        "concurrent worker processes on this machine's GPUs or CPU cores; ray: Ray tasks",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="pool without GPU: concurrent CPU workers (cores split between them)",
+    )
+    trials_per_gpu: int = Field(
+        1, ge=1, le=64, description="pool/ray: small candidates packed on one GPU at once"
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="a worker killed mid-candidate: tries again up to this often"
+    )
+    ray_address: str | None = Field(
+        None, description="ray: address of an existing cluster (default: a local Ray instance)"
     )
     storage: str | None = Field(
         None, description="Optuna storage URL (default: SQLite in the run folder)"

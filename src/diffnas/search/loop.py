@@ -35,6 +35,7 @@ from rich.markup import escape
 from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
+from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.gate.check import check_candidate
@@ -89,7 +90,13 @@ class SearchRun:
             self.data = self.data.model_copy(update={"subset": config.data_subset})
         if config.data_image_size:
             self.data = self.data.model_copy(update={"image_size": config.data_image_size})
-        self.executor = executor or make_executor(config.executor)
+        self.executor = executor or make_executor(
+            config.executor,
+            workers=config.workers,
+            trials_per_gpu=config.trials_per_gpu,
+            max_retries=config.max_retries,
+            ray_address=config.ray_address,
+        )
         self._llm_backend = llm_backend
         self._sleep = sleep
 
@@ -154,7 +161,10 @@ class SearchRun:
                 raise UserError(
                     f"run folder {str(self.run_dir)!r} is in use by another diffnas search."
                 ) from None
-            return self._run_locked()
+            try:
+                return self._run_locked()
+            finally:
+                self.executor.close()  # a pool's threads, a Ray connection
 
     def _run_locked(self) -> dict[str, Any]:
         cfg = self.config
@@ -314,8 +324,12 @@ class SearchRun:
         )
 
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
+        """Record rejections, open a trial per accepted candidate, then evaluate them all with
+        the executor (a concurrent one runs them at once) and tell each as it finishes."""
         by_slot = study_mod.trials_by_slot(self.study)
         score_name = self.config.proxy.score.label
+        trials: list[Any] = []
+        jobs: list[EvalJob] = []
         for e in entries:
             existing = by_slot.get((r, e.slot))
             if e.reason is not None:
@@ -338,11 +352,13 @@ class SearchRun:
             self.console.print(
                 f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
             )
-            with progress_task(f"round {r + 1} trial {trial.number}: proxy training, scoring"):
-                result = self.executor.run(
-                    self._job(e.arch, self.config.proxy, self._trial_dir(trial.number))
-                )
-            self._tell(trial, result)
+            trials.append(trial)
+            jobs.append(self._job(e.arch, self.config.proxy, self._trial_dir(trial.number)))
+        if not jobs:
+            return
+        with progress_task(f"round {r + 1}: proxy training and scoring {len(jobs)}"):
+            for index, result in self.executor.run_many(jobs):
+                self._tell(trials[index], result)
 
     def _trial_dir(self, number: int) -> Path:
         return self.run_dir / "trials" / f"{number:05d}"
@@ -408,5 +424,10 @@ class SearchRun:
             "best_trial": best[0].number if best else None,
             "best_score": best[0].score if best else None,
             "final": finals,
+            # the search's compute: proxy evaluations and final trainings, in device-hours
+            "compute": compute_hours(
+                [(t.extra.get("device"), t.extra.get("device_s")) for t in memory]
+                + [(f.get("device"), f.get("device_s")) for f in finals]
+            ),
             "llm": ledger.summary() if ledger is not None else None,
         }

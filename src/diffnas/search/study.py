@@ -98,6 +98,8 @@ def finish_trial(
         "scores": result.scores,
         "train": result.train,
         "wall_s": result.wall_s,
+        "device": result.device,
+        "device_s": result.device_s,
         "eval_dir": eval_dir,
         "reason": result.error,
         "status": result.status,
@@ -141,7 +143,9 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         score=t.value if t.state == TrialState.COMPLETE else None,
         score_name=a.get("score_name", "rfid"),
         extra={
-            k: v for k, v in a.items() if k in ("scores", "train", "eval_dir", "wall_s", "origin")
+            k: v
+            for k, v in a.items()
+            if k in ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s")
         },
     )
 

@@ -1,0 +1,42 @@
+"""`diffnas worker --storage URL`: evaluate the candidates queued in one Optuna study."""
+
+from __future__ import annotations
+
+import typer
+
+from diffnas.errors import UserError
+
+
+def worker(
+    storage: str = typer.Option(
+        ..., help="Database URL of the queue study, e.g. postgresql://user@host/db."
+    ),
+    study: str = typer.Option("diffnas-queue", help="Name of the queue study."),
+    heartbeat_interval: int = typer.Option(10, help="Seconds between this worker's heartbeats."),
+    grace_period: int = typer.Option(
+        60, help="Seconds without a heartbeat before a candidate is re-queued."
+    ),
+    max_retry: int = typer.Option(2, help="Times a vanished worker's candidate is re-queued."),
+    max_jobs: int | None = typer.Option(None, help="Stop after this many candidates."),
+    wait: bool = typer.Option(
+        False, "--wait/--exit-when-empty", help="Keep polling an empty queue (default: exit)."
+    ),
+) -> None:
+    """Pull queued candidates from the study, evaluate each in a fresh process, tell the result."""
+    from diffnas.execute.queue import open_queue, work
+
+    if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
+        raise UserError(
+            "--grace-period must be longer than --heartbeat-interval (both in seconds, at least 1), "
+            f"got {grace_period} and {heartbeat_interval}.",
+            field="grace_period",
+        )
+    try:
+        queue = open_queue(
+            storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            max_retry=max_retry, study_name=study,
+        )  # fmt: skip
+    except (ImportError, ValueError) as err:
+        raise UserError(f"--storage {storage!r} cannot be opened: {err}", field="storage") from None
+    done = work(queue, max_jobs=max_jobs, exit_when_empty=not wait)
+    print(f"worker: {done} candidate(s) evaluated")

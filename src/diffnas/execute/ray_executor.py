@@ -1,0 +1,166 @@
+"""`--executor ray`: each candidate a Ray task, on a local Ray instance or an existing cluster.
+
+A task asks for one CPU and, when the cluster has GPUs and the job may use one, a fraction
+1/`trials_per_gpu` of a GPU; Ray pins the task with `CUDA_VISIBLE_DEVICES`. Inside the task
+the evaluation runs in a fresh worker process (`python -m diffnas.execute.worker`), so a
+killed or out-of-memory evaluation is retried like the pool's (`max_retries`), then failed.
+
+Results come back as the task's return value. Artifacts: on a local instance (or a cluster
+whose nodes mount the run folder at the same path, a shared file system) the task works in
+the run folder itself. On a node that does not see the run folder, the task evaluates in a
+temporary folder and returns its files up to `ARTIFACT_LIMIT` bytes each (job, result,
+samples, logs, the final checkpoint when small), which the driver writes into the trial's
+folder; larger checkpoints stay on that node.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from diffnas.errors import UserError
+from diffnas.execute.executors import (
+    DEFAULT_MAX_RETRIES,
+    JOB_FILE,
+    WORKER_COMMAND,
+    EvalJob,
+    EvalResult,
+    Executor,
+    env_with,
+    run_worker_process,
+)
+from diffnas.runs import write_json
+
+ARTIFACT_LIMIT = 64 * 2**20
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--executor ray needs the ray package: pip install 'diffnas[ray]' "
+            "(or pick --executor pool).",
+            field="executor",
+        ) from None
+    return ray
+
+
+def evaluate_in_task(
+    job_json: dict[str, Any], max_retries: int, command: Sequence[str], gpu_share: float
+) -> dict[str, Any]:
+    """The body of one Ray task: evaluate the job; return its result and, off the shared file
+    system, its artifacts as {relative path: bytes}."""
+    job = EvalJob.model_validate(job_json)
+    gpu_ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    on_gpu = gpu_share > 0 and bool(gpu_ids)
+    label = f"cuda:{gpu_ids.split(',')[0]}" if on_gpu else "cpu"
+    env = env_with(DIFFNAS_DEVICE_LABEL=label, DIFFNAS_DEVICE_SHARE=f"{gpu_share:.4f}")
+    if not on_gpu:
+        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", DIFFNAS_TORCH_THREADS="1")
+    if Path(job.workdir).parent.is_dir():  # the run folder is here: work in it
+        workdir = Path(job.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(workdir / JOB_FILE, job_json)
+        result = run_worker_process(
+            workdir, env=env, max_retries=max_retries, command=command, device=label
+        )
+        return {"result": result.model_dump(mode="json"), "artifacts": {}}
+    with tempfile.TemporaryDirectory(prefix="diffnas-ray-") as tmp:
+        workdir = Path(tmp) / "trial"
+        workdir.mkdir()
+        local = job.model_copy(
+            update={"workdir": str(workdir), "cache_dir": str(Path(tmp) / "cache")}
+        )
+        write_json(workdir / JOB_FILE, local.model_dump(mode="json"))
+        result = run_worker_process(
+            workdir, env=env, max_retries=max_retries, command=command, device=label
+        )
+        artifacts = {
+            str(p.relative_to(workdir)): p.read_bytes()
+            for p in workdir.rglob("*")
+            if p.is_file() and p.name != JOB_FILE and p.stat().st_size <= ARTIFACT_LIMIT
+        }
+        return {"result": result.model_dump(mode="json"), "artifacts": artifacts}
+
+
+class RayExecutor(Executor):
+    """Candidates as Ray tasks with a (fractional) GPU request each."""
+
+    name = "ray"
+    concurrent = True
+
+    def __init__(
+        self,
+        ray_address: str | None = None,
+        trials_per_gpu: int = 1,
+        workers: int | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        command: Sequence[str] = WORKER_COMMAND,
+        init_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.ray = import_ray()
+        if trials_per_gpu < 1:
+            raise UserError(
+                f"--trials-per-gpu must be at least 1, got {trials_per_gpu}.",
+                field="trials_per_gpu",
+            )
+        self.address = ray_address
+        self.trials_per_gpu = trials_per_gpu
+        self.max_retries = max_retries
+        self.command = tuple(command)
+        # a local instance: `workers` CPUs for tasks (default all); a cluster brings its own
+        self.init_options = {"include_dashboard": False, "log_to_driver": False}
+        if ray_address is None and workers is not None:
+            self.init_options["num_cpus"] = workers
+        self.init_options.update(init_options or {})
+        self._started_ray = False
+        self._task: Any = None
+
+    def _connect(self) -> Any:
+        if self._task is None:
+            if not self.ray.is_initialized():
+                self.ray.init(address=self.address, **self.init_options)
+                self._started_ray = True
+            self._task = self.ray.remote(evaluate_in_task)
+        return self._task
+
+    def _submit(self, job: EvalJob) -> Future[EvalResult]:
+        task = self._connect()
+        has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
+        share = 1.0 / self.trials_per_gpu if has_gpus and job.spec.device != "cpu" else 0.0
+        if share:
+            job = job.model_copy(update={"spec": job.spec.model_copy(update={"device": "cuda"})})
+        # Ray's own retries stay off: a dead worker process is retried inside the task
+        ref = task.options(num_cpus=1, num_gpus=share, max_retries=0).remote(
+            job.model_dump(mode="json"), self.max_retries, self.command, share
+        )
+        outer: Future[EvalResult] = Future()
+
+        def unpack(inner: Future[Any]) -> None:
+            try:
+                payload = inner.result()
+            except BaseException as err:  # the task itself failed (its node died): report it
+                outer.set_result(
+                    EvalResult(status="failed", error=f"Ray task failed: {err}"[:2000])
+                )
+                return
+            workdir = Path(job.workdir)
+            for rel, data in payload["artifacts"].items():
+                target = workdir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            outer.set_result(EvalResult.model_validate(payload["result"]))
+
+        ref.future().add_done_callback(unpack)
+        return outer
+
+    def close(self) -> None:
+        if self._started_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+        self._started_ray = False
+        self._task = None

@@ -1,0 +1,148 @@
+"""One conformance suite for every executor (inline, subprocess, pool, ray when importable):
+the same result for the same job, failure reporting, kill handling, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffnas.data.datasets import DataSpec
+from diffnas.execute import make_executor
+from diffnas.execute.executors import ATTEMPTS_FILE, Executor, InlineExecutor
+from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
+from diffnas.space.arch import parse_arch
+
+ARCH = parse_arch(
+    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
+)  # fmt: skip
+SPEC = EvalSpec(
+    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
+    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
+    device="cpu",
+)
+KILLER = str(Path(__file__).with_name("killing_worker.py"))
+CONCURRENT = ("pool", "ray")
+
+
+def has_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+EXECUTORS = ["inline", "subprocess", "pool"] + (["ray"] if has_ray() else [])
+
+
+def job(tmp_path: Path, name: str, seed: int = 3, cache: Path | None = None) -> EvalJob:
+    return EvalJob(
+        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC, seed=seed,
+        workdir=str(tmp_path / name), cache_dir=str(cache or tmp_path / "cache"),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for the module: 2 CPUs, no dashboard."""
+    if not has_ray():
+        yield None
+        return
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def make(name: str, request, **options) -> Executor:
+    if name == "ray":
+        request.getfixturevalue("ray_instance")  # the executor joins the running instance
+    if name == "pool":
+        options.setdefault("gpus", [])  # CPU workers, whatever this machine has
+        options.setdefault("workers", 2)
+    executor = make_executor(name, **options)
+    request.addfinalizer(executor.close)
+    return executor
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> float:
+    """The inline result of the job: every executor must give exactly this score."""
+    result = InlineExecutor().run(job(tmp_path_factory.mktemp("reference"), "ref"))
+    assert result.status == "complete"
+    return result.score
+
+
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_same_result_for_same_job(tmp_path, request, name, reference) -> None:
+    executor = make(name, request)
+    result = executor.run(job(tmp_path, "t"))
+    assert result.status == "complete"
+    assert result.score == pytest.approx(reference, rel=1e-6)  # a pure function of its job
+    saved = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert saved["score"] == result.score
+    # cost accounting: where it ran and its CPU-seconds: some, and at most wall time x cores
+    assert result.device == "cpu"
+    assert 0 < result.device_s <= result.wall_s * (os.cpu_count() or 1) + 0.1
+
+
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_failure_is_reported_with_reason(tmp_path, request, name) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder belongs")
+    result = make(name, request).run(job(tmp_path, "t", cache=blocker))
+    assert result.status == "failed"
+    assert "Error" in (result.error or "") and "not-a-folder" in result.error
+
+
+@pytest.mark.parametrize("name", [n for n in EXECUTORS if n != "inline"])
+def test_killed_worker_is_retried_then_completes(tmp_path, request, name, reference) -> None:
+    executor = make(name, request, command=[sys.executable, KILLER, "1"], max_retries=2)
+    result = executor.run(job(tmp_path, "t"))
+    assert result.status == "complete"
+    assert result.score == pytest.approx(reference, rel=1e-6)
+    attempts = (tmp_path / "t" / ATTEMPTS_FILE).read_text().splitlines()
+    assert len(attempts) == 1 and "SIGKILL" in attempts[0]
+
+
+@pytest.mark.parametrize("name", [n for n in EXECUTORS if n != "inline"])
+def test_worker_killed_every_time_fails_after_retries(tmp_path, request, name) -> None:
+    executor = make(name, request, command=[sys.executable, KILLER, "99"], max_retries=1)
+    result = executor.run(job(tmp_path, "t"))
+    assert result.status == "failed"  # never stuck running
+    assert "SIGKILL" in result.error and "2 attempts" in result.error
+    assert len((tmp_path / "t" / ATTEMPTS_FILE).read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("name", [n for n in EXECUTORS if n in CONCURRENT])
+def test_round_of_four_runs_concurrently(tmp_path, request, name, reference) -> None:
+    executor = make(name, request)
+    jobs = [job(tmp_path, f"t{i}", seed=3 if i == 0 else 10 + i) for i in range(4)]
+    results = dict(executor.run_many(jobs))
+    assert sorted(results) == [0, 1, 2, 3]
+    assert all(r.status == "complete" for r in results.values())
+    assert results[0].score == pytest.approx(reference, rel=1e-6)
+    spans = []
+    for i in range(4):
+        (line,) = (tmp_path / f"t{i}" / "worker.jsonl").read_text().splitlines()
+        record = json.loads(line)
+        spans.append((record["start"], record["end"], record["pid"]))
+    assert len({pid for *_, pid in spans}) == 4  # a fresh process per candidate
+    spans.sort()
+    overlapping = any(spans[i + 1][0] < spans[i][1] for i in range(3))
+    assert overlapping, f"no two candidates ran at the same time: {spans}"
+
+
+def test_sequential_executor_starts_a_job_only_when_asked(tmp_path) -> None:
+    """inline/subprocess: run_many evaluates lazily, so a search tells each result first."""
+    jobs = [job(tmp_path, f"t{i}") for i in range(2)]
+    results = InlineExecutor().run_many(jobs)
+    index, first = next(results)
+    assert index == 0 and first.status == "complete"
+    assert not (tmp_path / "t1").exists()
