@@ -47,6 +47,7 @@ def main() -> None:
         def jobs(tag: str) -> list[EvalJob]:
             return [
                 EvalJob(arch=arch, objective="ddpm", data=DataSpec(kind="digits"), spec=spec,
+                recipe=spec.train_recipe("ddpm", "digits"),
                         seed=i, workdir=str(root / tag / str(i)), cache_dir=str(root / "cache"))
                 for i in range(args.candidates)
             ]  # fmt: skip

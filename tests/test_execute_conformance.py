@@ -42,7 +42,8 @@ EXECUTORS = ["inline", "subprocess", "pool"] + (["ray"] if has_ray() else [])
 
 def job(tmp_path: Path, name: str, seed: int = 3, cache: Path | None = None) -> EvalJob:
     return EvalJob(
-        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC, seed=seed,
+        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
+        recipe=SPEC.train_recipe("ddpm", "digits"), seed=seed,
         workdir=str(tmp_path / name), cache_dir=str(cache or tmp_path / "cache"),
     )  # fmt: skip
 

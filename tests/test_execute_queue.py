@@ -84,6 +84,7 @@ def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postg
 
     jobs = [
         EvalJob(arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
+                recipe=SPEC.train_recipe("ddpm", "digits"),
                 seed=i, workdir=str(tmp_path / f"t{i}"), cache_dir=str(tmp_path / "cache"))
         for i in range(4)
     ]  # fmt: skip
