@@ -33,13 +33,12 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from diffnas.cli.train_cmd import resolve_recipe
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.model.builder import build_unet
 from diffnas.space.references import get_reference
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.precision import cpu_bf16_support
-from diffnas.train.recipe import TrainRecipe
+from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images
 from diffnas.train.trainer import TrainStep, train
 
@@ -152,7 +151,9 @@ def compare_cpu(args: argparse.Namespace) -> None:
     overrides = {"steps": args.steps, "batch_size": args.batch}  # --steps, --batch-size
 
     def resolved(**more: object) -> TrainRecipe:
-        return resolve_recipe("proxy", "ddpm", overrides | more, data_spec, "cpu")[0]
+        return resolve_recipe(
+            "proxy", "ddpm", overrides | more, data_kind=data_spec.kind, device_type="cpu"
+        )[0]
 
     defaults = resolved()
     print(f"diffnas train defaults here: bf16_cpu={defaults.bf16_cpu}, "
