@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from diffnas.cli.train_cmd import resolve_recipe
 from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.model.builder import build_unet
 from diffnas.space.references import get_reference
+from diffnas.train.device import fast_cuda_math
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.precision import cpu_bf16_support
-from diffnas.train.recipe import TrainRecipe
+from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images
 from diffnas.train.trainer import TrainStep, train
 
@@ -152,7 +152,9 @@ def compare_cpu(args: argparse.Namespace) -> None:
     overrides = {"steps": args.steps, "batch_size": args.batch}  # --steps, --batch-size
 
     def resolved(**more: object) -> TrainRecipe:
-        return resolve_recipe("proxy", "ddpm", overrides | more, data_spec, "cpu")[0]
+        return resolve_recipe(
+            "proxy", "ddpm", overrides | more, data_kind=data_spec.kind, device_type="cpu"
+        )[0]
 
     defaults = resolved()
     print(f"diffnas train defaults here: bf16_cpu={defaults.bf16_cpu}, "
@@ -252,6 +254,12 @@ def measure_steps(
 
 
 def compare_cuda(args: argparse.Namespace) -> None:
+    """The variants and sampling under the CUDA flags `train` runs with (cuDNN autotuning)."""
+    with fast_cuda_math(args.device):
+        _compare_cuda(args)
+
+
+def _compare_cuda(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     model = make_unet(args.arch)
     images = load_data(args.data, model)
@@ -259,7 +267,7 @@ def compare_cuda(args: argparse.Namespace) -> None:
     print(f"UNet {args.arch} {params:.2f}M params, batch {args.batch}, device {device}")
     base = TrainRecipe.proxy(batch_size=args.batch, log_every=25, random_hflip=False)
     fp32 = base.model_copy(update={"bf16": False, "channels_last": False})
-    variants = {  # TrainStep turns TF32 on globally, so every variant sets its own flags
+    variants = {  # TF32 set per variant; cuDNN autotuning on for all (see compare_cuda)
         "plain diffusers loop": with_tf32(plain_loop(args.arch, images, args.batch, device), False),
         "ours fp32": with_tf32(our_loop(args.arch, images, fp32, device), False),
         "ours fp32+TF32": with_tf32(our_loop(args.arch, images, fp32, device), True),

@@ -22,13 +22,13 @@ import typer
 from PIL import Image
 
 from diffnas.cli.main import USAGE_ERRORS, run
-from diffnas.cli.train_cmd import TrainOptions
 from diffnas.data.datasets import DataSpec
 from diffnas.model.builder import build_unet
 from diffnas.runs import OPTIONS_FILE
 from diffnas.search.config import SearchConfig
 from diffnas.space.arch import parse_arch
 from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.options import TrainOptions
 from diffnas.train.recipe import TrainRecipe
 
 SMALL = {

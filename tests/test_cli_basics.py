@@ -83,3 +83,30 @@ def test_version_and_help() -> None:
     proc = diffnas("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("diffnas ")
     assert runner.invoke(app, ["cost", "--help"]).exit_code == 0
+
+
+def test_no_cli_module_imports_another_but_main() -> None:
+    """The CLI only parses, calls its layer and prints: a command shares nothing with another
+    command (what two commands need lives in a lower layer), main.py only registers them."""
+    import ast
+    from pathlib import Path
+
+    import diffnas.cli
+
+    cli_dir = Path(diffnas.cli.__file__).parent
+    offenders = []
+    for path in sorted(cli_dir.glob("*.py")):
+        if path.name in ("main.py", "__init__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n == "diffnas.cli" or n.startswith("diffnas.cli.") for n in names) or (
+                isinstance(node, ast.ImportFrom) and node.level > 0
+            ):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

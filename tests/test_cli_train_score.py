@@ -14,13 +14,13 @@ import torch
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
-from diffnas.cli.train_cmd import TrainOptions
 from diffnas.data.datasets import load_images
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
 from diffnas.runs import read_json, read_jsonl, write_json
 from diffnas.space.arch import ArchConfig
+from diffnas.train.options import TrainOptions
 from diffnas.train.trainer import load_checkpoint, train
 
 runner = CliRunner()

@@ -215,3 +215,15 @@ def test_resume_reuses_recorded_llm_answers(tmp_path, monkeypatch) -> None:
     assert sorted((t.round, t.slot, t.status) for t in final) == [
         (0, 0, "complete"), (0, 1, "complete"), (1, 0, "complete"), (1, 1, "complete"),
     ]  # fmt: skip
+
+
+def test_opening_a_study_leaves_optuna_verbosity_as_it_was(tmp_path: Path) -> None:
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    try:
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)
+        study_mod.open_study(tmp_path)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(previous)

@@ -13,11 +13,13 @@ from pydantic import ValidationError
 from diffnas.train.diffusion import (
     DiffusionConfig,
     GaussianDiffusion,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+)
+from diffnas.train.timestep_sampler import (
     LossSecondMomentSampler,
     UniformSampler,
-    discretized_gaussian_log_likelihood,
     make_timestep_sampler,
-    normal_kl,
 )
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from diffnas.errors import UserError
+from pydantic import BaseModel, ValidationError
+
+from diffnas.errors import UserError, first_field, pydantic_message
 
 _RUN_RE = re.compile(r"^(\d{5})-")
 OPTIONS_FILE = "options.json"  # every run folder's resolved options
+Options = TypeVar("Options", bound=BaseModel)
 
 
 def next_run_dir(root: str | Path, kind: str, desc: str = "") -> Path:
@@ -76,6 +79,72 @@ def read_run_json(path: str | Path, what: str = "run folder file") -> Any:
             "the file is damaged: restore it or start a new run",
             field=path.name,
         ) from None
+
+
+def load_options(
+    run_dir: str | Path, model: type[Options], *, kind: str, option: str = "--resume"
+) -> Options:
+    """The saved options of a `kind` run folder ("train", "search", ...) validated by `model`.
+
+    A missing, unreadable or invalid options.json is a `UserError` naming the folder or file;
+    `option` is how the user named the folder (`--resume`, or "" for an argument).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / OPTIONS_FILE
+    if not path.is_file():
+        named = f"{option} {str(run_dir)!r}".strip()
+        raise UserError(
+            f"{named}: no {OPTIONS_FILE} there; is it a {kind} run folder?",
+            field=option.lstrip("-") or "run_dir",
+        )
+    raw = read_run_json(path, f"{kind} options")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(
+            pydantic_message(err, f"{kind} options in {str(path)!r}"),
+            field=first_field(err, kind),
+        ) from None
+
+
+def refuse_on_resume(ctx: Any, allowed: Iterable[str]) -> None:
+    """`--resume` continues a run with its saved options: any option but `allowed` is refused.
+
+    `ctx` is the command's click context, asked which parameters were typed.
+    """
+    allowed = set(allowed)
+    given = given_options(ctx, ignore={"resume", *allowed})
+    if given:
+        may = [_spelling(p) for p in ctx.command.params if p.name in allowed]
+        raise UserError(
+            f"--resume continues a run with its saved options; drop {', '.join(given)} "
+            f"(with --resume only {', '.join(may) or 'nothing else'} may be given)",
+            field="resume",
+        )
+
+
+def given_options(ctx: Any, ignore: Iterable[str] = ()) -> list[str]:
+    """The options and arguments typed on the command line (not left at their default).
+
+    Asked of click's parameter sources, so an option given with its default value counts
+    as given, and an option added to a command later is covered without a list to update.
+    """
+    skip = set(ignore)
+    given = []
+    for param in ctx.command.params:
+        if param.name in skip or param.name is None:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(_spelling(param))
+    return given
+
+
+def _spelling(param: Any) -> str:
+    """How the user writes a parameter: its long option (`--num`, not `-n`) or ARGUMENT."""
+    if not param.opts[0].startswith("-"):
+        return param.name.upper()
+    return max(param.opts, key=lambda opt: opt.startswith("--"))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
+from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import compare as cmp
-from diffnas.runs import next_run_dir
+from diffnas.runs import next_run_dir, refuse_on_resume
+from diffnas.train.device import check_device
 
 console = Console()
 

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from diffnas.errors import UserError
 from diffnas.model.cost import budget_verdict, measure_cost
-from diffnas.space.arch import ArchConfig, parse_arch, read_arch_file
-from diffnas.space.references import REFERENCE_ARCHS, get_reference
-from diffnas.space.search_space import SearchSpace, load_space
+from diffnas.space.references import REFERENCE_ARCHS, resolve_arch
+from diffnas.space.search_space import load_space
 
 console = Console()
-
-
-def resolve_arch(text: str, space: SearchSpace | None = None) -> tuple[str, ArchConfig]:
-    """A reference preset name or a JSON/YAML architecture file.
-
-    With a space, a file may leave out the fields the space fixes (image size, channels,
-    learned variance), and the architecture must lie inside the space.
-    """
-    if text in REFERENCE_ARCHS:
-        arch = REFERENCE_ARCHS[text]
-        if space is not None:
-            space.check(arch, source=f"architecture {text}")
-        return text, arch
-    path = Path(text)
-    if path.suffix in (".json", ".yaml", ".yml") or path.exists():
-        source = f"architecture in {path.name}"
-        raw = read_arch_file(path)
-        return path.name, (space.complete(raw, source) if space else parse_arch(raw, source))
-    get_reference(text)  # raises with the list of known presets
-    raise UserError(f"Unknown architecture {text!r}.")  # pragma: no cover
 
 
 def cost(

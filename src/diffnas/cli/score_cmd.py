@@ -8,99 +8,37 @@ protocol, because a number without N, sampler steps and extractor compares to no
 from __future__ import annotations
 
 import json
-import pickle
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import typer
-from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
-from diffnas.cli.train_cmd import check_data_fits, console
-from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
+from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.score import Score
-from diffnas.execute.job import ScoreSpec, resolve_device, score_samples
-from diffnas.model.builder import build_unet
-from diffnas.model.cost import measure_cost
-from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, write_json
-from diffnas.space.arch import ArchConfig
-from diffnas.train.diffusion import DiffusionConfig
+from diffnas.evaluate.score import Score, check_scoring
+from diffnas.execute.job import ScoreSpec, score_samples
+from diffnas.model.cost import sampling_flops
+from diffnas.runs import (
+    OPTIONS_FILE,
+    load_options,
+    next_run_dir,
+    read_json,
+    refuse_on_resume,
+    write_json,
+)
+from diffnas.train.checkpoint import Trained, load_trained
+from diffnas.train.device import check_device, resolve_device
 from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
-from diffnas.train.trainer import EMA_CHECKPOINT, load_checkpoint, restore_ema
 
+console = Console(soft_wrap=True, highlight=False)
 SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
-
-
-@dataclass
-class Trained:
-    """A trained denoiser rebuilt from its EMA checkpoint."""
-
-    model: UNet2DModel
-    diffusion: DiffusionConfig
-    metadata: dict[str, Any]
-    path: Path
-    label: str
-    arch: ArchConfig | None
-
-    def forward_flops(self) -> int | None:
-        return measure_cost(self.arch).flops if self.arch is not None else None
-
-
-def load_trained(ckpt: str | Path) -> Trained:
-    """A train run folder (its ema.pt) or a checkpoint file → the EMA model and its settings."""
-    path = Path(ckpt)
-    if path.is_dir():
-        path = path / EMA_CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(ckpt)!r}: no such file ({path})", field="checkpoint")
-    not_ours = (
-        f"checkpoint {str(path)!r} is not a diffnas checkpoint; give a train run folder or "
-        "its ema.pt (to train an architecture file, use diffnas train)"
-    )
-    try:
-        state = load_checkpoint(path)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
-        # torch.load on a truncated zip, a text file (an architecture JSON) or random bytes
-        reason = _first_sentence(err)
-        raise UserError(
-            f"{not_ours} ({type(err).__name__}: {reason})", field="checkpoint"
-        ) from None
-    if not isinstance(state, dict) or "ema_model" not in state or "diffusion" not in state:
-        raise UserError(not_ours, field="checkpoint")
-    metadata = state.get("metadata") or {}
-    try:
-        arch = ArchConfig.model_validate(metadata["arch"]) if "arch" in metadata else None
-        # Without metadata (a checkpoint from the Python API) the diffusers config rebuilds it.
-        model = (
-            build_unet(arch) if arch is not None else UNet2DModel.from_config(state["model_config"])
-        )
-        restore_ema(model, state)
-        diffusion = DiffusionConfig.model_validate(state["diffusion"])
-    except (ValidationError, KeyError, RuntimeError) as err:
-        # recorded settings that do not validate, or weights that do not fit the architecture
-        reason = _first_sentence(err)
-        raise UserError(
-            f"checkpoint {str(path)!r} is damaged: its weights or settings do not match its "
-            f"recorded architecture ({type(err).__name__}: {reason})",
-            field="checkpoint",
-        ) from None
-    label = metadata.get("arch_name") or path.parent.name
-    label = label.removesuffix(Path(label).suffix)
-    return Trained(model, diffusion, metadata, path.resolve(), label, arch)
-
-
-def _first_sentence(err: Exception) -> str:
-    """The gist of a library's error (torch's run to a page of advice)."""
-    text = " ".join(str(err).split())
-    return text.split(". ")[0][:160]
 
 
 def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
@@ -110,20 +48,8 @@ def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
     )
     flops = trained.forward_flops()
     if flops is not None:
-        line += f", {flops * n * nfe_per_image / 1e12:.3g} TFLOPs"
+        line += f", {sampling_flops(flops, n, nfe_per_image) / 1e12:.3g} TFLOPs"
     console.print(line)
-
-
-def _load_options(model: type[BaseModel], run_dir: Path) -> Any:
-    if not (run_dir / OPTIONS_FILE).is_file():
-        raise UserError(f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there", field="resume")
-    try:
-        # bytes: a damaged (non-UTF-8) file is then a validation error too, not a decode crash
-        return model.model_validate_json((run_dir / OPTIONS_FILE).read_bytes())
-    except ValidationError as err:
-        raise UserError(
-            pydantic_message(err, str(run_dir / OPTIONS_FILE)), field="resume"
-        ) from None
 
 
 def _default_steps(sampler: str, steps: int | None) -> int | None:
@@ -167,7 +93,7 @@ def sample(
     """Draw images from a trained model; writes PNGs and a grid into a new run folder."""
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
-        opts = _load_options(SampleOptions, resume)
+        opts = load_options(resume, SampleOptions, kind="sample")
         run_dir = resume
         if (resume / "sample.json").is_file():
             console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)")
@@ -255,7 +181,7 @@ def score(
     """Score a trained model: sample N images and compare them with the reference data."""
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run", "as_json"))
-        opts = _load_options(ScoreOptions, resume)
+        opts = load_options(resume, ScoreOptions, kind="score")
         run_dir = resume
         if (resume / "score.json").is_file():
             _report(read_json(resume / "score.json"), as_json)

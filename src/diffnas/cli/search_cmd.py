@@ -11,44 +11,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from diffnas.cli.checks import check_device, check_scoring, refuse_on_resume
-from diffnas.cli.train_cmd import check_data_fits, parse_sets
-from diffnas.data.datasets import DataSpec, load_images, parse_data
 from diffnas.errors import UserError, first_field, pydantic_message
-from diffnas.execute.executors import check_executor
 from diffnas.execute.job import EvalSpec, ScoreSpec
-from diffnas.model.cost import measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
-from diffnas.propose.llm import parse_spec
-from diffnas.propose.llm.factory import check_structured
-from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
 from diffnas.report.terminal import print_status
-from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json
+from diffnas.runs import load_options, next_run_dir, refuse_on_resume
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
-from diffnas.space.references import get_reference
-from diffnas.space.search_space import load_space
+from diffnas.search.plan import SearchPlan, stored_llm_mode
+from diffnas.train.options import parse_sets
 
 console = Console()
 
 
 def _config_error(err: ValidationError) -> UserError:
     return UserError(pydantic_message(err, "search option"), field=first_field(err, "search"))
-
-
-def _resolved_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
-    """The LLM mode to store in options.json: resolved, so --resume asks in the same mode; under
-    --replay, `auto` means the mode of the recorded run, so the requests match its record."""
-    if llm_mode == "auto" and replay is not None:
-        try:
-            recorded = read_json(replay / OPTIONS_FILE)
-        except (OSError, ValueError):
-            recorded = None
-        if isinstance(recorded, dict):  # a run from before llm_mode existed asked in full
-            return resolve_llm_mode(
-                str(recorded.get("llm_mode", "full")), str(recorded.get("llm", llm))
-            )
-    return resolve_llm_mode(llm_mode, llm)
 
 
 def search(
@@ -163,7 +140,7 @@ def search(
     """Run the DiffNAS search: an LLM proposes UNets, each is proxy-trained and scored, the best are promoted."""
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
-        config = load_search_config(resume, "--resume")
+        config = load_options(resume, SearchConfig, kind="search")
         run_dir = resume
     else:
         if replay is not None and not (replay / "llm" / "calls.jsonl").is_file():
@@ -179,7 +156,7 @@ def search(
                 "--set: diffusion.* keys are fixed by the space's objective in a search."
             )
 
-        llm_mode = _resolved_llm_mode(llm_mode, llm, replay)
+        llm_mode = stored_llm_mode(llm_mode, llm, replay)
 
         def recipe(steps: int | None, batch: int | None) -> dict:
             sized = {k: v for k, v in (("steps", steps), ("batch_size", batch)) if v is not None}
@@ -210,7 +187,7 @@ def search(
         run_dir = None
     plan = SearchPlan(config)
     if dry_run:
-        plan.print()
+        print_plan(plan)
         return
     plan.validate()
     if run_dir is None:
@@ -223,133 +200,26 @@ def search(
     )
 
 
-def load_search_config(run_dir: Path, option: str = "") -> SearchConfig:
-    """The saved options of a search run folder, or a `UserError` saying why there are none."""
-    options = run_dir / OPTIONS_FILE
-    named = f"{option} {str(run_dir)!r}".strip()
-    if not options.is_file():
-        raise UserError(
-            f"{named}: no {OPTIONS_FILE} there; is it a search run folder?", field="run_dir"
-        )
-    raw = read_run_json(options, "search options")
-    try:
-        return SearchConfig.model_validate(raw)
-    except ValidationError as err:
-        if isinstance(raw, dict) and {"arch", "recipe"} <= raw.keys():
-            raise UserError(
-                f"{named} is a train run folder, not a search's; "
-                "continue it with diffnas train --resume",
-                field="run_dir",
-            ) from None
-        raise UserError(
-            pydantic_message(err, f"search options in {str(options)!r}"),
-            field=first_field(err, "search"),
-        ) from None
-
-
-class SearchPlan:
-    """What a search will do and roughly what it costs, before anything runs."""
-
-    def __init__(self, config: SearchConfig) -> None:
-        self.config = config
-        self.space = load_space(config.space)
-
-    def validate(self) -> None:
-        """Every option checked before anything runs, each error naming its option."""
-        cfg = self.config
-        if cfg.proposer not in PROPOSERS:
-            raise UserError(
-                f"--proposer {cfg.proposer!r} is unknown; allowed: {', '.join(PROPOSERS)}.",
-                field="proposer",
-            )
-        if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
-            provider, _ = parse_spec(cfg.llm)
-            check_structured(provider, cfg.structured)
-        for spec in (cfg.proxy, cfg.final):
-            check_device(spec.device)
-            spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
-        check_executor(cfg.executor)
-        # The images are read now, so an unreadable file or a size the space cannot take is
-        # refused before a run folder exists rather than by the first candidate's training.
-        images = load_images(self.data_spec())
-        check_data_fits(
-            images,
-            (self.space.in_channels, self.space.image_size),
-            f"space {self.space.name!r}",
-            "use a --space made for this data",
-        )
-        for spec in (cfg.proxy, cfg.final):
-            check_scoring(images, spec.score.extractor, spec.score.inception_weights)
-
-    def data_spec(self) -> DataSpec:
-        """The training images as the search reads them (`SearchRun` applies the same options)."""
-        cfg = self.config
-        data = parse_data(cfg.data)
-        if cfg.data_subset:
-            data = data.model_copy(update={"subset": cfg.data_subset})
-        if cfg.data_image_size:
-            data = data.model_copy(update={"image_size": cfg.data_image_size})
-        return data
-
-    def print(self) -> None:
-        cfg, space = self.config, self.space
-        self.validate()
-        ref = get_reference(space.reference) if space.reference else None
-        macs = measure_cost(ref).macs if ref else int(space.budget.max_gmacs * 1e9)
-        proxy = cfg.proxy.train_recipe(space.objective)
-        final = cfg.final.train_recipe(space.objective)
-        n_candidates = cfg.rounds * cfg.per_round
-        # training ~ 3 forward passes (forward + backward) per image; sampling: one per image per step
-        proxy_flops = (
-            2
-            * macs
-            * (
-                3 * proxy.steps * proxy.batch_size
-                + cfg.proxy.score.num_samples * (cfg.proxy.score.steps or 1000)
-            )
-        )
-        final_flops = (
-            2
-            * macs
-            * (
-                3 * final.steps * final.batch_size
-                + cfg.final.score.num_samples * (cfg.final.score.steps or 1000)
-            )
-        )
-        console.print_json(json.dumps(cfg.model_dump(mode="json")))
-        table = Table(
-            "stage",
-            "count",
-            "per candidate",
-            "PFLOPs (est.)",
-            title="Plan (FLOPs = 2 x MACs; at the reference's cost)",
-        )
-        table.add_row(
-            "LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", "-"
-        )
-        table.add_row(
-            "proxy train + score", f"<= {n_candidates}",
-            f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
-            f"{n_candidates * proxy_flops / 1e15:.3g}",
-        )  # fmt: skip
-        table.add_row(
-            "final train + FID", str(cfg.promote),
-            f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
-            f"{cfg.promote * final_flops / 1e15:.3g}",
-        )  # fmt: skip
-        console.print(table)
+def print_plan(plan: SearchPlan) -> None:
+    """The resolved options and a table of the stages with their estimated compute."""
+    stages = plan.stages()
+    console.print_json(json.dumps(plan.config.model_dump(mode="json")))
+    table = Table(
+        "stage",
+        "count",
+        "per candidate",
+        "PFLOPs (est.)",
+        title="Plan (FLOPs = 2 x MACs; at the reference's cost)",
+    )
+    for stage in stages:
+        pflops = "-" if stage.pflops is None else f"{stage.pflops:.3g}"
+        table.add_row(stage.stage, stage.count, stage.per_candidate, pflops)
+    console.print(table)
 
 
 def show_status(run_dir: Path) -> None:
     """The table of trials of a search run folder (80 columns in an 80-column terminal)."""
     print_status(run_dir)
-
-
-def _compute_cell(extra: dict) -> str:
-    """A trial's device and device-seconds, e.g. "cuda:0 812 s"."""
-    if not extra.get("device_s"):
-        return "-"
-    return f"{extra.get('device') or '?'} {extra['device_s']:.3g} s"
 
 
 def status(run_dir: Path = typer.Argument(..., help="A search run folder.")) -> None:

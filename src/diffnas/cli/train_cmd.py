@@ -9,114 +9,37 @@ carries the architecture and objective in its metadata, so `diffnas sample` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
-from diffnas.cli.checks import check_device, refuse_on_resume
-from diffnas.cli.cost_cmd import resolve_arch
-from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
-from diffnas.errors import UserError, pydantic_message
-from diffnas.execute.job import resolve_device
+from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse_data
+from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
-from diffnas.model.cost import measure_cost
-from diffnas.runs import OPTIONS_FILE, next_run_dir, read_json, read_run_json, write_json
-from diffnas.space.arch import ArchConfig
+from diffnas.model.cost import measure_cost, training_flops
+from diffnas.runs import (
+    OPTIONS_FILE,
+    load_options,
+    next_run_dir,
+    read_json,
+    read_run_json,
+    refuse_on_resume,
+    write_json,
+)
+from diffnas.space.references import resolve_arch
 from diffnas.space.search_space import load_space
 from diffnas.train import trainer
+from diffnas.train.device import check_device, resolve_device
 from diffnas.train.diffusion import DiffusionConfig, Objective
-from diffnas.train.recipe import TrainRecipe
-from diffnas.train.recipe import resolve_recipe as resolve_train_recipe
+from diffnas.train.options import TrainOptions, parse_sets
+from diffnas.train.recipe import resolve_recipe
 from diffnas.train.trainer import STATUS
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-class TrainOptions(BaseModel):
-    """Everything a training run depends on; written as the run folder's options.json."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    arch_name: str = Field(description="preset name or architecture file name (for labels)")
-    arch: ArchConfig = Field(description="the resolved architecture")
-    objective: Objective = Field(description="ddpm (L_simple) or iddpm (cosine schedule, L_hybrid)")
-    recipe_preset: Literal["proxy", "full"] = Field(description="recipe the overrides apply to")
-    recipe: TrainRecipe = Field(description="the resolved training recipe")
-    diffusion: DiffusionConfig = Field(description="the resolved diffusion config")
-    data: DataSpec = Field(description="the training images")
-    seed: int = Field(description="seed of initialisation, data order and noise")
-    device: str = Field(description="auto | cpu | cuda[:N] as asked")
-
-    def metadata(self) -> dict[str, Any]:
-        """What ema.pt must carry for sample/score to rebuild the model and find the data."""
-        return {
-            "arch": self.arch.model_dump(mode="json"),
-            "arch_name": self.arch_name,
-            "objective": self.objective,
-            "data": self.data.model_dump(mode="json"),
-            "recipe_preset": self.recipe_preset,
-        }
-
-
-def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`--set key=value` items → (recipe overrides, diffusion overrides); values parsed as JSON."""
-    recipe_keys, diffusion_keys = set(TrainRecipe.model_fields), set(DiffusionConfig.model_fields)
-    allowed = ", ".join(sorted(recipe_keys) + [f"diffusion.{k}" for k in sorted(diffusion_keys)])
-    recipe, diffusion = {}, {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise UserError(f"--set {item!r}: expected key=value (keys: {allowed})", field="set")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text  # a bare word such as a name or "cosine"
-        if key in recipe_keys:
-            recipe[key] = value
-        elif key.startswith("diffusion.") and key.removeprefix("diffusion.") in diffusion_keys:
-            diffusion[key.removeprefix("diffusion.")] = value
-        else:
-            raise UserError(f"--set: unknown key {key!r}; allowed keys: {allowed}", field=key)
-    return recipe, diffusion
-
-
-def resolve_recipe(
-    preset: str, objective: Objective, overrides: dict[str, Any], data: DataSpec, device: str
-) -> tuple[TrainRecipe, list[str]]:
-    """The preset with the overrides, adapted to short runs, digits and CPU; plus notes on what changed."""
-    return resolve_train_recipe(
-        preset, objective, overrides, data_kind=data.kind, device_type=resolve_device(device).type
-    )
-
-
-def resolve_diffusion(
-    objective: Objective, arch: ArchConfig, overrides: dict[str, Any]
-) -> DiffusionConfig:
-    return DiffusionConfig.resolve(objective, arch.learn_sigma, overrides)
-
-
-def check_data_fits(
-    data: ImageData,
-    shape: tuple[int, int],
-    needed_by: str,
-    advice: str = "use an architecture (or --space) made for this data",
-) -> None:
-    """Images must have the (channels, size) that `needed_by` (an architecture, a space) takes."""
-    channels, size = shape
-    if (data.channels, data.image_size) != (channels, size) or data.x.shape[-2] != size:
-        got = "x".join(str(d) for d in data.x.shape[1:])
-        raise UserError(
-            f"data {data.name} has {got} images but {needed_by} expects "
-            f"{channels}x{size}x{size}; {advice}",
-            field="data",
-        )
 
 
 def print_plan(opts: TrainOptions, data: ImageData) -> None:
@@ -125,7 +48,7 @@ def print_plan(opts: TrainOptions, data: ImageData) -> None:
     recipe = opts.recipe
     images = recipe.steps * recipe.batch_size
     fwd_flops = measure_cost(opts.arch).flops
-    total = 3 * fwd_flops * images  # forward + backward ≈ 3 forward passes
+    total = training_flops(fwd_flops, recipe.steps, recipe.batch_size)
     console.print(
         f"plan: {recipe.steps:,} steps x batch {recipe.batch_size} = {images:,} images "
         f"({images / len(data):.1f} epochs of {len(data):,} {data.name} images) on "
@@ -215,14 +138,20 @@ def train(
     data_spec = parse_data(data or "digits")
     recipe_sets, diffusion_sets = parse_sets(sets)
     overrides = {k: v for k, v in flags.items() if v is not None} | recipe_sets
-    train_recipe, notes = resolve_recipe(recipe or "proxy", obj, overrides, data_spec, device)
+    train_recipe, notes = resolve_recipe(
+        recipe or "proxy",
+        obj,
+        overrides,
+        data_kind=data_spec.kind,
+        device_type=resolve_device(device).type,
+    )
     opts = TrainOptions(
         arch_name=label,
         arch=arch_cfg,
         objective=obj,
         recipe_preset=recipe or "proxy",  # type: ignore[arg-type]
         recipe=train_recipe,
-        diffusion=resolve_diffusion(obj, arch_cfg, diffusion_sets),
+        diffusion=DiffusionConfig.resolve(obj, arch_cfg.learn_sigma, diffusion_sets),
         data=data_spec,
         seed=0 if seed is None else seed,
         device=device,
@@ -244,17 +173,7 @@ def train(
 
 
 def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
-    if not (run_dir / OPTIONS_FILE).is_file():
-        raise UserError(
-            f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there (not a train run folder)"
-        )
-    try:
-        # bytes: a damaged (non-UTF-8) file is then a validation error too, not a decode crash
-        opts = TrainOptions.model_validate_json((run_dir / OPTIONS_FILE).read_bytes())
-    except ValidationError as err:
-        raise UserError(
-            pydantic_message(err, f"{run_dir / OPTIONS_FILE}"), field="resume"
-        ) from None
+    opts = load_options(run_dir, TrainOptions, kind="train")
     device = check_device(device or opts.device)
     status_path = run_dir / STATUS
     status = read_run_json(status_path, "training status") if status_path.is_file() else None

@@ -76,6 +76,23 @@ class ImageData:
         return ((self.x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def check_data_fits(
+    data: ImageData,
+    shape: tuple[int, int],
+    needed_by: str,
+    advice: str = "use an architecture (or --space) made for this data",
+) -> None:
+    """Images must have the (channels, size) that `needed_by` (an architecture, a space) takes."""
+    channels, size = shape
+    if (data.channels, data.image_size) != (channels, size) or data.x.shape[-2] != size:
+        got = "x".join(str(d) for d in data.x.shape[1:])
+        raise UserError(
+            f"data {data.name} has {got} images but {needed_by} expects "
+            f"{channels}x{size}x{size}; {advice}",
+            field="data",
+        )
+
+
 def parse_data(text: str) -> DataSpec:
     """CLI spelling: `digits`, `cifar10[:ROOT]`, `fashion-mnist[:ROOT]`, `npz:PATH` or `PATH.npz`,
     `imagefolder:DIR` or `DIR`."""

@@ -8,14 +8,21 @@ extractor next to the value ("FID[classifier] 12.3"); plain "FID" means Inceptio
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field, computed_field
 
+from diffnas.data.datasets import ImageData
 from diffnas.errors import UserError
-from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
+from diffnas.evaluate.features import (
+    INCEPTION_ENV,
+    FeatureExtractor,
+    as_uint8_images,
+    resolve_inception_weights,
+)
 from diffnas.evaluate.frechet import (
     feature_statistics,
     frechet_distance,
@@ -134,3 +141,23 @@ def score_images(
     else:
         value = frechet_distance(*feature_statistics(features), reference.mu, reference.sigma)
     return Score(value=value, protocol=ScoreProtocol(**protocol))
+
+
+def check_scoring(images: ImageData, extractor: str, inception_weights: str | None) -> None:
+    """What scoring against `images` needs, checked before sampling and before a run folder exists."""
+    if extractor == "classifier" and images.y is None:
+        raise UserError(
+            f"data {images.name} has no labels, and the classifier extractor is trained on "
+            "them; use labelled data or --extractor inception",
+            field="extractor",
+        )
+    if extractor == "inception":
+        if images.channels not in (1, 3):
+            raise UserError(
+                f"data {images.name} has {images.channels} channels; the inception extractor "
+                "takes 1 or 3",
+                field="extractor",
+            )
+        if inception_weights or os.environ.get(INCEPTION_ENV):
+            # a named file must exist and be the right one; a download is left to scoring
+            resolve_inception_weights(inception_weights, allow_download=False)

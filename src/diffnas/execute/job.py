@@ -26,10 +26,12 @@ from diffnas.evaluate.reference import reference_stats
 from diffnas.evaluate.score import Score, score_images, score_label
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
+from diffnas.train.checkpoint import restore_ema
+from diffnas.train.device import fast_cuda_math, resolve_device
 from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images, save_grid
-from diffnas.train.trainer import restore_ema, train
+from diffnas.train.trainer import train
 
 
 class ScoreSpec(BaseModel):
@@ -127,19 +129,15 @@ class EvalResult(BaseModel):
     device_s: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate_candidate(job: EvalJob) -> EvalResult:
     """Train, sample and score one candidate. Faults become a status; bad configuration raises."""
     start, cpu_start = time.perf_counter(), time.process_time()
     workdir = Path(job.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = _evaluate(job, workdir)
+        # training, sampling and feature extraction alike get cuDNN autotuning and TF32 on CUDA
+        with fast_cuda_math(resolve_device(job.spec.device)):
+            result = _evaluate(job, workdir)
     except UserError:
         raise  # a configuration problem would fail every candidate: stop and say so
     except torch.cuda.OutOfMemoryError as err:

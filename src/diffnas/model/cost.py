@@ -93,3 +93,14 @@ def budget_verdict(cost: Cost, budget: Budget) -> tuple[bool, str]:
         f"measured {g:.3g} GMACs, within the {budget.min_gmacs:g}-{budget.max_gmacs:g} GMACs budget "
         f"({100 * g / budget.max_gmacs:.0f}% of the bound)"
     )
+
+
+# Compute estimates of a run from the cost of one forward pass (FLOPs = 2 x MACs).
+def training_flops(forward_flops: int, steps: int, batch_size: int) -> int:
+    """Optimizer steps x images per step x 3 forward passes (forward + backward ≈ 3 forwards)."""
+    return 3 * forward_flops * steps * batch_size
+
+
+def sampling_flops(forward_flops: int, images: int, sampler_steps: int) -> int:
+    """One forward pass per image per sampler step."""
+    return forward_flops * images * sampler_steps

@@ -6,10 +6,11 @@ search runs with exactly the options it started with.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.execute.job import EvalSpec
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 
@@ -95,3 +96,23 @@ class SearchConfig(BaseModel):
     final: EvalSpec = Field(
         default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_train_run(cls, data: Any) -> Any:
+        # `--resume`/`status` on a train run folder: say so rather than list its 9 unknown keys
+        if isinstance(data, dict) and {"arch", "recipe"} <= data.keys():
+            raise ValueError(
+                "these are the options of a train run folder, not a search's; "
+                "continue it with diffnas train --resume"
+            )
+        return data
+
+    def data_spec(self) -> DataSpec:
+        """The training images of every candidate: `data` with the subset and size options."""
+        data = parse_data(self.data)
+        if self.data_subset:
+            data = data.model_copy(update={"subset": self.data_subset})
+        if self.data_image_size:
+            data = data.model_copy(update={"image_size": self.data_image_size})
+        return data

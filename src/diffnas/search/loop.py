@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diffnas import __version__
-from diffnas.data.datasets import DataSpec, parse_data
+from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
@@ -85,11 +85,7 @@ class SearchRun:
         self.run_dir = Path(run_dir)
         self.console = console or Console()
         self.space: SearchSpace = load_space(config.space)
-        self.data: DataSpec = parse_data(config.data)
-        if config.data_subset:
-            self.data = self.data.model_copy(update={"subset": config.data_subset})
-        if config.data_image_size:
-            self.data = self.data.model_copy(update={"image_size": config.data_image_size})
+        self.data: DataSpec = config.data_spec()
         self.executor = executor or make_executor(
             config.executor,
             workers=config.workers,
@@ -154,7 +150,7 @@ class SearchRun:
     # ----- the loop -----
     def run(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".lock", "w") as lock:
+        with open(self.run_dir / ".lock", "w") as lock, study_mod.quiet_optuna():
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +36,27 @@ def storage_url(run_dir: Path, url: str | None) -> str:
     return url or f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines (a study created, each trial finished) off inside the block only:
+    the search prints its own progress, and Optuna's verbosity is process-wide."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
 def open_study(run_dir: Path, url: str | None = None) -> optuna.Study:
     """Create or load the run's study."""
-    optuna.logging.set_verbosity(logging.WARNING)
-    return optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=storage_url(run_dir, url),
-        direction="minimize",
-        load_if_exists=True,
-    )
+    with quiet_optuna():
+        return optuna.create_study(
+            study_name=STUDY_NAME,
+            storage=storage_url(run_dir, url),
+            direction="minimize",
+            load_if_exists=True,
+        )
 
 
 def _attrs(record: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,11 @@ Counts are of the diffusers `UNet2DModel` they build to (see README, "How FLOPs 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diffnas.errors import UserError
-from diffnas.space.arch import ArchConfig
+from diffnas.space.arch import ArchConfig, parse_arch, read_arch_file
+from diffnas.space.search_space import SearchSpace
 
 REFERENCE_ARCHS: dict[str, ArchConfig] = {
     "ddpm-cifar10": ArchConfig(
@@ -54,3 +57,23 @@ def get_reference(name: str) -> ArchConfig:
             f"Unknown reference architecture {name!r}; known: {', '.join(sorted(REFERENCE_ARCHS))}.",
             field="arch",
         ) from None
+
+
+def resolve_arch(text: str, space: SearchSpace | None = None) -> tuple[str, ArchConfig]:
+    """A reference preset name or a JSON/YAML architecture file → (label, architecture).
+
+    With a space, a file may leave out the fields the space fixes (image size, channels,
+    learned variance), and the architecture must lie inside the space.
+    """
+    if text in REFERENCE_ARCHS:
+        arch = REFERENCE_ARCHS[text]
+        if space is not None:
+            space.check(arch, source=f"architecture {text}")
+        return text, arch
+    path = Path(text)
+    if path.suffix in (".json", ".yaml", ".yml") or path.exists():
+        source = f"architecture in {path.name}"
+        raw = read_arch_file(path)
+        return path.name, (space.complete(raw, source) if space else parse_arch(raw, source))
+    get_reference(text)  # raises with the list of known presets
+    raise UserError(f"Unknown architecture {text!r}.")  # pragma: no cover

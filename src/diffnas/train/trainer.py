@@ -18,7 +18,6 @@ step and saved generator states: a resumed run gives the same weights as an unin
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,12 +30,14 @@ from diffusers.training_utils import EMAModel
 from diffnas.errors import UserError
 from diffnas.progress import task as progress_task
 from diffnas.runs import append_jsonl, read_json, write_json
-from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion, make_timestep_sampler
+from diffnas.train.checkpoint import CHECKPOINT, EMA_CHECKPOINT, load_checkpoint, save_atomic
+from diffnas.train.checkpoint import restore_ema as restore_ema  # re-exported for old callers
+from diffnas.train.device import fast_cuda_math
+from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion
 from diffnas.train.precision import FP32AttentionOnCPU
 from diffnas.train.recipe import TrainRecipe
+from diffnas.train.timestep_sampler import make_timestep_sampler
 
-CHECKPOINT = "checkpoint.pt"
-EMA_CHECKPOINT = "ema.pt"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 # Recipe fields a run may resume with other values of: bookkeeping, and how this machine
@@ -70,22 +71,6 @@ class TrainResult:
     error: str | None = None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a `checkpoint.pt` or `ema.pt` (on CPU, tensors and plain data only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint={str(path)!r} does not exist", field="checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def restore_ema(model: torch.nn.Module, checkpoint: dict[str, Any] | str | Path) -> torch.nn.Module:
-    """Copy the EMA weights of a checkpoint (dict or path) into `model`; returns `model`."""
-    if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["ema_model"])
-    return model
-
-
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of one epoch, a pure function of (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -109,12 +94,6 @@ def _model_config_record(model: torch.nn.Module, metadata: dict[str, Any] | None
     if metadata and "arch" in metadata:
         return {}
     return {"model_config": dict(model.config)}
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _check_inputs(model: torch.nn.Module, images: torch.Tensor, diffusion: DiffusionConfig) -> None:
@@ -171,7 +150,8 @@ class TrainStep:
     """One optimizer step of a recipe, and all the state a checkpoint must carry to resume it.
 
     Split from `train` so benchmarks time exactly the step that training runs. Nothing in
-    `__call__` waits for the device: the loss comes back as a device tensor.
+    `__call__` waits for the device: the loss comes back as a device tensor. It sets no
+    process-wide flag: `train` runs it inside `fast_cuda_math` (cuDNN autotuning, TF32).
     """
 
     def __init__(
@@ -186,10 +166,6 @@ class TrainStep:
     ) -> None:
         self.device = device = torch.device(device)
         self.recipe, self.seed = recipe, seed
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         model.to(device)
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -292,6 +268,213 @@ def _tensorboard_writer(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tb"))
 
 
+class TrainLoop:
+    """The loop of one `train` call, read top to bottom like improved-diffusion's TrainLoop:
+    `start` (fresh or resumed), `run_loop` (`run_step`, `log`, `save`), `finish`.
+
+    Losses accumulate on the device and are read (one sync) only every `log_every` steps.
+    """
+
+    def __init__(
+        self,
+        trainer: TrainStep,
+        *,
+        diffusion: DiffusionConfig,
+        run_dir: Path,
+        metadata: dict[str, Any] | None,
+        max_steps: int | None,
+        on_step: OnStep | None,
+        progress: bool,
+    ) -> None:
+        self.trainer, self.recipe, self.device = trainer, trainer.recipe, trainer.device
+        self.diffusion, self.run_dir, self.metadata = diffusion, run_dir, metadata or {}
+        self.on_step = on_step
+        self.ckpt_path, self.ema_path = run_dir / CHECKPOINT, run_dir / EMA_CHECKPOINT
+        self.metrics_path = run_dir / METRICS
+        self.tb = _tensorboard_writer(run_dir) if self.recipe.tensorboard else None
+        steps = self.recipe.steps
+        self.end_step = steps if max_steps is None else min(steps, max_steps)
+        self.step, self.last_loss = 0, None
+        self.progress = progress
+        # the interval since the last log line, on the device and on the clock
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.vb_sum = torch.zeros((), device=self.device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.logged_steps, self.timed_steps, self.interval_start = 0, 0, time.perf_counter()
+        # the throughput of this call, warm-up (and compile) excluded
+        self.run_images, self.run_seconds, self.first_step = 0, 0.0, True
+
+    # ----- start -----
+    def start(self, resume: bool) -> None:
+        """Load the run folder's checkpoint (when resuming and there is one) or start at step 0."""
+        if resume and self.ckpt_path.exists():
+            state = load_checkpoint(self.ckpt_path)
+            _check_resumable(state, self.recipe, self.diffusion, self.trainer.seed)
+            self.trainer.load_state_dict(state)
+            self.step, self.last_loss = state["step"], state.get("last_loss")
+            self._event("resume")
+        else:
+            self._event("start")
+        self.write_status("running", None)
+
+    # ----- the loop -----
+    def run_loop(self) -> TrainResult:
+        """Steps until `end_step`, a stop asked by `on_step`, divergence or CUDA out-of-memory."""
+        recipe = self.recipe
+        status, error = "complete", None
+        try:
+            with progress_task(
+                f"training {recipe.name}",
+                total=recipe.steps,
+                completed=self.step,
+                enabled=self.progress,
+            ) as self.bar:
+                stopped = False
+                while self.step < self.end_step and not stopped:
+                    lr, terms, stopped = self.run_step()
+                    step, last = self.step, self.step == self.end_step or stopped
+                    log_now = step % recipe.log_every == 0 or last
+                    save_now = step % recipe.checkpoint_every == 0 or last
+                    if (log_now or save_now) and bool(self.nonfinite):
+                        status, error = "diverged", f"non-finite loss by step {step}"
+                        break
+                    if log_now and self.logged_steps:
+                        self.log(lr, terms)
+                    if save_now:
+                        final = step == recipe.steps
+                        self.save("complete" if final else "running")
+                        self.write_status("complete" if final else "running", None)
+        except torch.cuda.OutOfMemoryError as exc:
+            status = "oom"
+            error = f"CUDA out of memory at step {self.step}: {str(exc).splitlines()[0]}"
+            self.trainer.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except BaseException as exc:
+            self.write_status("failed", None, error=repr(exc))
+            append_jsonl(
+                self.metrics_path, {"event": "failed", "step": self.step, "error": repr(exc)}
+            )
+            raise
+        return self.finish(status, error)
+
+    def run_step(self) -> tuple[float, dict[str, torch.Tensor], bool]:
+        """One optimizer step, its losses added to the interval; (lr, loss terms, stop asked)."""
+        detached, terms = self.trainer(self.step)
+        lr = self.recipe.lr_at(self.step)
+        self.step += 1
+        self.loss_sum += detached
+        if "vb" in terms:
+            self.vb_sum += terms["vb"].mean()
+        self.nonfinite |= ~torch.isfinite(detached)
+        self.logged_steps += 1
+        self.timed_steps += 1
+        if self.first_step:  # keep warm-up (and compile) out of the throughput
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.first_step, self.interval_start, self.timed_steps = False, time.perf_counter(), 0
+        stop = self.on_step is not None and bool(self.on_step(self.step, detached))
+        return lr, terms, stop
+
+    def log(self, lr: float, terms: dict[str, torch.Tensor]) -> None:
+        """Read the interval's losses (the sync), write a metrics line, tensorboard, the bar."""
+        batch, step = self.recipe.batch_size, self.step
+        self.last_loss = float(self.loss_sum) / self.logged_steps
+        elapsed = time.perf_counter() - self.interval_start
+        ips = self.timed_steps * batch / elapsed if self.timed_steps else None
+        self.run_images += self.timed_steps * batch
+        self.run_seconds += elapsed if self.timed_steps else 0.0
+        record = {"step": step, "loss": self.last_loss, "lr": lr, "images_per_sec": ips}
+        record["ema_decay"] = self.trainer.ema.cur_decay_value
+        if "vb" in terms:
+            record["vb"] = float(self.vb_sum) / self.logged_steps
+        append_jsonl(self.metrics_path, record)
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and value is not None:
+                    self.tb.add_scalar(f"train/{key}", value, step)
+        ips_text = "-" if ips is None else f"{ips:.0f}"
+        self.bar.update(step, info=f"loss {self.last_loss:.4f}, {ips_text} img/s")
+        self.loss_sum.zero_()
+        self.vb_sum.zero_()
+        self.logged_steps, self.timed_steps, self.interval_start = 0, 0, time.perf_counter()
+
+    # ----- files -----
+    def save(self, status_name: str) -> None:
+        """checkpoint.pt (everything to resume) and ema.pt (everything to sample), atomically."""
+        common = {
+            "step": self.step,
+            "ema_model": self.trainer.ema_weights(),
+            **_model_config_record(self.trainer.model, self.metadata),
+            "diffusion": self.diffusion.model_dump(mode="json"),
+            "recipe": self.recipe.model_dump(mode="json"),
+            "metadata": self.metadata,
+            "seed": self.trainer.seed,
+            "last_loss": self.last_loss,
+        }
+        full = {
+            **common,
+            **self.trainer.state_dict(),
+            "format": "diffnas-train-v1",
+            "status": status_name,
+        }
+        save_atomic(full, self.ckpt_path)
+        save_atomic({**common, "format": "diffnas-ema-v1"}, self.ema_path)
+
+    def write_status(self, status_name: str, ips: float | None, error: str | None = None) -> None:
+        write_json(
+            self.run_dir / STATUS,
+            {
+                "status": status_name,
+                "step": self.step,
+                "steps": self.recipe.steps,
+                "last_loss": self.last_loss,
+                "images_per_sec": ips,
+                "checkpoint": str(self.ckpt_path) if self.ckpt_path.exists() else None,
+                "ema_checkpoint": str(self.ema_path) if self.ema_path.exists() else None,
+                "error": error,
+                "updated": time.time(),
+            },
+        )
+
+    def _event(self, name: str) -> None:
+        append_jsonl(self.metrics_path, {"event": name, "step": self.step, "time": time.time()})
+
+    # ----- finish -----
+    def finish(self, status: str, error: str | None) -> TrainResult:
+        """The end state in status.json and metrics.jsonl, and the result."""
+        if status == "complete" and self.step < self.recipe.steps:
+            status = "paused"
+        if status == "complete" and not self.ckpt_path.exists():
+            self.save(
+                status
+            )  # a finished run resumed with nothing left to do still leaves its files
+        if self.tb is not None:
+            self.tb.close()
+        ips = self.run_images / self.run_seconds if self.run_seconds > 0 else None
+        self.write_status(status, ips, error)
+        append_jsonl(
+            self.metrics_path,
+            {
+                "event": status,
+                "step": self.step,
+                "last_loss": self.last_loss,
+                "error": error,
+                "time": time.time(),
+            },
+        )
+        return TrainResult(
+            status=status,  # type: ignore[arg-type]
+            steps=self.step,
+            last_loss=self.last_loss,
+            images_per_sec=ips,
+            checkpoint=self.ckpt_path if self.ckpt_path.exists() else None,
+            ema_checkpoint=self.ema_path if self.ema_path.exists() else None,
+            run_dir=self.run_dir,
+            error=error,
+        )
+
+
 def train(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -318,168 +501,33 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_inputs(model, images, diffusion)
-    ckpt_path, ema_path = run_dir / CHECKPOINT, run_dir / EMA_CHECKPOINT
-    metrics_path = run_dir / METRICS
-    try:
-        trainer = TrainStep(
-            model, images, recipe=recipe, diffusion=diffusion, seed=seed, device=device
+    with fast_cuda_math(device):
+        try:
+            trainer = TrainStep(
+                model, images, recipe=recipe, diffusion=diffusion, seed=seed, device=device
+            )
+        except torch.cuda.OutOfMemoryError as exc:  # the model or data alone do not fit
+            return _oom_at_setup(run_dir, exc)
+        loop = TrainLoop(
+            trainer,
+            diffusion=diffusion,
+            run_dir=run_dir,
+            metadata=metadata,
+            max_steps=max_steps,
+            on_step=on_step,
+            progress=progress,
         )
-    except torch.cuda.OutOfMemoryError as exc:  # the model or data alone do not fit
-        error = f"CUDA out of memory while setting up: {str(exc).splitlines()[0]}"
-        write_json(run_dir / STATUS, {"status": "oom", "step": 0, "error": error})
-        append_jsonl(metrics_path, {"event": "oom", "step": 0, "error": error, "time": time.time()})
-        return TrainResult("oom", 0, None, None, None, None, run_dir, error)
-    tb = _tensorboard_writer(run_dir) if recipe.tensorboard else None
-    step, last_loss = 0, None
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resumable(state, recipe, diffusion, seed)
-        trainer.load_state_dict(state)
-        step, last_loss = state["step"], state.get("last_loss")
-        append_jsonl(metrics_path, {"event": "resume", "step": step, "time": time.time()})
-    else:
-        append_jsonl(metrics_path, {"event": "start", "step": 0, "time": time.time()})
+        loop.start(resume)
+        return loop.run_loop()
 
-    def save(status_name: str) -> None:
-        common = {
-            "step": step,
-            "ema_model": trainer.ema_weights(),
-            **_model_config_record(model, metadata),
-            "diffusion": diffusion.model_dump(mode="json"),
-            "recipe": recipe.model_dump(mode="json"),
-            "metadata": metadata or {},
-            "seed": seed,
-            "last_loss": last_loss,
-        }
-        full = {
-            **common,
-            **trainer.state_dict(),
-            "format": "diffnas-train-v1",
-            "status": status_name,
-        }
-        _save_atomic(full, ckpt_path)
-        _save_atomic({**common, "format": "diffnas-ema-v1"}, ema_path)
 
-    def write_status(status_name: str, ips: float | None, error: str | None = None) -> None:
-        write_json(
-            run_dir / STATUS,
-            {
-                "status": status_name,
-                "step": step,
-                "steps": recipe.steps,
-                "last_loss": last_loss,
-                "images_per_sec": ips,
-                "checkpoint": str(ckpt_path) if ckpt_path.exists() else None,
-                "ema_checkpoint": str(ema_path) if ema_path.exists() else None,
-                "error": error,
-                "updated": time.time(),
-            },
-        )
-
-    end_step = recipe.steps if max_steps is None else min(recipe.steps, max_steps)
-    batch = recipe.batch_size
-    write_status("running", None)
-
-    # Device-side accumulators: read (one sync) only every `log_every` steps.
-    loss_sum = torch.zeros((), device=device)
-    vb_sum = torch.zeros((), device=device)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    logged_steps, timed_steps, interval_start = 0, 0, time.perf_counter()
-    run_images, run_seconds, first_step = 0, 0.0, True
-    status: str = "complete"
-    error: str | None = None
-    stopped = False
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    try:
-        with progress_task(
-            f"training {recipe.name}", total=recipe.steps, completed=step, enabled=progress
-        ) as bar:
-            while step < end_step and not stopped:
-                detached, terms = trainer(step)
-                lr = recipe.lr_at(step)
-                step += 1
-                loss_sum += detached
-                if "vb" in terms:
-                    vb_sum += terms["vb"].mean()
-                nonfinite |= ~torch.isfinite(detached)
-                logged_steps += 1
-                timed_steps += 1
-                if first_step:  # keep warm-up (and compile) out of the throughput
-                    sync()
-                    first_step, interval_start, timed_steps = False, time.perf_counter(), 0
-                if on_step is not None and on_step(step, detached):
-                    stopped = True
-                log_now = step % recipe.log_every == 0 or step == end_step or stopped
-                save_now = step % recipe.checkpoint_every == 0 or step == end_step or stopped
-                if (log_now or save_now) and bool(nonfinite):
-                    status, error = "diverged", f"non-finite loss by step {step}"
-                    break
-                if log_now and logged_steps:
-                    last_loss = float(loss_sum) / logged_steps  # the sync
-                    elapsed = time.perf_counter() - interval_start
-                    ips = timed_steps * batch / elapsed if timed_steps else None
-                    run_images += timed_steps * batch
-                    run_seconds += elapsed if timed_steps else 0.0
-                    record = {"step": step, "loss": last_loss, "lr": lr, "images_per_sec": ips}
-                    record["ema_decay"] = trainer.ema.cur_decay_value
-                    if "vb" in terms:
-                        record["vb"] = float(vb_sum) / logged_steps
-                    append_jsonl(metrics_path, record)
-                    if tb is not None:
-                        for key, value in record.items():
-                            if key != "step" and value is not None:
-                                tb.add_scalar(f"train/{key}", value, step)
-                    ips_text = "-" if ips is None else f"{ips:.0f}"
-                    bar.update(step, info=f"loss {last_loss:.4f}, {ips_text} img/s")
-                    loss_sum.zero_()
-                    vb_sum.zero_()
-                    logged_steps, timed_steps, interval_start = 0, 0, time.perf_counter()
-                if save_now:
-                    final = step == recipe.steps
-                    save("complete" if final else "running")
-                    write_status("complete" if final else "running", None)
-    except torch.cuda.OutOfMemoryError as exc:
-        status, error = "oom", f"CUDA out of memory at step {step}: {str(exc).splitlines()[0]}"
-        trainer.optimizer.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except BaseException as exc:
-        write_status("failed", None, error=repr(exc))
-        append_jsonl(metrics_path, {"event": "failed", "step": step, "error": repr(exc)})
-        raise
-
-    if status == "complete" and step < recipe.steps:
-        status = "paused"
-    if status == "complete" and not ckpt_path.exists():
-        save(status)  # a finished run resumed with nothing left to do still leaves its files
-    if tb is not None:
-        tb.close()
-    ips = run_images / run_seconds if run_seconds > 0 else None
-    write_status(status, ips, error)
+def _oom_at_setup(run_dir: Path, exc: torch.cuda.OutOfMemoryError) -> TrainResult:
+    error = f"CUDA out of memory while setting up: {str(exc).splitlines()[0]}"
+    write_json(run_dir / STATUS, {"status": "oom", "step": 0, "error": error})
     append_jsonl(
-        metrics_path,
-        {
-            "event": status,
-            "step": step,
-            "last_loss": last_loss,
-            "error": error,
-            "time": time.time(),
-        },
+        run_dir / METRICS, {"event": "oom", "step": 0, "error": error, "time": time.time()}
     )
-    return TrainResult(
-        status=status,  # type: ignore[arg-type]
-        steps=step,
-        last_loss=last_loss,
-        images_per_sec=ips,
-        checkpoint=ckpt_path if ckpt_path.exists() else None,
-        ema_checkpoint=ema_path if ema_path.exists() else None,
-        run_dir=run_dir,
-        error=error,
-    )
+    return TrainResult("oom", 0, None, None, None, None, run_dir, error)
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""What a search will do and roughly what it costs, checked and estimated before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffnas.data.datasets import check_data_fits, load_images
+from diffnas.errors import UserError
+from diffnas.evaluate.score import check_scoring
+from diffnas.execute.executors import check_executor
+from diffnas.model.cost import measure_cost, sampling_flops, training_flops
+from diffnas.propose.llm import parse_spec
+from diffnas.propose.llm.factory import check_structured
+from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
+from diffnas.runs import OPTIONS_FILE, read_json
+from diffnas.search.config import SearchConfig
+from diffnas.space.references import get_reference
+from diffnas.space.search_space import load_space
+from diffnas.train.device import check_device
+from diffnas.train.recipe import TrainRecipe
+
+
+def stored_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
+    """The LLM mode to store in options.json: resolved, so --resume asks in the same mode; under
+    --replay, `auto` means the mode of the recorded run, so the requests match its record."""
+    if llm_mode == "auto" and replay is not None:
+        try:
+            recorded = read_json(replay / OPTIONS_FILE)
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):  # a run from before llm_mode existed asked in full
+            return resolve_llm_mode(
+                str(recorded.get("llm_mode", "full")), str(recorded.get("llm", llm))
+            )
+    return resolve_llm_mode(llm_mode, llm)
+
+
+@dataclass(frozen=True)
+class PlanStage:
+    """One line of the plan: a stage, how often it runs, what one run does, its compute."""
+
+    stage: str
+    count: str
+    per_candidate: str
+    pflops: float | None
+
+
+def evaluation_flops(
+    forward_flops: int, recipe: TrainRecipe, images: int, sampler_steps: int | None
+) -> int:
+    """Training one candidate with `recipe`, then sampling the images its score compares."""
+    return training_flops(forward_flops, recipe.steps, recipe.batch_size) + sampling_flops(
+        forward_flops, images, sampler_steps or 1000
+    )
+
+
+class SearchPlan:
+    """What a search will do and roughly what it costs, before anything runs."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config
+        self.space = load_space(config.space)
+
+    def validate(self) -> None:
+        """Every option checked before anything runs, each error naming its option."""
+        cfg = self.config
+        if cfg.proposer not in PROPOSERS:
+            raise UserError(
+                f"--proposer {cfg.proposer!r} is unknown; allowed: {', '.join(PROPOSERS)}.",
+                field="proposer",
+            )
+        if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
+            provider, _ = parse_spec(cfg.llm)
+            check_structured(provider, cfg.structured)
+        for spec in (cfg.proxy, cfg.final):
+            check_device(spec.device)
+            spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        check_executor(cfg.executor)
+        # The images are read now, so an unreadable file or a size the space cannot take is
+        # refused before a run folder exists rather than by the first candidate's training.
+        images = load_images(cfg.data_spec())
+        check_data_fits(
+            images,
+            (self.space.in_channels, self.space.image_size),
+            f"space {self.space.name!r}",
+            "use a --space made for this data",
+        )
+        for spec in (cfg.proxy, cfg.final):
+            check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+
+    def stages(self) -> list[PlanStage]:
+        """The plan's stages with their compute, at the cost of the space's reference (or of
+        its MACs bound when it has none)."""
+        cfg, space = self.config, self.space
+        self.validate()
+        ref = get_reference(space.reference) if space.reference else None
+        forward = measure_cost(ref).flops if ref else 2 * int(space.budget.max_gmacs * 1e9)
+        proxy = cfg.proxy.train_recipe(space.objective)
+        final = cfg.final.train_recipe(space.objective)
+        n_candidates = cfg.rounds * cfg.per_round
+        proxy_score, final_score = cfg.proxy.score, cfg.final.score
+        proxy_flops = evaluation_flops(forward, proxy, proxy_score.num_samples, proxy_score.steps)
+        final_flops = evaluation_flops(forward, final, final_score.num_samples, final_score.steps)
+        return [
+            PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", None),
+            PlanStage(
+                "proxy train + score", f"<= {n_candidates}",
+                f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
+                n_candidates * proxy_flops / 1e15,
+            ),
+            PlanStage(
+                "final train + FID", str(cfg.promote),
+                f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
+                cfg.promote * final_flops / 1e15,
+            ),
+        ]  # fmt: skip
