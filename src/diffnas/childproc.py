@@ -20,3 +20,13 @@ def die_with_parent() -> None:
         return
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def signal_name(returncode: int) -> str | None:
+    """The signal that ended a child (`SIGSEGV` for -11), or None when it exited by itself."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

@@ -10,7 +10,6 @@ every job at once and yield in the order they finish.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any
 
-from diffnas.childproc import die_with_parent
+from diffnas.childproc import die_with_parent, signal_name
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.runs import append_jsonl, read_json, write_json
@@ -108,11 +107,8 @@ class InlineExecutor(Executor):
 
 
 def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = signal_name(returncode)
+    if name is not None:
         hint = " (the out-of-memory killer, or killed by hand)" if name == "SIGKILL" else ""
         return f"was killed by {name} ({returncode}){hint}"
     return f"exited with code {returncode} and no result"

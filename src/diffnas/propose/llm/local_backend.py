@@ -20,7 +20,6 @@ import json
 import os
 import random
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from diffnas.childproc import signal_name
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import LLMBackend, LLMRequest, LLMResponse
 from diffnas.propose.llm.retry import Fault, RetryPolicy, call_with_retries
@@ -98,11 +98,8 @@ def require_llama_cpp() -> None:
 
 def describe_exit(returncode: int) -> str:
     """`died with signal SIGSEGV (-11)` or `exited with code 1`."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = signal_name(returncode)
+    if name is not None:
         return f"died with signal {name} ({returncode})"
     return f"exited with code {returncode}"
 
