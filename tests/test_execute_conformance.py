@@ -40,10 +40,15 @@ def has_ray() -> bool:
 EXECUTORS = ["inline", "subprocess", "pool"] + (["ray"] if has_ray() else [])
 
 
-def job(tmp_path: Path, name: str, seed: int = 3, cache: Path | None = None) -> EvalJob:
+def job(
+    tmp_path: Path, name: str, seed: int = 3, cache: Path | None = None, steps: int | None = None
+) -> EvalJob:
+    recipe = SPEC.train_recipe("ddpm", "digits")
+    if steps is not None:
+        recipe = recipe.model_copy(update={"steps": steps})
     return EvalJob(
         arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
-        recipe=SPEC.train_recipe("ddpm", "digits"), seed=seed,
+        recipe=recipe, seed=seed,
         workdir=str(tmp_path / name), cache_dir=str(cache or tmp_path / "cache"),
     )  # fmt: skip
 
@@ -57,6 +62,10 @@ def ray_instance():
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Start both Ray workers now: on a busy 2-core machine the second one otherwise comes up
+    # seconds after the first task, and a round's candidates would not meet in time.
+    warm = ray.remote(num_cpus=1)(lambda: __import__("time").sleep(0.5))
+    ray.get([warm.remote() for _ in range(2)])
     yield ray
     ray.shutdown()
 
@@ -124,7 +133,8 @@ def test_worker_killed_every_time_fails_after_retries(tmp_path, request, name) -
 @pytest.mark.parametrize("name", [n for n in EXECUTORS if n in CONCURRENT])
 def test_round_of_four_runs_concurrently(tmp_path, request, name, reference) -> None:
     executor = make(name, request)
-    jobs = [job(tmp_path, f"t{i}", seed=3 if i == 0 else 10 + i) for i in range(4)]
+    # the others train longer than process start-up takes, so concurrent runs must overlap
+    jobs = [job(tmp_path, "t0")] + [job(tmp_path, f"t{i}", 10 + i, steps=60) for i in (1, 2, 3)]
     results = dict(executor.run_many(jobs))
     assert sorted(results) == [0, 1, 2, 3]
     assert all(r.status == "complete" for r in results.values())
