@@ -13,18 +13,10 @@ import pytest
 from diffnas.data.datasets import DataSpec
 from diffnas.execute import make_executor
 from diffnas.execute.executors import ATTEMPTS_FILE, Executor, InlineExecutor
-from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
-from diffnas.space.arch import parse_arch
+from diffnas.execute.job import EvalJob
+from tiny_models import TINY_JOB_ARCH as ARCH
+from tiny_models import TINY_JOB_SPEC as SPEC
 
-ARCH = parse_arch(
-    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
-)  # fmt: skip
-SPEC = EvalSpec(
-    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
-    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
-    device="cpu",
-)
 KILLER = str(Path(__file__).with_name("killing_worker.py"))
 # Ray is left out of the overlap check: on a loaded 2-core machine its local instance ran a
 # round's tasks one after another inside the full suite (alone they overlapped). Open work.

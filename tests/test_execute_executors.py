@@ -9,18 +9,9 @@ import pytest
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
-from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
-from diffnas.space.arch import parse_arch
-
-ARCH = parse_arch(
-    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
-)  # fmt: skip
-SPEC = EvalSpec(
-    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
-    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
-    device="cpu",
-)
+from diffnas.execute.job import EvalJob
+from tiny_models import TINY_JOB_ARCH as ARCH
+from tiny_models import TINY_JOB_SPEC as SPEC
 
 
 def job(tmp_path, name: str) -> EvalJob:

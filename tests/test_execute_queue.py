@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from diffnas.data.datasets import DataSpec
-from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
-from diffnas.space.arch import parse_arch
+from diffnas.execute.job import EvalJob
+from tiny_models import TINY_JOB_ARCH as ARCH
+from tiny_models import TINY_JOB_SPEC as SPEC
 
 
 def _missing(reason: str):
@@ -64,17 +65,6 @@ def postgres_url():
     yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     sh(f"{bindir}/pg_ctl -D {data}/db -m immediate stop")
     shutil.rmtree(data, ignore_errors=True)
-
-
-ARCH = parse_arch(
-    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
-)  # fmt: skip
-SPEC = EvalSpec(
-    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
-    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
-    device="cpu",
-)
 
 
 def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postgres_url) -> None:

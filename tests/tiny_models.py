@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 
+from diffnas.execute.job import EvalSpec, ScoreSpec
+from diffnas.space.arch import parse_arch
+
 
 def tiny_unet(
     in_channels: int = 1,
@@ -27,3 +30,15 @@ def tiny_unet(
         norm_num_groups=8,
         dropout=dropout,
     )
+
+
+# The tiny candidate every executor test evaluates (a few steps, a handful of samples).
+TINY_JOB_ARCH = parse_arch(
+    {"image_size": 16, "in_channels": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+     "attention_resolutions": [], "mid_attention": False, "norm_groups": 8}
+)  # fmt: skip
+TINY_JOB_SPEC = EvalSpec(
+    recipe_overrides={"steps": 4, "batch_size": 4, "log_every": 2},
+    score=ScoreSpec(num_samples=8, steps=2, batch_size=8),
+    device="cpu",
+)
