@@ -97,6 +97,22 @@ def test_tpe_study_scores_completed_and_constrains_rejected(memory) -> None:
     assert sorted(infeasible) == pytest.approx(sorted(expected))
 
 
+def test_tpe_study_keeps_pruned_candidates_as_pruned_at_their_fidelity(memory) -> None:
+    ctx = make_ctx(memory)
+    pruned = TrialRecord(
+        8, 2, 0, "tpe", "pruned", arch=SPACE.complete(FRESH[1]), score=42.0,
+        extra={"fidelity": {"steps": 100, "of": 400}},
+    )  # fmt: skip
+    ctx.memory = memory + [pruned]
+    proposer = TPEProposer(n_startup_trials=2)
+    study = proposer._study(ctx, distributions(SPACE), filler=99.0)
+    (kept,) = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
+    assert kept.intermediate_values == {100: 42.0} and kept.params == encode(
+        SPACE, pruned.arch, distributions(SPACE)
+    )
+    assert len(proposer.propose(ctx)) == ctx.k  # TPE models a memory with pruned trials
+
+
 def test_budget_violation_is_the_relative_overshoot() -> None:
     budget = Budget(max_gmacs=2.0, min_gmacs=1.0, max_params_m=10.0)
     assert budget_violation(3.0, 5.0, budget) == pytest.approx(0.5)

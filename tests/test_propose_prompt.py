@@ -77,7 +77,7 @@ def test_compaction_keeps_top_k_recent_and_a_summary(base) -> None:
     assert trial_numbers(lines) == [29, 28, 27, 26, 17, 10, 3]  # worst first, best last
     assert lines[0] == (
         "(23 other candidate(s) left out: 22 evaluated with rfid 50 to 74; "
-        "1 rejected, failed or pending; shown: the 3 best and the 4 latest)"
+        "1 rejected, failed, pruned or pending; shown: the 3 best and the 4 latest)"
     )
     assert len(lines) == 8
     assert len(memory_entries(memory[:10], SPACE, layout, "rfid")) == 10  # short: not compacted

@@ -75,6 +75,14 @@ def search(
     metric: str = typer.Option("rfid", help="Proxy score: rfid | kid."),
     score_samples: int = typer.Option(1000, help="Proxy score: generated images N."),
     score_steps: int = typer.Option(50, help="Proxy score: DDIM steps S."),
+    halving_rungs: int = typer.Option(
+        1,
+        help="Successive halving (Optuna's pruner): score each candidate at this many fidelity "
+        "levels, the last the whole proxy run; 1 = off.",
+    ),
+    halving_eta: int = typer.Option(
+        3, help="Successive halving: about 1 in eta candidates goes on at each rung."
+    ),
     extractor: str = typer.Option(
         "classifier", help="Features: classifier (offline, labelled data) | inception."
     ),
@@ -170,7 +178,7 @@ def search(
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
                 workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
-                replay=str(replay) if replay else None,
+                replay=str(replay) if replay else None, halving_rungs=halving_rungs, halving_eta=halving_eta,
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
                     score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,

@@ -114,6 +114,11 @@ class EvalJob(BaseModel):
     seed: int
     workdir: str
     cache_dir: str  # reference statistics and classifier weights, shared by all candidates
+    # train only to this step of `recipe` and score there (a successive-halving rung); the LR
+    # schedule still spans the whole recipe, so a later job with a higher bound continues the
+    # same training run (`train_dir`, shared by a candidate's rungs) from its checkpoint
+    max_steps: int | None = Field(None, ge=1)
+    train_dir: str | None = None  # the training run's folder; default `workdir/train`
 
 
 class EvalResult(BaseModel):
@@ -218,10 +223,11 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         data.x,
         recipe=job.recipe,
         diffusion=diffusion,
-        run_dir=workdir / "train",
+        run_dir=Path(job.train_dir) if job.train_dir else workdir / "train",
         seed=job.seed,
         device=device,
         resume=True,
+        max_steps=job.max_steps,
         metadata={
             "arch": job.arch.model_dump(),
             "objective": job.objective,
@@ -233,7 +239,8 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         "last_loss": trained.last_loss,
         "images_per_sec": trained.images_per_sec,
     }
-    if trained.status != "complete":
+    reached_bound = trained.status == "paused" and trained.steps == job.max_steps
+    if trained.status != "complete" and not reached_bound:
         return EvalResult(status=trained.status, train=train_info, error=trained.error)
     restore_ema(model, trained.ema_checkpoint)
     spec = job.spec.score

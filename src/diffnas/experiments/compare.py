@@ -43,7 +43,7 @@ from diffnas.space.search_space import load_space
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
-TRAINED = ("complete", "diverged", "oom", "failed")  # candidates that cost training
+TRAINED = ("complete", "pruned", "diverged", "oom", "failed")  # candidates that cost training
 
 
 class CompareConfig(BaseModel):

@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from diffnas.space.arch import ArchConfig
 
-TrialStatus = Literal["pending", "running", "complete", "rejected", "diverged", "oom", "failed"]
+TrialStatus = Literal[
+    "pending", "running", "complete", "pruned", "rejected", "diverged", "oom", "failed"
+]
 
 
 @dataclass
@@ -28,13 +30,20 @@ class TrialRecord:
     reason: str = ""  # why it was rejected / failed
     gmacs: float | None = None
     params_m: float | None = None
-    score: float | None = None  # proxy score (RFID or KID), lower is better
+    score: float | None = None  # proxy score (RFID or KID), lower is better; when "pruned",
+    # the score at the lower fidelity it reached (`fidelity()`), so not comparable with the rest
     score_name: str = "rfid"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def evaluated(self) -> bool:
+        """Scored at the full proxy fidelity (a pruned candidate was scored lower down)."""
         return self.status == "complete" and self.score is not None
+
+    def fidelity(self) -> tuple[int, int] | None:
+        """(training steps reached, steps of the whole proxy run) of a pruned candidate."""
+        f = self.extra.get("fidelity")
+        return (int(f["steps"]), int(f["of"])) if isinstance(f, dict) else None
 
 
 def best_first(memory: list[TrialRecord]) -> list[TrialRecord]:

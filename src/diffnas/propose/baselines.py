@@ -179,7 +179,8 @@ class TPEProposer(Proposer):
 
     Completed candidates enter an in-memory study with their score; over-budget, diverged,
     out-of-memory and failed ones as constraint violations (`create_trial(constraints=...)`,
-    optuna's successor of `constraints_func`), which TPE ranks below every feasible trial.
+    optuna's successor of `constraints_func`), which TPE ranks below every feasible trial;
+    ones successive halving stopped as PRUNED trials with the score they reached.
     Draws the check rejects this round are told to the study the same way, so TPE moves away
     from them; accepted draws stay running (TPE's constant liar keeps a round diverse).
     """
@@ -209,6 +210,18 @@ class TPEProposer(Proposer):
                 continue
             params = encode(ctx.space, record.arch, dists)
             if params is None:
+                continue
+            if record.status == "pruned" and record.fidelity() and record.score is not None:
+                # TPE ranks pruned trials by how far they got, then by their score there
+                study.add_trial(
+                    create_trial(
+                        state=TrialState.PRUNED,
+                        params=params,
+                        distributions=dists,
+                        intermediate_values={record.fidelity()[0]: record.score},  # type: ignore[index]
+                        constraints={"budget": 0.0},
+                    )
+                )
                 continue
             if record.evaluated:
                 value, violation = record.score, 0.0

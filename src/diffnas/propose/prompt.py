@@ -131,6 +131,12 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
         outcome = f"REJECTED: {record.reason or 'no reason given'}"
     elif record.status in ("pending", "running"):
         outcome = "being evaluated, no score yet"
+    elif record.status == "pruned" and record.score is not None:
+        steps, total = record.fidelity() or (0, 0)
+        outcome = (
+            f"{record.score_name} {record.score:.4g} after {steps} of {total} proxy steps "
+            "(stopped early by successive halving; a short run scores worse than a whole one)"
+        )
     else:
         outcome = f"FAILED ({record.status}): {record.reason or 'no reason given'}"
     return f"trial {record.number}: {_arch_json(space, record)} -> " + ", ".join(
@@ -158,7 +164,7 @@ def shown_memory(
             f"{min(left_scored):.4g} to {max(left_scored):.4g}"  # type: ignore[type-var]
         )
     if len(left) > len(left_scored):
-        parts.append(f"{len(left) - len(left_scored)} rejected, failed or pending")
+        parts.append(f"{len(left) - len(left_scored)} rejected, failed, pruned or pending")
     summary = (
         f"({len(left)} other candidate(s) left out: {'; '.join(parts)}; "
         f"shown: the {min(layout.top_k, len(scored))} best and the {len(latest)} latest)"

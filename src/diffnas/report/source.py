@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import RESULT_FILE
+from diffnas.gate.memory import TrialRecord
 from diffnas.propose.llm.record import CALLS_FILE
 from diffnas.report.dashboard import SAMPLES_FILE
 from diffnas.runs import OPTIONS_FILE, read_json, read_jsonl, read_run_json
@@ -296,6 +297,16 @@ def load_ledger(run_dir: Path, summary: dict[str, Any]) -> Ledger | None:
     return Ledger(calls=calls, totals=summary.get("llm"))
 
 
+def _pruned_reason(record: TrialRecord) -> str | None:
+    """ "stopped at 44 of 400 steps: RFID 52.1" for a candidate successive halving pruned."""
+    fidelity = record.fidelity()
+    if record.status != "pruned" or fidelity is None or record.score is None:
+        return None
+    return (
+        f"stopped at {fidelity[0]} of {fidelity[1]} steps: {record.score_name} {record.score:.4g}"
+    )
+
+
 def load_search(run_dir: str | Path) -> SearchRecord:
     """Read a search run folder (finished or still running) into a `SearchRecord`."""
     run_dir = Path(run_dir)
@@ -328,7 +339,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                 proposer=record.proposer,
                 origin=attrs.get("origin") or origins.get((record.round, record.slot)),
                 status=record.status,
-                reason=record.reason or "",
+                reason=_pruned_reason(record) or record.reason or "",
                 rationale=record.rationale or "",
                 arch=record.arch,
                 raw=record.raw,
@@ -338,7 +349,9 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                     record.extra.get("scores"),
                     record.score,
                     record.score_name or config.proxy.score.label,
-                ),
+                )
+                if record.status != "pruned"  # a lower fidelity's score: in `reason` only
+                else None,
                 final=_score_row(final.get("scores"), final.get("score"), config.final.score.label)
                 if final and final.get("status") == "complete"
                 else None,

@@ -20,7 +20,13 @@ from diffnas.execute.accounting import compute_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
 
-STATUS_STYLE = {"complete": "green", "rejected": "yellow", "running": "cyan", "pending": "cyan"}
+STATUS_STYLE = {
+    "complete": "green",
+    "pruned": "magenta",
+    "rejected": "yellow",
+    "running": "cyan",
+    "pending": "cyan",
+}
 PIPE_WIDTH = 200  # piped or captured output: room for whole reasons
 MIN_REASON = 8  # the columns that give way when the terminal is narrow keep this much
 MIN_ARCH = 12

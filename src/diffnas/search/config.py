@@ -93,6 +93,16 @@ class SearchConfig(BaseModel):
     proxy: EvalSpec = Field(
         default_factory=EvalSpec.proxy_default, description="proxy evaluation: recipe + RFID"
     )
+    halving_rungs: int = Field(
+        1,
+        ge=1,
+        le=6,
+        description="successive halving: scored fidelity levels per candidate, the last being the "
+        "whole proxy run (1: off, every candidate trains the whole proxy run)",
+    )
+    halving_eta: int = Field(
+        3, ge=2, le=8, description="successive halving: about 1 in eta candidates goes on per rung"
+    )
     final: EvalSpec = Field(
         default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
     )

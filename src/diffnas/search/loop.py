@@ -58,6 +58,7 @@ from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.report.dashboard import attach_sample_grid
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
+from diffnas.search import halving
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.space.arch import ArchConfig
@@ -165,7 +166,8 @@ class SearchRun:
     def _run_locked(self) -> dict[str, Any]:
         cfg = self.config
         self._write_provenance()
-        self.study = study_mod.open_study(self.run_dir, cfg.storage)
+        pruner = halving.make_pruner(self._rungs(), cfg.halving_eta)
+        self.study = study_mod.open_study(self.run_dir, cfg.storage, pruner)
         backend = self._make_backend()
         proposer = make_proposer(
             cfg.proposer,
@@ -307,7 +309,14 @@ class SearchRun:
         )
 
     # ----- evaluating -----
-    def _job(self, arch: ArchConfig, spec: EvalSpec, workdir: Path) -> EvalJob:
+    def _job(
+        self,
+        arch: ArchConfig,
+        spec: EvalSpec,
+        workdir: Path,
+        max_steps: int | None = None,
+        train_dir: Path | None = None,
+    ) -> EvalJob:
         return EvalJob(
             arch=arch,
             objective=self.space.objective,
@@ -317,15 +326,24 @@ class SearchRun:
             seed=self.config.seed,
             workdir=str(workdir),
             cache_dir=str(self.run_dir.parent / "cache"),
+            max_steps=max_steps,
+            train_dir=str(train_dir) if train_dir else None,
         )
+
+    def _rungs(self) -> list[int]:
+        """Training steps at which a candidate is scored: the whole proxy run, or the rungs of
+        successive halving (`diffnas.search.halving`)."""
+        cfg = self.config
+        total = cfg.proxy.train_recipe(self.space.objective, self.data.kind).steps
+        return halving.rung_steps(total, cfg.halving_rungs, cfg.halving_eta)
 
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
         """Record rejections, open a trial per accepted candidate, then evaluate them all with
         the executor (a concurrent one runs them at once) and tell each as it finishes."""
         by_slot = study_mod.trials_by_slot(self.study)
         score_name = self.config.proxy.score.label
-        trials: list[Any] = []
-        jobs: list[EvalJob] = []
+        rungs = self._rungs()
+        pending: list[tuple[Any, ArchConfig, int]] = []  # (trial, architecture, next rung)
         for e in entries:
             existing = by_slot.get((r, e.slot))
             if e.reason is not None:
@@ -338,26 +356,70 @@ class SearchRun:
             if existing is not None and existing.state.is_finished():
                 continue
             assert e.arch is not None  # an accepted entry parsed into the space
+            rung = 0
             if existing is None:
                 trial = study_mod.start_trial(self.study, self.space, e, r, score_name)
             elif existing.state == TrialState.WAITING:
                 trial = study_mod.ask_waiting(self.study, self.space)
             else:  # RUNNING: interrupted by a kill; the same trial continues from its checkpoint
                 trial = study_mod.reopen_trial(self.study, existing)
+                rung = halving.next_rung(existing, rungs)
+                if existing.last_step is not None and not halving.goes_on_after_resume(trial):
+                    study_mod.prune_trial(self.study, trial, existing.last_step, rungs[-1])
+                    continue
                 self.console.print(f"  trial {trial.number}: resuming")
             self.console.print(
                 f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
             )
-            trials.append(trial)
-            jobs.append(self._job(e.arch, self.config.proxy, self._trial_dir(trial.number)))
-        if not jobs:
-            return
-        with progress_task(f"round {r + 1}: proxy training and scoring {len(jobs)}"):
+            pending.append((trial, e.arch, rung))
+        while pending:
+            pending = self._evaluate_rung(r, pending, rungs)
+
+    def _evaluate_rung(
+        self, r: int, pending: list[tuple[Any, ArchConfig, int]], rungs: list[int]
+    ) -> list[tuple[Any, ArchConfig, int]]:
+        """Train each pending candidate to its next rung and score it there, all at once; tell
+        the finished ones and return those that go on to a higher rung."""
+        jobs = []
+        for trial, arch, rung in pending:
+            folder = self._trial_dir(trial.number)
+            if rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
+                jobs.append(self._job(arch, self.config.proxy, folder))
+            else:  # a lower rung: its own folder (job, result, samples), the same training run
+                rung_dir = self._rung_dir(trial.number, rungs[rung])
+                jobs.append(
+                    self._job(arch, self.config.proxy, rung_dir, rungs[rung], folder / "train")
+                )
+        lowest = min(rung for *_, rung in pending)
+        what = "proxy training and scoring"
+        if len(rungs) > 1:
+            what += f" to {rungs[lowest]} of {rungs[-1]} steps"
+        going_on = []
+        with progress_task(f"round {r + 1}: {what} {len(jobs)}"):
             for index, result in self.executor.run_many(jobs):
-                self._tell(trials[index], result)
+                trial, arch, rung = pending[index]
+                if rung == len(rungs) - 1 or result.status != "complete":
+                    self._tell(trial, result)
+                    continue
+                rung_dir = self._rung_dir(trial.number, rungs[rung])
+                study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
+                assert result.score is not None  # a complete evaluation has its score
+                metric = escape(self.config.proxy.score.label)
+                line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[rung]} steps"
+                if halving.goes_on(trial, result.score, rungs[rung]):
+                    self.console.print(f"{line}, goes on")
+                    going_on.append((trial, arch, rung + 1))
+                else:
+                    self.console.print(f"{line}, [yellow]pruned[/yellow]")
+                    attach_sample_grid(trial, rung_dir, self.run_dir)
+                    study_mod.prune_trial(self.study, trial, rungs[rung], rungs[-1])
+        return going_on
 
     def _trial_dir(self, number: int) -> Path:
         return self.run_dir / "trials" / f"{number:05d}"
+
+    def _rung_dir(self, number: int, steps: int) -> Path:
+        return self._trial_dir(number) / f"rung-{steps:07d}"
 
     def _tell(self, trial: Any, result: EvalResult) -> None:
         eval_dir = str(self._trial_dir(trial.number).relative_to(self.run_dir))

@@ -15,6 +15,7 @@ from diffnas.propose.llm.factory import check_structured
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
 from diffnas.runs import OPTIONS_FILE, read_json
 from diffnas.search.config import SearchConfig
+from diffnas.search.halving import rung_steps
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from diffnas.train.device import check_device
@@ -76,6 +77,8 @@ class SearchPlan:
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
+        rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor)
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
@@ -106,7 +109,8 @@ class SearchPlan:
             PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", None),
             PlanStage(
                 "proxy train + score", f"<= {n_candidates}",
-                f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}",
+                f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}"
+                + self._halving_text(proxy.steps),
                 n_candidates * proxy_flops / 1e15,
             ),
             PlanStage(
@@ -115,3 +119,14 @@ class SearchPlan:
                 cfg.promote * final_flops / 1e15,
             ),
         ]  # fmt: skip
+
+    def _halving_text(self, proxy_steps: int) -> str:
+        cfg = self.config
+        if cfg.halving_rungs == 1:
+            return ""
+        rungs = rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)
+        # the compute column stays the bound: how many go on is only known as scores come in
+        return (
+            f"; successive halving: scored at {', '.join(map(str, rungs))} steps, "
+            f"about 1 in {cfg.halving_eta} goes on (compute: at most)"
+        )

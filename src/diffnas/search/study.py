@@ -6,7 +6,9 @@ Each candidate is one trial:
 - user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", or the baseline's
   name), rationale, status, reason, cost, scores with their protocol, and the raw proposal.
 States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
-RUNNING (being evaluated, or interrupted by a kill: resumed by the loop), WAITING (enqueued).
+PRUNED (stopped by successive halving: its value is the score at the last rung it reached,
+its intermediate values the score at each rung), RUNNING (being evaluated, or interrupted by a
+kill: resumed by the loop), WAITING (enqueued).
 Proposals enter through Optuna's ask-and-tell with enqueued trials.
 """
 
@@ -48,13 +50,16 @@ def quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
-def open_study(run_dir: Path, url: str | None = None) -> optuna.Study:
-    """Create or load the run's study."""
+def open_study(
+    run_dir: Path, url: str | None = None, pruner: optuna.pruners.BasePruner | None = None
+) -> optuna.Study:
+    """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`)."""
     with quiet_optuna():
         return optuna.create_study(
             study_name=STUDY_NAME,
             storage=storage_url(run_dir, url),
             direction="minimize",
+            pruner=pruner,
             load_if_exists=True,
         )
 
@@ -104,22 +109,36 @@ def reopen_trial(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
     return optuna.trial.Trial(study, frozen._trial_id)
 
 
+def record_result(trial: optuna.Trial, result: EvalResult, eval_dir: str) -> None:
+    """Store an evaluation's outcome on its trial. Under successive halving a trial is evaluated
+    once per rung: scores and training are the latest rung's, wall and device time add up."""
+    spent = trial.user_attrs
+    attrs = {
+        "scores": result.scores,
+        "train": result.train,
+        "wall_s": round(spent.get("wall_s", 0.0) + result.wall_s, 3),
+        "device": result.device,
+        "device_s": round(spent.get("device_s", 0.0) + result.device_s, 3),
+        "eval_dir": eval_dir,
+        "reason": result.error,
+    }
+    for key, value in _attrs(attrs).items():
+        trial.set_user_attr(key, value)
+
+
+def prune_trial(study: optuna.Study, trial: optuna.Trial, steps: int, total_steps: int) -> None:
+    """End a trial that successive halving stopped: PRUNED, its value its last rung's score."""
+    trial.set_user_attr("status", "pruned")
+    trial.set_user_attr("fidelity", {"steps": steps, "of": total_steps})
+    study.tell(trial, state=TrialState.PRUNED)
+
+
 def finish_trial(
     study: optuna.Study, trial: optuna.Trial, result: EvalResult, eval_dir: str
 ) -> None:
     """Tell the outcome of a running trial: COMPLETE with its score, or FAIL with its status."""
-    attrs = {
-        "scores": result.scores,
-        "train": result.train,
-        "wall_s": result.wall_s,
-        "device": result.device,
-        "device_s": result.device_s,
-        "eval_dir": eval_dir,
-        "reason": result.error,
-        "status": result.status,
-    }
-    for key, value in _attrs(attrs).items():
-        trial.set_user_attr(key, value)
+    record_result(trial, result, eval_dir)
+    trial.set_user_attr("status", result.status)
     if result.status == "complete" and result.score is not None:
         study.tell(trial, result.score)
     else:
@@ -154,12 +173,13 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         reason=a.get("reason", ""),
         gmacs=a.get("gmacs"),
         params_m=a.get("params_m"),
-        score=t.value if t.state == TrialState.COMPLETE else None,
+        score=t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
         score_name=a.get("score_name", "rfid"),
         extra={
             k: v
             for k, v in a.items()
-            if k in ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s")
+            if k
+            in ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity")
         },
     )
 
