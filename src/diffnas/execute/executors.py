@@ -46,6 +46,11 @@ class Executor:
     name = "base"
     concurrent = False  # True: submit() starts the job now, in parallel with others
 
+    @property
+    def slots(self) -> int:
+        """How many jobs run at once at most: the asynchronous search keeps this many in flight."""
+        return 1
+
     def run(self, job: EvalJob) -> EvalResult:
         return self.submit(job).result()
 

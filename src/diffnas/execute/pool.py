@@ -86,6 +86,10 @@ class PoolExecutor(Executor):
             None  # started by the first job, ended by close()
         )
 
+    @property
+    def slots(self) -> int:
+        return len(self.gpus) * self.trials_per_gpu if self.gpus else self.cpu_workers
+
     def _submit(self, job: EvalJob) -> Future[EvalResult]:
         on_gpu = bool(self.gpus) and job.spec.device != "cpu"
         share = self.gpu_share(job) if on_gpu else 1.0

@@ -129,6 +129,14 @@ class RayExecutor(Executor):
             self._task = self.ray.remote(evaluate_in_task)
         return self._task
 
+    @property
+    def slots(self) -> int:
+        """The cluster's GPUs times trials per GPU, or its CPUs (one per CPU task)."""
+        self._connect()
+        resources = self.ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        return gpus * self.trials_per_gpu if gpus else max(1, int(resources.get("CPU", 1)))
+
     def _submit(self, job: EvalJob) -> Future[EvalResult]:
         task = self._connect()
         has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
