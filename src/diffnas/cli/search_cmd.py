@@ -56,6 +56,11 @@ def search(
     ),
     rounds: int = typer.Option(3, help="Proposal rounds R."),
     per_round: int = typer.Option(2, help="Candidates per round K."),
+    schedule: str = typer.Option(
+        "rounds",
+        help="rounds: ask for K, evaluate them together, ask again | async: keep every executor "
+        "slot busy, asking as soon as one frees (rounds x K candidates in all).",
+    ),
     max_repairs: int = typer.Option(
         DEFAULT_MAX_REPAIRS, help="Repair turns per round for invalid proposals."
     ),
@@ -178,7 +183,7 @@ def search(
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
                 workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
-                replay=str(replay) if replay else None, halving_rungs=halving_rungs, halving_eta=halving_eta,
+                replay=str(replay) if replay else None, halving_rungs=halving_rungs, halving_eta=halving_eta, schedule=schedule,
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
                     score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,

@@ -68,3 +68,5 @@ class RoundFile(BaseModel):
     round: int
     proposer: str
     entries: list[RoundEntry]
+    asked: int | None = None  # candidates asked for (files from before it was recorded: None)
+    seen: list[int] | None = None  # finished trials whose outcome the request showed

@@ -46,6 +46,12 @@ class SearchConfig(BaseModel):
     )
     rounds: int = Field(3, ge=1, description="proposal rounds")
     per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
+    schedule: Literal["rounds", "async"] = Field(
+        "rounds",
+        description="rounds: ask for K, evaluate them together, then ask again; async: keep "
+        "every executor slot busy, asking for the next candidate(s) as soon as one frees, with "
+        "the memory as it stands (rounds x K candidates in all)",
+    )
     max_repairs: int = Field(
         DEFAULT_MAX_REPAIRS, ge=0, le=10, description="repair turns per round for invalid proposals"
     )

@@ -25,6 +25,8 @@ import platform
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.report.dashboard import attach_sample_grid
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
-from diffnas.search import halving
+from diffnas.search import asynchronous, halving
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.space.arch import ArchConfig
@@ -67,6 +69,22 @@ from diffnas.space.search_space import SearchSpace, load_space
 
 SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.jsonl"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A candidate's next evaluation: its open trial, architecture and the rung it trains to."""
+
+    trial: Any  # optuna.Trial
+    arch: ArchConfig
+    rung: int
+
+
+def as_in_flight(record: TrialRecord) -> TrialRecord:
+    """A finished trial as a request that did not see its outcome saw it: being evaluated."""
+    if record.status in ("rejected", "pending", "running"):
+        return record
+    return replace(record, status="running", score=None, reason="", extra={})
 
 
 class SearchRun:
@@ -166,7 +184,7 @@ class SearchRun:
     def _run_locked(self) -> dict[str, Any]:
         cfg = self.config
         self._write_provenance()
-        pruner = halving.make_pruner(self._rungs(), cfg.halving_eta)
+        pruner = halving.make_pruner(self.rungs, cfg.halving_eta)
         self.study = study_mod.open_study(self.run_dir, cfg.storage, pruner)
         backend = self._make_backend()
         proposer = make_proposer(
@@ -185,29 +203,11 @@ class SearchRun:
             ),
         )
         start = time.monotonic()
-        stop_reason = "all rounds done"
-        self._event("start", rounds=cfg.rounds, per_round=cfg.per_round)
-        for r in range(cfg.rounds):
-            if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
-                stop_reason = f"time budget of {cfg.time_budget_s:g} s spent"
-                break
-            try:
-                entries = self._round_entries(r, proposer)
-            except LLMBudgetExhausted as err:
-                stop_reason = f"LLM budget spent: {self._safe_text(err)}"
-                self.console.print(
-                    f"[yellow]round {r + 1}: {escape(stop_reason)}; stopping the search[/yellow]"
-                )
-                self._event("budget_exhausted", round=r, message=self._safe_text(err))
-                break
-            except LLMUnavailable as err:
-                message = self._safe_text(err)
-                self.console.print(
-                    f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
-                )
-                self._event("round_failed", round=r, message=message)
-                continue
-            self._evaluate_round(r, entries)
+        self._event("start", rounds=cfg.rounds, per_round=cfg.per_round, schedule=cfg.schedule)
+        if cfg.schedule == "async":
+            stop_reason = asynchronous.run_async(self, proposer, start)
+        else:
+            stop_reason = self._run_rounds(proposer, start)
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
         summary = self._summary(stop_reason, finals, backend)
@@ -215,26 +215,87 @@ class SearchRun:
         self._event("end")
         return summary
 
+    def _run_rounds(self, proposer: Any, start: float) -> str:
+        """Round by round: ask for K, evaluate the round's candidates together, then the next."""
+        cfg = self.config
+        for r in range(cfg.rounds):
+            if self.time_spent(start):
+                return self.time_spent(start)  # type: ignore[return-value]
+            entries, stop = self.ask(r, proposer)
+            if stop:
+                return stop
+            if entries is not None:
+                self._evaluate_round(r, entries)
+        return "all rounds done"
+
+    def time_spent(self, start: float) -> str | None:
+        """The stop reason once the time budget is spent."""
+        budget = self.config.time_budget_s
+        if budget is not None and time.monotonic() - start > budget:
+            return f"time budget of {budget:g} s spent"
+        return None
+
+    def ask(
+        self,
+        r: int,
+        proposer: Any,
+        k: int | None = None,
+        seen: set[int] | None = None,
+        num_rounds: int | None = None,
+    ) -> tuple[list[RoundEntry] | None, str | None]:
+        """(entries, None) for request `r` (`_round_entries`); (None, None) when the LLM failed
+        it (the run goes on; a resume asks again); (None, reason) when the LLM budget is spent."""
+        try:
+            return self._round_entries(r, proposer, k, seen, num_rounds), None
+        except LLMBudgetExhausted as err:
+            stop_reason = f"LLM budget spent: {self._safe_text(err)}"
+            self.console.print(
+                f"[yellow]round {r + 1}: {escape(stop_reason)}; stopping the search[/yellow]"
+            )
+            self._event("budget_exhausted", round=r, message=self._safe_text(err))
+            return None, stop_reason
+        except LLMUnavailable as err:
+            message = self._safe_text(err)
+            self.console.print(
+                f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
+            )
+            self._event("round_failed", round=r, message=message)
+            return None, None
+
     # ----- proposing -----
-    def _round_file(self, r: int) -> Path:
+    def round_file(self, r: int) -> Path:
         return self.run_dir / "rounds" / f"round-{r:03d}.json"
 
-    def _round_entries(self, r: int, proposer: Any) -> list[RoundEntry]:
-        """The round's proposals with their gate verdicts: from its file, or asked now and saved."""
-        path = self._round_file(r)
+    def _round_entries(
+        self,
+        r: int,
+        proposer: Any,
+        k: int | None = None,
+        seen: set[int] | None = None,
+        num_rounds: int | None = None,
+    ) -> list[RoundEntry]:
+        """The round's proposals with their gate verdicts: from its file, or asked now and saved.
+
+        `k`: how many to ask (default K). `seen`: the finished trials the proposer may see
+        (an asynchronous replay shows exactly what the recorded request saw; default all).
+        `num_rounds`: the requests expected in all (default the configured rounds)."""
+        path = self.round_file(r)
         if path.exists():
             entries = RoundFile.model_validate(read_json(path)).entries
             for e in entries:  # files written before origins were recorded
                 e.origin = self._origin(e.origin, e.proposer)
             return entries
         cfg = self.config
+        k = k or cfg.per_round
         memory = study_mod.load_memory(self.study)
+        if seen is not None:
+            memory = [t if t.number in seen else as_in_flight(t) for t in memory]
         ctx = ProposalContext(
             space=self.space,
             memory=memory,
             round=r,
-            num_rounds=cfg.rounds,
-            k=cfg.per_round,
+            num_rounds=num_rounds or cfg.rounds,
+            k=k,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
             check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
             task=self._task_line(),
@@ -242,12 +303,18 @@ class SearchRun:
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
         )
         self.console.print(
-            f"[bold]round {r + 1}/{cfg.rounds}[/bold]: asking {proposer.name} for {cfg.per_round}"
+            f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for {k}"
         )
-        proposals: list[Proposal] = proposer.propose(ctx)[: cfg.per_round]
+        proposals: list[Proposal] = proposer.propose(ctx)[:k]
         entries = self._gate(proposals, memory)
         path.parent.mkdir(exist_ok=True)
-        round_file = RoundFile(round=r, proposer=proposer.name, entries=entries)
+        round_file = RoundFile(
+            round=r,
+            proposer=proposer.name,
+            entries=entries,
+            asked=k,
+            seen=sorted(t.number for t in memory if t.status not in ("pending", "running")),
+        )
         write_json(path, round_file.model_dump(mode="json"))
         ok = sum(e.accepted for e in entries)
         self._event("proposed", round=r, accepted=ok, rejected=len(entries) - ok)
@@ -330,7 +397,8 @@ class SearchRun:
             train_dir=str(train_dir) if train_dir else None,
         )
 
-    def _rungs(self) -> list[int]:
+    @cached_property
+    def rungs(self) -> list[int]:
         """Training steps at which a candidate is scored: the whole proxy run, or the rungs of
         successive halving (`diffnas.search.halving`)."""
         cfg = self.config
@@ -338,12 +406,19 @@ class SearchRun:
         return halving.rung_steps(total, cfg.halving_rungs, cfg.halving_eta)
 
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
-        """Record rejections, open a trial per accepted candidate, then evaluate them all with
-        the executor (a concurrent one runs them at once) and tell each as it finishes."""
+        """Evaluate a round's accepted candidates together (a concurrent executor runs them at
+        once), rung by rung under successive halving, telling each as it finishes."""
+        pending = self.open_trials(r, entries)
+        while pending:
+            pending = self._evaluate_rung(r, pending)
+
+    def open_trials(self, r: int, entries: list[RoundEntry]) -> list[Step]:
+        """Record the round's rejections and open (or reopen) a trial per accepted candidate:
+        the next evaluation step of each that is not finished."""
         by_slot = study_mod.trials_by_slot(self.study)
         score_name = self.config.proxy.score.label
-        rungs = self._rungs()
-        pending: list[tuple[Any, ArchConfig, int]] = []  # (trial, architecture, next rung)
+        rungs = self.rungs
+        pending: list[Step] = []
         for e in entries:
             existing = by_slot.get((r, e.slot))
             if e.reason is not None:
@@ -371,49 +446,52 @@ class SearchRun:
             self.console.print(
                 f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
             )
-            pending.append((trial, e.arch, rung))
-        while pending:
-            pending = self._evaluate_rung(r, pending, rungs)
+            pending.append(Step(trial, e.arch, rung))
+        return pending
 
-    def _evaluate_rung(
-        self, r: int, pending: list[tuple[Any, ArchConfig, int]], rungs: list[int]
-    ) -> list[tuple[Any, ArchConfig, int]]:
+    def _evaluate_rung(self, r: int, pending: list[Step]) -> list[Step]:
         """Train each pending candidate to its next rung and score it there, all at once; tell
         the finished ones and return those that go on to a higher rung."""
-        jobs = []
-        for trial, arch, rung in pending:
-            folder = self._trial_dir(trial.number)
-            if rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
-                jobs.append(self._job(arch, self.config.proxy, folder))
-            else:  # a lower rung: its own folder (job, result, samples), the same training run
-                rung_dir = self._rung_dir(trial.number, rungs[rung])
-                jobs.append(
-                    self._job(arch, self.config.proxy, rung_dir, rungs[rung], folder / "train")
-                )
-        lowest = min(rung for *_, rung in pending)
+        rungs = self.rungs
+        jobs = [self.step_job(step) for step in pending]
         what = "proxy training and scoring"
         if len(rungs) > 1:
-            what += f" to {rungs[lowest]} of {rungs[-1]} steps"
+            what += f" to {rungs[min(step.rung for step in pending)]} of {rungs[-1]} steps"
         going_on = []
         with progress_task(f"round {r + 1}: {what} {len(jobs)}"):
             for index, result in self.executor.run_many(jobs):
-                trial, arch, rung = pending[index]
-                if rung == len(rungs) - 1 or result.status != "complete":
-                    self._tell(trial, result)
-                    continue
-                rung_dir = self._rung_dir(trial.number, rungs[rung])
-                study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
-                assert result.score is not None  # a complete evaluation has its score
-                metric = escape(self.config.proxy.score.label)
-                line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[rung]} steps"
-                if halving.goes_on(trial, result.score, rungs[rung]):
-                    self.console.print(f"{line}, goes on")
-                    going_on.append((trial, arch, rung + 1))
-                else:
-                    self.console.print(f"{line}, [yellow]pruned[/yellow]")
-                    attach_sample_grid(trial, rung_dir, self.run_dir)
-                    study_mod.prune_trial(self.study, trial, rungs[rung], rungs[-1])
+                following = self.after_step(pending[index], result)
+                if following is not None:
+                    going_on.append(following)
         return going_on
+
+    def step_job(self, step: Step) -> EvalJob:
+        """The job of a candidate's next evaluation: its next rung, or its whole proxy run."""
+        rungs, folder = self.rungs, self._trial_dir(step.trial.number)
+        if step.rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
+            return self._job(step.arch, self.config.proxy, folder)
+        # a lower rung: its own folder (job, result, samples), the same training run
+        rung_dir = self._rung_dir(step.trial.number, rungs[step.rung])
+        return self._job(step.arch, self.config.proxy, rung_dir, rungs[step.rung], folder / "train")
+
+    def after_step(self, step: Step, result: EvalResult) -> Step | None:
+        """Tell a finished evaluation; the candidate's next step when it goes on to a higher rung."""
+        rungs, trial = self.rungs, step.trial
+        if step.rung == len(rungs) - 1 or result.status != "complete":
+            self._tell(trial, result)
+            return None
+        rung_dir = self._rung_dir(trial.number, rungs[step.rung])
+        study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
+        assert result.score is not None  # a complete evaluation has its score
+        metric = escape(self.config.proxy.score.label)
+        line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[step.rung]} steps"
+        if halving.goes_on(trial, result.score, rungs[step.rung]):
+            self.console.print(f"{line}, goes on")
+            return Step(trial, step.arch, step.rung + 1)
+        self.console.print(f"{line}, [yellow]pruned[/yellow]")
+        attach_sample_grid(trial, rung_dir, self.run_dir)
+        study_mod.prune_trial(self.study, trial, rungs[step.rung], rungs[-1])
+        return None
 
     def _trial_dir(self, number: int) -> Path:
         return self.run_dir / "trials" / f"{number:05d}"
