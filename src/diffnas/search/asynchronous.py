@@ -26,7 +26,8 @@ from diffnas.gate.entry import RoundFile
 from diffnas.runs import read_json
 
 if TYPE_CHECKING:  # the loop imports this module
-    from diffnas.search.loop import SearchRun, Step
+    from diffnas.search.loop import SearchRun
+    from diffnas.search.trials import Step
 
 
 def expected_requests(total: int, proposed: int, r: int, k: int) -> int:
@@ -47,7 +48,7 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
     in_flight: dict[Future[Any], Step] = {}
 
     def submit(step: Step) -> None:
-        in_flight[search.executor.submit(search.step_job(step))] = step
+        in_flight[search.executor.submit(search.trials.step_job(step))] = step
 
     def finished() -> set[int]:
         return {t.number for t in search.study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -56,7 +57,7 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
     proposed, r = 0, 0
     while (saved := _round_file(search.round_file(r))) is not None:
         entries, _ = search.ask(r, proposer)
-        for step in search.open_trials(r, entries or []):
+        for step in search.trials.open_trials(r, entries or []):
             submit(step)
         proposed += saved.asked or len(saved.entries)
         r += 1
@@ -82,7 +83,7 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
         if not stop and proposed < total and k > 0:
             num_rounds = expected_requests(total, proposed, r, k)
             entries, stop = search.ask(r, proposer, k=k, seen=seen, num_rounds=num_rounds)
-            for step in search.open_trials(r, entries or []):
+            for step in search.trials.open_trials(r, entries or []):
                 submit(step)
             proposed += k  # a failed request spends its share too: the search cannot loop on it
             r += 1
@@ -92,7 +93,7 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         for future in done:
             step = in_flight.pop(future)
-            following = search.after_step(step, future.result())
+            following = search.trials.after_step(step, future.result())
             if following is not None:
                 submit(following)
     return stop or "all candidates proposed and evaluated"

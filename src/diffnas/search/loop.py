@@ -7,9 +7,11 @@ Round r:
 3. the round's proposals are written to `rounds/round-RRR.json` (atomically) before any trial
    exists, so a resumed search never asks for them again;
 4. each accepted candidate becomes an Optuna trial (enqueue + ask), is evaluated by the
-   executor in `trials/NNNNN/`, and is told its score.
-After the last round (or the time/LLM budget), the top-k by proxy score are trained with the
-final recipe and scored by FID in `final/NNNNN/`.
+   executor in `trials/NNNNN/` (`diffnas.search.trials`; rung by rung under successive
+   halving, `diffnas.search.halving`), and is told its score.
+That is the `rounds` schedule; the `async` one (`diffnas.search.asynchronous`) makes the same
+requests one free slot at a time. After the last round (or the time/LLM budget), the top-k by
+proxy score are trained with the final recipe and scored by FID in `final/NNNNN/`.
 
 Resume: a kill at any moment leaves the study, the round files, the trainer's checkpoints and
 the recorded LLM calls. Re-running the same loop on the run folder skips finished rounds and
@@ -25,12 +27,10 @@ import platform
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
 from rich.console import Console
 from rich.markup import escape
 
@@ -39,7 +39,6 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.gate.check import check_candidate
 from diffnas.gate.entry import RoundEntry, RoundFile
 from diffnas.gate.memory import TrialRecord, best_first
@@ -58,26 +57,16 @@ from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
-from diffnas.report.dashboard import attach_sample_grid
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
 from diffnas.search import asynchronous, halving
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
-from diffnas.space.arch import ArchConfig
+from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
 
 SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.jsonl"
-
-
-@dataclass(frozen=True)
-class Step:
-    """A candidate's next evaluation: its open trial, architecture and the rung it trains to."""
-
-    trial: Any  # optuna.Trial
-    arch: ArchConfig
-    rung: int
 
 
 def as_in_flight(record: TrialRecord) -> TrialRecord:
@@ -184,8 +173,12 @@ class SearchRun:
     def _run_locked(self) -> dict[str, Any]:
         cfg = self.config
         self._write_provenance()
-        pruner = halving.make_pruner(self.rungs, cfg.halving_eta)
+        rungs = proxy_rungs(cfg, self.space, self.data)
+        pruner = halving.make_pruner(rungs, cfg.halving_eta)
         self.study = study_mod.open_study(self.run_dir, cfg.storage, pruner)
+        self.trials = CandidateTrials(
+            cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
+        )
         backend = self._make_backend()
         proposer = make_proposer(
             cfg.proposer,
@@ -375,144 +368,12 @@ class SearchRun:
             f"{cost.params_m:.2f} M params; {verdict}."
         )
 
-    # ----- evaluating -----
-    def _job(
-        self,
-        arch: ArchConfig,
-        spec: EvalSpec,
-        workdir: Path,
-        max_steps: int | None = None,
-        train_dir: Path | None = None,
-    ) -> EvalJob:
-        return EvalJob(
-            arch=arch,
-            objective=self.space.objective,
-            data=self.data,
-            spec=spec,
-            recipe=spec.train_recipe(self.space.objective, self.data.kind),
-            seed=self.config.seed,
-            workdir=str(workdir),
-            cache_dir=str(self.run_dir.parent / "cache"),
-            max_steps=max_steps,
-            train_dir=str(train_dir) if train_dir else None,
-        )
-
-    @cached_property
-    def rungs(self) -> list[int]:
-        """Training steps at which a candidate is scored: the whole proxy run, or the rungs of
-        successive halving (`diffnas.search.halving`)."""
-        cfg = self.config
-        total = cfg.proxy.train_recipe(self.space.objective, self.data.kind).steps
-        return halving.rung_steps(total, cfg.halving_rungs, cfg.halving_eta)
-
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
         """Evaluate a round's accepted candidates together (a concurrent executor runs them at
         once), rung by rung under successive halving, telling each as it finishes."""
-        pending = self.open_trials(r, entries)
+        pending = self.trials.open_trials(r, entries)
         while pending:
-            pending = self._evaluate_rung(r, pending)
-
-    def open_trials(self, r: int, entries: list[RoundEntry]) -> list[Step]:
-        """Record the round's rejections and open (or reopen) a trial per accepted candidate:
-        the next evaluation step of each that is not finished."""
-        by_slot = study_mod.trials_by_slot(self.study)
-        score_name = self.config.proxy.score.label
-        rungs = self.rungs
-        pending: list[Step] = []
-        for e in entries:
-            existing = by_slot.get((r, e.slot))
-            if e.reason is not None:
-                if existing is None:
-                    number = study_mod.add_rejected(self.study, self.space, e, r, score_name)
-                    self.console.print(  # the reason may quote the LLM: escape its "[...]"
-                        f"  trial {number}: [yellow]rejected[/yellow] - {escape(e.reason)}"
-                    )
-                continue
-            if existing is not None and existing.state.is_finished():
-                continue
-            assert e.arch is not None  # an accepted entry parsed into the space
-            rung = 0
-            if existing is None:
-                trial = study_mod.start_trial(self.study, self.space, e, r, score_name)
-            elif existing.state == TrialState.WAITING:
-                trial = study_mod.ask_waiting(self.study, self.space)
-            else:  # RUNNING: interrupted by a kill; the same trial continues from its checkpoint
-                trial = study_mod.reopen_trial(self.study, existing)
-                rung = halving.next_rung(existing, rungs)
-                if existing.last_step is not None and not halving.goes_on_after_resume(trial):
-                    study_mod.prune_trial(self.study, trial, existing.last_step, rungs[-1])
-                    continue
-                self.console.print(f"  trial {trial.number}: resuming")
-            self.console.print(
-                f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
-            )
-            pending.append(Step(trial, e.arch, rung))
-        return pending
-
-    def _evaluate_rung(self, r: int, pending: list[Step]) -> list[Step]:
-        """Train each pending candidate to its next rung and score it there, all at once; tell
-        the finished ones and return those that go on to a higher rung."""
-        rungs = self.rungs
-        jobs = [self.step_job(step) for step in pending]
-        what = "proxy training and scoring"
-        if len(rungs) > 1:
-            what += f" to {rungs[min(step.rung for step in pending)]} of {rungs[-1]} steps"
-        going_on = []
-        with progress_task(f"round {r + 1}: {what} {len(jobs)}"):
-            for index, result in self.executor.run_many(jobs):
-                following = self.after_step(pending[index], result)
-                if following is not None:
-                    going_on.append(following)
-        return going_on
-
-    def step_job(self, step: Step) -> EvalJob:
-        """The job of a candidate's next evaluation: its next rung, or its whole proxy run."""
-        rungs, folder = self.rungs, self._trial_dir(step.trial.number)
-        if step.rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
-            return self._job(step.arch, self.config.proxy, folder)
-        # a lower rung: its own folder (job, result, samples), the same training run
-        rung_dir = self._rung_dir(step.trial.number, rungs[step.rung])
-        return self._job(step.arch, self.config.proxy, rung_dir, rungs[step.rung], folder / "train")
-
-    def after_step(self, step: Step, result: EvalResult) -> Step | None:
-        """Tell a finished evaluation; the candidate's next step when it goes on to a higher rung."""
-        rungs, trial = self.rungs, step.trial
-        if step.rung == len(rungs) - 1 or result.status != "complete":
-            self._tell(trial, result)
-            return None
-        rung_dir = self._rung_dir(trial.number, rungs[step.rung])
-        study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
-        assert result.score is not None  # a complete evaluation has its score
-        metric = escape(self.config.proxy.score.label)
-        line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[step.rung]} steps"
-        if halving.goes_on(trial, result.score, rungs[step.rung]):
-            self.console.print(f"{line}, goes on")
-            return Step(trial, step.arch, step.rung + 1)
-        self.console.print(f"{line}, [yellow]pruned[/yellow]")
-        attach_sample_grid(trial, rung_dir, self.run_dir)
-        study_mod.prune_trial(self.study, trial, rungs[step.rung], rungs[-1])
-        return None
-
-    def _trial_dir(self, number: int) -> Path:
-        return self.run_dir / "trials" / f"{number:05d}"
-
-    def _rung_dir(self, number: int, steps: int) -> Path:
-        return self._trial_dir(number) / f"rung-{steps:07d}"
-
-    def _tell(self, trial: Any, result: EvalResult) -> None:
-        eval_dir = str(self._trial_dir(trial.number).relative_to(self.run_dir))
-        # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
-        attach_sample_grid(trial, self._trial_dir(trial.number), self.run_dir)
-        study_mod.finish_trial(self.study, trial, result, eval_dir)
-        if result.status == "complete":
-            metric = escape(self.config.proxy.score.label)
-            self.console.print(
-                f"  trial {trial.number}: {metric} {result.score:.4g} ({result.wall_s:.0f} s)"
-            )
-        else:
-            self.console.print(
-                f"  trial {trial.number}: [red]{result.status}[/red] {escape(result.error or '')}"
-            )
+            pending = self.trials.evaluate_together(r, pending)
 
     # ----- promotion and summary -----
     def _promote(self) -> list[dict[str, Any]]:
@@ -527,7 +388,7 @@ class SearchRun:
             )
             workdir = self.run_dir / "final" / f"{record.number:05d}"
             with progress_task(f"trial {record.number}: final training and scoring"):
-                result = self.executor.run(self._job(record.arch, cfg.final, workdir))
+                result = self.executor.run(self.trials.job(record.arch, cfg.final, workdir))
             finals.append(
                 {
                     "trial": record.number,

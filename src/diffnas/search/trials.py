@@ -1,0 +1,189 @@
+"""The search's candidates as Optuna trials: open them, build their evaluation jobs, tell results.
+
+A round's accepted candidates become trials (a kill leaves them RUNNING; reopened, they keep
+their numbers and resume from their checkpoints). Each trial is evaluated in steps: without
+successive halving one step, the whole proxy run in `trials/NNNNN/`; with it one step per rung,
+the lower rungs in `trials/NNNNN/rung-SSSSSSS/` continuing the same training run in
+`trials/NNNNN/train/`, until the pruner stops the candidate or it completes the proxy run.
+Both schedules (rounds, async) drive these steps; only when they start differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.markup import escape
+
+from diffnas.data.datasets import DataSpec
+from diffnas.execute.executors import Executor
+from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
+from diffnas.gate.entry import RoundEntry
+from diffnas.progress import task as progress_task
+from diffnas.report.dashboard import attach_sample_grid
+from diffnas.search import halving
+from diffnas.search import study as study_mod
+from diffnas.search.config import SearchConfig
+from diffnas.space.arch import ArchConfig
+from diffnas.space.search_space import SearchSpace
+
+
+def proxy_rungs(config: SearchConfig, space: SearchSpace, data: DataSpec) -> list[int]:
+    """Training steps at which a candidate is scored: the whole proxy run, or the rungs of
+    successive halving (`diffnas.search.halving`)."""
+    total = config.proxy.train_recipe(space.objective, data.kind).steps
+    return halving.rung_steps(total, config.halving_rungs, config.halving_eta)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A candidate's next evaluation: its open trial, architecture and the rung it trains to."""
+
+    trial: Any  # optuna.Trial
+    arch: ArchConfig
+    rung: int
+
+
+class CandidateTrials:
+    """The trials of one search: opening, evaluating (through the executor) and telling them."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        space: SearchSpace,
+        data: DataSpec,
+        study: optuna.Study,
+        executor: Executor,
+        run_dir: Path,
+        console: Console,
+        rungs: list[int],
+    ) -> None:
+        self.config, self.space, self.data, self.study = config, space, data, study
+        self.executor, self.run_dir, self.console, self.rungs = executor, run_dir, console, rungs
+
+    def job(
+        self,
+        arch: ArchConfig,
+        spec: EvalSpec,
+        workdir: Path,
+        max_steps: int | None = None,
+        train_dir: Path | None = None,
+    ) -> EvalJob:
+        return EvalJob(
+            arch=arch,
+            objective=self.space.objective,
+            data=self.data,
+            spec=spec,
+            recipe=spec.train_recipe(self.space.objective, self.data.kind),
+            seed=self.config.seed,
+            workdir=str(workdir),
+            cache_dir=str(self.run_dir.parent / "cache"),
+            max_steps=max_steps,
+            train_dir=str(train_dir) if train_dir else None,
+        )
+
+    def open_trials(self, r: int, entries: list[RoundEntry]) -> list[Step]:
+        """Record the round's rejections and open (or reopen) a trial per accepted candidate:
+        the next evaluation step of each that is not finished."""
+        by_slot = study_mod.trials_by_slot(self.study)
+        score_name = self.config.proxy.score.label
+        rungs = self.rungs
+        pending: list[Step] = []
+        for e in entries:
+            existing = by_slot.get((r, e.slot))
+            if e.reason is not None:
+                if existing is None:
+                    number = study_mod.add_rejected(self.study, self.space, e, r, score_name)
+                    self.console.print(  # the reason may quote the LLM: escape its "[...]"
+                        f"  trial {number}: [yellow]rejected[/yellow] - {escape(e.reason)}"
+                    )
+                continue
+            if existing is not None and existing.state.is_finished():
+                continue
+            assert e.arch is not None  # an accepted entry parsed into the space
+            rung = 0
+            if existing is None:
+                trial = study_mod.start_trial(self.study, self.space, e, r, score_name)
+            elif existing.state == TrialState.WAITING:
+                trial = study_mod.ask_waiting(self.study, self.space)
+            else:  # RUNNING: interrupted by a kill; the same trial continues from its checkpoint
+                trial = study_mod.reopen_trial(self.study, existing)
+                rung = halving.next_rung(existing, rungs)
+                if existing.last_step is not None and not halving.goes_on_after_resume(trial):
+                    study_mod.prune_trial(self.study, trial, existing.last_step, rungs[-1])
+                    continue
+                self.console.print(f"  trial {trial.number}: resuming")
+            self.console.print(
+                f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
+            )
+            pending.append(Step(trial, e.arch, rung))
+        return pending
+
+    def evaluate_together(self, r: int, pending: list[Step]) -> list[Step]:
+        """Train each pending candidate to its next rung and score it there, all at once; tell
+        the finished ones and return those that go on to a higher rung."""
+        rungs = self.rungs
+        jobs = [self.step_job(step) for step in pending]
+        what = "proxy training and scoring"
+        if len(rungs) > 1:
+            what += f" to {rungs[min(step.rung for step in pending)]} of {rungs[-1]} steps"
+        going_on = []
+        with progress_task(f"round {r + 1}: {what} {len(jobs)}"):
+            for index, result in self.executor.run_many(jobs):
+                following = self.after_step(pending[index], result)
+                if following is not None:
+                    going_on.append(following)
+        return going_on
+
+    def step_job(self, step: Step) -> EvalJob:
+        """The job of a candidate's next evaluation: its next rung, or its whole proxy run."""
+        rungs, folder = self.rungs, self.trial_dir(step.trial.number)
+        if step.rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
+            return self.job(step.arch, self.config.proxy, folder)
+        # a lower rung: its own folder (job, result, samples), the same training run
+        rung_dir = self.rung_dir(step.trial.number, rungs[step.rung])
+        return self.job(step.arch, self.config.proxy, rung_dir, rungs[step.rung], folder / "train")
+
+    def after_step(self, step: Step, result: EvalResult) -> Step | None:
+        """Tell a finished evaluation; the candidate's next step when it goes on to a higher rung."""
+        rungs, trial = self.rungs, step.trial
+        if step.rung == len(rungs) - 1 or result.status != "complete":
+            self.tell(trial, result)
+            return None
+        rung_dir = self.rung_dir(trial.number, rungs[step.rung])
+        study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
+        assert result.score is not None  # a complete evaluation has its score
+        metric = escape(self.config.proxy.score.label)
+        line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[step.rung]} steps"
+        if halving.goes_on(trial, result.score, rungs[step.rung]):
+            self.console.print(f"{line}, goes on")
+            return Step(trial, step.arch, step.rung + 1)
+        self.console.print(f"{line}, [yellow]pruned[/yellow]")
+        attach_sample_grid(trial, rung_dir, self.run_dir)
+        study_mod.prune_trial(self.study, trial, rungs[step.rung], rungs[-1])
+        return None
+
+    def trial_dir(self, number: int) -> Path:
+        return self.run_dir / "trials" / f"{number:05d}"
+
+    def rung_dir(self, number: int, steps: int) -> Path:
+        return self.trial_dir(number) / f"rung-{steps:07d}"
+
+    def tell(self, trial: Any, result: EvalResult) -> None:
+        eval_dir = str(self.trial_dir(trial.number).relative_to(self.run_dir))
+        # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
+        attach_sample_grid(trial, self.trial_dir(trial.number), self.run_dir)
+        study_mod.finish_trial(self.study, trial, result, eval_dir)
+        if result.status == "complete":
+            metric = escape(self.config.proxy.score.label)
+            self.console.print(
+                f"  trial {trial.number}: {metric} {result.score:.4g} ({result.wall_s:.0f} s)"
+            )
+        else:
+            self.console.print(
+                f"  trial {trial.number}: [red]{result.status}[/red] {escape(result.error or '')}"
+            )
