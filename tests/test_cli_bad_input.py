@@ -125,6 +125,17 @@ CASES = [
     ),
     ("sample-resume-new-options", ["sample", "--resume", "train_run", "-n", "3"], ["--num"]),
     ("search-device-tpu", ["search", "--device", "tpu", *RANDOM], ["--device 'tpu'"]),
+    (
+        "search-data-wrong-size",
+        ["search", "--data-image-size", "12", *RANDOM],
+        ["12x12", "--data-image-size 16"],
+    ),
+    (
+        "search-halving-too-many-rungs",
+        ["search", "--proxy-steps", "8", "--halving-rungs", "4", *RANDOM],
+        ["--halving-rungs 4", "at least 27 steps"],
+    ),
+    ("search-schedule", ["search", "--schedule", "eager", *RANDOM], ["schedule", "async"]),
     ("train-device-tpu", ["train", "small.json", "--device", "tpu"], ["--device 'tpu'"]),
     ("sample-device-tpu", ["sample", "train_run", "--device", "tpu"], ["--device 'tpu'"]),
     ("train-device-cuda-7", ["train", "small.json", "--device", "cuda:7"], ["cuda:7"]),

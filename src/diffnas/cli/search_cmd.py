@@ -39,6 +39,10 @@ def search(
     data_subset: int | None = typer.Option(
         None, help="Train on a deterministic subset of N images."
     ),
+    data_image_size: int | None = typer.Option(
+        None,
+        help="Resize the images to this size (e.g. fashion-mnist's 28 to the tiny space's 16).",
+    ),
     llm: str = typer.Option("local", help="local | openai:MODEL | anthropic:MODEL"),
     base_url: str | None = typer.Option(
         None, help="OpenAI- or Anthropic-compatible endpoint (vLLM, Ollama, ...)."
@@ -177,7 +181,7 @@ def search(
 
         try:
             config = SearchConfig(
-                space=space, data=data, data_subset=data_subset, llm=llm, base_url=base_url,
+                space=space, data=data, data_subset=data_subset, data_image_size=data_image_size, llm=llm, base_url=base_url,
                 api_key_env=api_key_env, structured=structured, llm_timeout_s=llm_timeout, llm_attempts=llm_attempts, proposer=proposer, rounds=rounds,
                 per_round=per_round, max_repairs=max_repairs, temperature=temperature, llm_mode=llm_mode, seed=seed,
                 promote=promote, llm_max_tokens=llm_max_tokens, llm_max_usd=llm_max_usd,

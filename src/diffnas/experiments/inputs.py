@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from diffnas.data.datasets import DataSpec, ImageData, load_images
+from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.runs import OPTIONS_FILE, read_run_json
 from diffnas.space.search_space import SearchSpace
@@ -20,13 +20,12 @@ def load_space_data(space: SearchSpace, data: DataSpec) -> ImageData:
     """The images of `data`, read now (an unreadable file is refused before anything runs),
     once they have the channels and size the space's architectures take."""
     images = load_images(data)
-    if (images.channels, images.image_size) != (space.in_channels, space.image_size):
-        raise UserError(
-            f"data {images.name} has {images.channels}x{images.image_size}x{images.image_size} "
-            f"images but space {space.name!r} takes {space.in_channels}x{space.image_size}x"
-            f"{space.image_size}; use a --space made for this data (or --data-image-size)",
-            field="data",
-        )
+    check_data_fits(
+        images,
+        (space.in_channels, space.image_size),
+        f"space {space.name!r}",
+        "use a --space made for this data (or --data-image-size)",
+    )
     return images
 
 

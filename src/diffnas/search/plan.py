@@ -87,7 +87,7 @@ class SearchPlan:
             images,
             (self.space.in_channels, self.space.image_size),
             f"space {self.space.name!r}",
-            "use a --space made for this data",
+            f"use a --space made for this data (or --data-image-size {self.space.image_size})",
         )
         for spec in (cfg.proxy, cfg.final):
             check_scoring(images, spec.score.extractor, spec.score.inception_weights)
