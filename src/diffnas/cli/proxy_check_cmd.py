@@ -12,6 +12,7 @@ from rich.table import Table
 
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import proxy_check as pc
+from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
@@ -96,24 +97,26 @@ def proxy_check(
         chosen
     )
     show_summary(summary)
-    console.print(f"Files: {run_dir} ({pc.SUMMARY_MD}, {pc.SCATTER_FILE}, {pc.RESULTS_FILE})")
+    console.print(
+        f"Files: {run_dir} ({summary_mod.SUMMARY_MD}, {summary_mod.SCATTER_FILE}, {pc.RESULTS_FILE})"
+    )
 
 
 def show_summary(summary: dict) -> None:
     wide = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(
-        *pc.TABLE_HEADER,
+        *summary_mod.TABLE_HEADER,
         title=escape(  # "FID[classifier]" is text, not markup
             f"Proxy settings against {summary['reference_label']} "
             f"({summary['finished']} of {summary['archs']} architectures)"
         ),
     )
-    for row in pc.table_rows(summary):
+    for row in summary_mod.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)
     labels = {r["setting"]: r["label"] for r in summary["settings"]}
     if summary["best"]:
         wide.print(f"* best Kendall tau: {labels[summary['best']]}")
         wide.print(
-            f"$ cheapest within {pc.CLOSE_TO_BEST} of it: {labels[summary['cheapest_close_to_best']]}"
+            f"$ cheapest within {summary_mod.CLOSE_TO_BEST} of it: {labels[summary['cheapest_close_to_best']]}"
         )
