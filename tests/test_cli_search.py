@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
+from diffnas.runs import OPTIONS_FILE
+from diffnas.search.config import SearchConfig
+from diffnas.search.plan import resumed_config
 
 runner = CliRunner()
 
@@ -67,3 +72,12 @@ def test_random_search_then_status(tmp_path) -> None:
     refused = runner.invoke(app, ["search", "--resume", str(run_dir), "--rounds", "3"])
     assert "drop --rounds" in str(refused.exception)
     assert sorted(p.name for p in runs.iterdir()) == ["00000-search-tiny-random", "cache"]
+
+
+def test_a_search_saved_before_llm_mode_resumes_in_full_mode(tmp_path) -> None:
+    saved = SearchConfig(llm="local").model_dump(mode="json")
+    (tmp_path / OPTIONS_FILE).write_text(json.dumps(saved))
+    assert resumed_config(tmp_path).llm_mode == "auto"  # recorded: kept as it is
+    del saved["llm_mode"]
+    (tmp_path / OPTIONS_FILE).write_text(json.dumps(saved))
+    assert resumed_config(tmp_path).llm_mode == "full"  # the only mode such a search knew

@@ -15,10 +15,10 @@ from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.report.terminal import print_status
-from diffnas.runs import load_options, next_run_dir, refuse_on_resume
+from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
-from diffnas.search.plan import SearchPlan, stored_llm_mode
+from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
 from diffnas.train.options import parse_sets
 
 console = Console()
@@ -157,7 +157,7 @@ def search(
     """Run the DiffNAS search: an LLM proposes UNets, each is proxy-trained and scored, the best are promoted."""
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
-        config = load_options(resume, SearchConfig, kind="search")
+        config = resumed_config(resume)
         run_dir = resume
     else:
         if replay is not None and not (replay / "llm" / "calls.jsonl").is_file():

@@ -13,7 +13,7 @@ from diffnas.model.cost import measure_cost, sampling_flops, training_flops
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_structured
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
-from diffnas.runs import OPTIONS_FILE, read_json
+from diffnas.runs import OPTIONS_FILE, load_options, read_json
 from diffnas.search.config import SearchConfig
 from diffnas.search.halving import rung_steps
 from diffnas.space.references import get_reference
@@ -35,6 +35,15 @@ def stored_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
                 str(recorded.get("llm_mode", "full")), str(recorded.get("llm", llm))
             )
     return resolve_llm_mode(llm_mode, llm)
+
+
+def resumed_config(run_dir: Path) -> SearchConfig:
+    """The options a search resumes with: its options.json. One written before `llm_mode`
+    existed resumes in `full`, the only mode there was, not today's default."""
+    config = load_options(run_dir, SearchConfig, kind="search")
+    if "llm_mode" not in read_json(run_dir / OPTIONS_FILE):
+        config = config.model_copy(update={"llm_mode": "full"})
+    return config
 
 
 @dataclass(frozen=True)
