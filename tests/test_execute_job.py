@@ -11,7 +11,11 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute import job as candidate
 from diffnas.execute.job import EvalJob, EvalSpec
+from diffnas.model.builder import build_unet
 from diffnas.space.arch import parse_arch
+from diffnas.train.diffusion import DiffusionConfig
+from diffnas.train.trainer import train
+from tiny_models import TINY_JOB_ARCH, TINY_JOB_SPEC
 
 
 def test_spec_resolves_for_its_own_device(monkeypatch, tmp_path) -> None:
@@ -54,3 +58,32 @@ def test_evaluation_on_cpu_trains_without_channels_last(monkeypatch, tmp_path) -
     assert seen["device"].type == "cpu"
     assert recipe.channels_last is False and recipe.bf16_cpu is False
     assert recipe.random_hflip is False  # digits: from resolve_recipe, not patched afterwards
+
+
+def test_loss_metric_scores_the_mean_loss_of_the_last_tenth_without_sampling(tmp_path) -> None:
+    spec = TINY_JOB_SPEC.model_copy(
+        update={
+            "recipe_overrides": {**TINY_JOB_SPEC.recipe_overrides, "steps": 20},
+            "score": TINY_JOB_SPEC.score.model_copy(update={"metric": "loss"}),
+        }
+    )
+    recipe = spec.train_recipe("ddpm", "digits")
+    assert recipe.log_every == 2  # a tenth of the run
+    data = DataSpec(kind="digits", subset=64)
+    job = EvalJob(
+        arch=TINY_JOB_ARCH, objective="ddpm", data=data, spec=spec, recipe=recipe, seed=5,
+        workdir=str(tmp_path / "job"), cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    result = candidate.evaluate_candidate(job)
+    assert result.status == "complete" and spec.score.label == "training loss"
+    assert result.scores["loss"]["label"] == "training loss"
+    assert not (tmp_path / "job" / "samples.png").exists()  # nothing was sampled
+    # the same run again, every step's loss seen: the score is the mean of the last two
+    losses: list[float] = []
+    torch.manual_seed(job.seed)
+    train(
+        build_unet(TINY_JOB_ARCH), candidate.load_images(data).x, recipe=recipe,
+        diffusion=DiffusionConfig.resolve("ddpm", False), run_dir=tmp_path / "again", seed=5,
+        on_step=lambda step, loss: losses.append(float(loss)), progress=False,
+    )  # fmt: skip
+    assert result.score == pytest.approx(sum(losses[-2:]) / 2, rel=1e-5)

@@ -146,3 +146,13 @@ def test_killed_halving_search_resumes_every_candidate_at_its_rung(tmp_path) -> 
         assert a.state == b.state and a.intermediate_values == pytest.approx(
             b.intermediate_values, rel=1e-4
         )
+
+
+def test_a_search_ranked_by_training_loss_samples_nothing(tmp_path) -> None:
+    loss = EVAL.model_copy(update={"score": EVAL.score.model_copy(update={"metric": "loss"})})
+    SearchRun(config(rounds=1, per_round=3, proxy=loss), tmp_path / "run").run()
+    memory = study_mod.load_memory(study_mod.open_study(tmp_path / "run"))
+    assert {t.status for t in memory} <= {"complete", "pruned"} and len(memory) == 3
+    for t in memory:
+        assert t.score_name == "training loss" and 0 < t.score < 2
+        assert not list((tmp_path / "run" / "trials").rglob("samples.png"))

@@ -81,7 +81,9 @@ def search(
     proxy_batch_size: int | None = typer.Option(
         None, help="Proxy recipe: batch size (default 128)."
     ),
-    metric: str = typer.Option("rfid", help="Proxy score: rfid | kid."),
+    metric: str = typer.Option(
+        "rfid", help="Proxy score: rfid | kid | loss (final training loss, no sampling)."
+    ),
     score_samples: int = typer.Option(1000, help="Proxy score: generated images N."),
     score_steps: int = typer.Option(50, help="Proxy score: DDIM steps S."),
     halving_rungs: int = typer.Option(

@@ -33,14 +33,18 @@ from diffnas.train.recipe import TrainRecipe, resolve_recipe
 from diffnas.train.sampling import sample_images, save_grid
 from diffnas.train.trainer import train
 
+LOSS_LABEL = "training loss"
+
 
 class ScoreSpec(BaseModel):
     """The scoring protocol: which metric, features, how many samples, which sampler."""
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: Literal["rfid", "fid", "kid"] = Field(
-        "rfid", description="rfid: FID at reduced N and S"
+    metric: Literal["rfid", "fid", "kid", "loss"] = Field(
+        "rfid",
+        description="rfid: FID at reduced N and S; loss: the final training loss (mean of the "
+        "run's last tenth), no sampling - the cheapest proxy `diffnas proxy-check` measures",
     )
     extractor: Literal["classifier", "inception"] = Field(
         "classifier",
@@ -55,7 +59,7 @@ class ScoreSpec(BaseModel):
     @property
     def label(self) -> str:
         """The score's printed and stored name, e.g. "RFID[classifier]" (see `score_label`)."""
-        return score_label(self.metric, self.extractor)
+        return LOSS_LABEL if self.metric == "loss" else score_label(self.metric, self.extractor)
 
 
 class EvalSpec(BaseModel):
@@ -98,6 +102,10 @@ class EvalSpec(BaseModel):
             data_kind=data_kind,
             device_type=device_type,
         )
+        if self.score.metric == "loss" and "log_every" not in self.recipe_overrides:
+            # the last logged loss is the score: the mean of the run's last tenth, as
+            # `diffnas proxy-check` measures it (log_every changes no weights)
+            recipe = recipe.model_copy(update={"log_every": max(1, recipe.steps // 10)})
         return recipe
 
 
@@ -242,8 +250,13 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
     reached_bound = trained.status == "paused" and trained.steps == job.max_steps
     if trained.status != "complete" and not reached_bound:
         return EvalResult(status=trained.status, train=train_info, error=trained.error)
-    restore_ema(model, trained.ema_checkpoint)
     spec = job.spec.score
+    if spec.metric == "loss":  # nothing to sample: the run's own loss is the score
+        loss = {"value": trained.last_loss, "label": LOSS_LABEL, "protocol": {"metric": "loss"}}
+        return EvalResult(
+            status="complete", score=trained.last_loss, scores={"loss": loss}, train=train_info
+        )
+    restore_ema(model, trained.ema_checkpoint)
     images = sample_images(
         model, diffusion, spec.num_samples, sampler=spec.sampler, steps=spec.steps,
         seed=job.seed, batch_size=spec.batch_size, device=device,

@@ -112,13 +112,15 @@ class SearchPlan:
         final = cfg.final.train_recipe(space.objective)
         n_candidates = cfg.rounds * cfg.per_round
         proxy_score, final_score = cfg.proxy.score, cfg.final.score
-        proxy_flops = evaluation_flops(forward, proxy, proxy_score.num_samples, proxy_score.steps)
+        sampled = 0 if proxy_score.metric == "loss" else proxy_score.num_samples
+        proxy_flops = evaluation_flops(forward, proxy, sampled, proxy_score.steps)
         final_flops = evaluation_flops(forward, final, final_score.num_samples, final_score.steps)
         return [
             PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", None),
             PlanStage(
                 "proxy train + score", f"<= {n_candidates}",
-                f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label} N={cfg.proxy.score.num_samples} S={cfg.proxy.score.steps}"
+                f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label}"
+                + (f" N={proxy_score.num_samples} S={proxy_score.steps}" if sampled else "")
                 + self._halving_text(proxy.steps),
                 n_candidates * proxy_flops / 1e15,
             ),
