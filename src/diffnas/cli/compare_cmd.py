@@ -38,7 +38,13 @@ def compare(
     per_round: int | None = typer.Option(None, help="Candidates per round K (default 2)."),
     proxy_steps: int | None = typer.Option(None, help="Proxy recipe steps (default 20k)."),
     proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 128)."),
-    metric: str | None = typer.Option(None, help="Proxy score: rfid (default) | kid."),
+    metric: str | None = typer.Option(None, help="Proxy score: rfid (default) | kid | loss."),
+    halving_rungs: int | None = typer.Option(
+        None, help="Successive halving in every search: fidelity levels (default 1 = off)."
+    ),
+    halving_eta: int | None = typer.Option(
+        None, help="Successive halving: about 1 in eta goes on per rung (default 3)."
+    ),
     score_samples: int | None = typer.Option(None, help="Proxy score: generated images N."),
     score_steps: int | None = typer.Option(None, help="Proxy score: sampler steps S."),
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),

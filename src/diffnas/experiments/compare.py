@@ -37,6 +37,7 @@ from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.runs import OPTIONS_FILE, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
+from diffnas.search.halving import rung_steps
 from diffnas.search.loop import SUMMARY_FILE, SearchRun
 from diffnas.space.search_space import load_space
 
@@ -86,7 +87,7 @@ class CompareConfig(BaseModel):
 
 SEARCH_OPTIONS = (
     "space", "data", "data_subset", "data_image_size", "rounds", "per_round", "llm", "base_url",
-    "api_key_env", "structured", "llm_max_usd", "executor",
+    "api_key_env", "structured", "llm_max_usd", "executor", "halving_rungs", "halving_eta",
 )  # fmt: skip
 
 
@@ -148,6 +149,8 @@ def prepare(config: CompareConfig) -> tuple[CompareConfig, ImageData]:
         check_structured(provider, search.structured)
     for spec in (search.proxy, *([search.final] if search.promote else [])):
         spec.train_recipe(space.objective)  # UserError for a bad override or device
+    proxy_steps = search.proxy.train_recipe(space.objective).steps
+    rung_steps(proxy_steps, search.halving_rungs, search.halving_eta)  # each rung >= 1 step
     # SearchRun derives the training images from the options; it creates nothing until run().
     images = load_space_data(space, SearchRun(search, Path(".")).data)
     return config.model_copy(update={"search": search}), images
