@@ -79,24 +79,30 @@ def tiny_job(tmp_path: Path, seed: int) -> EvalJob:
     )  # fmt: skip
 
 
-def worker_command(url: str, study: str, grace_period: int) -> list[str]:
-    return [sys.executable, "-m", "diffnas", "worker", "--storage", url, "--study", study,
-            "--heartbeat-interval", "1", "--grace-period", str(grace_period)]  # fmt: skip
+def queue_with_two_workers(url: str, tmp_path: Path, study: str, jobs: int, grace_period: int):
+    """`jobs` tiny candidates queued in a fresh study, and two `diffnas worker` processes on it."""
+    from diffnas.execute.queue import enqueue_jobs, open_queue
+
+    queued = [tiny_job(tmp_path, i) for i in range(jobs)]
+    queue = open_queue(url, study_name=study)
+    enqueue_jobs(queue, queued)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "diffnas", "worker", "--storage", url, "--study", study,
+               "--heartbeat-interval", "1", "--grace-period", str(grace_period)]  # fmt: skip
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    return queue, queued, workers
 
 
 def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postgres_url) -> None:
     from optuna.trial import TrialState
 
-    from diffnas.execute.queue import enqueue_jobs, open_queue, results
+    from diffnas.execute.queue import results
 
-    jobs = [tiny_job(tmp_path, i) for i in range(4)]
-    queue = open_queue(postgres_url, study_name="queue-two-workers")
-    enqueue_jobs(queue, jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = worker_command(postgres_url, "queue-two-workers", grace_period=30)
-    workers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    queue, jobs, workers = queue_with_two_workers(
+        postgres_url, tmp_path, "queue-two-workers", jobs=4, grace_period=30
+    )
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     counts = [int(out.strip().splitlines()[-1].split()[1]) for out in outputs]
@@ -188,16 +194,11 @@ def test_worker_killed_mid_candidate_loses_nothing_and_does_nothing_twice(
 ) -> None:
     from optuna.trial import TrialState
 
-    from diffnas.execute.queue import enqueue_jobs, open_queue, results
+    from diffnas.execute.queue import results
 
-    jobs = [tiny_job(tmp_path, i) for i in range(3)]
-    queue = open_queue(postgres_url, study_name="queue-vanish")
-    enqueue_jobs(queue, jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = worker_command(postgres_url, "queue-vanish", grace_period=3)
-    workers = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    queue, jobs, workers = queue_with_two_workers(
+        postgres_url, tmp_path, "queue-vanish", jobs=3, grace_period=3
+    )
     try:
 
         def first_evaluation():
