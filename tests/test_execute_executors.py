@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
+from diffnas.execute.executors import run_pinned
 from diffnas.execute.job import EvalJob
+from diffnas.execute.pool import PoolExecutor
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 
@@ -40,3 +43,48 @@ def test_executor_runs_job_and_reuses_result(tmp_path, executor) -> None:
 def test_unknown_executor() -> None:
     with pytest.raises(UserError, match="allowed: inline, subprocess, pool, ray"):
         make_executor("slurm")
+
+
+# A stand-in worker: reports the pinning it was started with (environment, job.json's device).
+REPORT_PINNING = """
+import json, os, pathlib, sys
+folder = pathlib.Path(sys.argv[1])
+seen = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "DIFFNAS_DEVICE_LABEL",
+        "DIFFNAS_DEVICE_SHARE", "DIFFNAS_TORCH_THREADS", "OMP_NUM_THREADS")}
+seen["job_device"] = json.loads((folder / "job.json").read_text())["spec"]["device"]
+(folder / "result.json").write_text(json.dumps({"status": "complete", "score": 1.0, "train": seen}))
+"""
+SEE_PINNING = (sys.executable, "-c", REPORT_PINNING)
+
+
+def auto_job(tmp_path, name: str) -> EvalJob:
+    """A job that may use a GPU (`auto`): the pinning decides where it runs."""
+    spec = SPEC.model_copy(update={"device": "auto"})
+    return job(tmp_path, name).model_copy(update={"spec": spec})
+
+
+def test_pinned_child_sees_one_card_or_none(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("DIFFNAS_DEVICE_SHARE", raising=False)
+    on_card = run_pinned(auto_job(tmp_path, "gpu"), gpu="1", share=0.25, command=SEE_PINNING)
+    assert on_card.train["CUDA_VISIBLE_DEVICES"] == "1"  # that card alone, as its cuda:0
+    assert on_card.train["job_device"] == "cuda"
+    assert on_card.train["DIFFNAS_DEVICE_LABEL"] == "cuda:1"
+    assert on_card.train["DIFFNAS_DEVICE_SHARE"] == "0.2500"
+    on_cpu = run_pinned(auto_job(tmp_path, "cpu"), gpu=None, threads=3, command=SEE_PINNING)
+    assert (
+        on_cpu.train["DIFFNAS_DEVICE_LABEL"] == "cpu" and on_cpu.train["CUDA_VISIBLE_DEVICES"] == ""
+    )
+    assert on_cpu.train["DIFFNAS_TORCH_THREADS"] == on_cpu.train["OMP_NUM_THREADS"] == "3"
+    assert on_cpu.train["job_device"] == "auto" and on_cpu.train["DIFFNAS_DEVICE_SHARE"] is None
+
+
+def test_pool_pins_children_to_the_cards_it_was_given(tmp_path, monkeypatch) -> None:
+    # this process sees physical cards 4 and 6 as its 0 and 1; a child must be told "6" for 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    pool = PoolExecutor(gpus=[1], command=SEE_PINNING)
+    try:
+        result = pool.run(auto_job(tmp_path, "pooled"))
+    finally:
+        pool.close()
+    assert result.train["CUDA_VISIBLE_DEVICES"] == "6"
+    assert result.train["DIFFNAS_DEVICE_LABEL"] == "cuda:6"

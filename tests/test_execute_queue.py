@@ -1,4 +1,5 @@
-"""`diffnas worker` on a real PostgreSQL study: two workers finish a queue, no candidate twice.
+"""`diffnas worker` on a real PostgreSQL study: two workers finish a queue, no candidate twice;
+a worker killed mid-candidate loses nothing and has nothing done twice.
 
 The session fixture starts a throwaway PostgreSQL cluster on loopback (Debian's `postgresql`
 server: initdb + pg_ctl). Under CI (CI=true) a missing server or driver is a failure, not a
@@ -11,16 +12,19 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from diffnas.data.datasets import DataSpec
-from diffnas.execute.job import EvalJob
+from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.runs import write_json
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 
@@ -67,25 +71,38 @@ def postgres_url():
     shutil.rmtree(data, ignore_errors=True)
 
 
-def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postgres_url) -> None:
-    from optuna.trial import TrialState
+def tiny_job(tmp_path: Path, seed: int) -> EvalJob:
+    return EvalJob(
+        arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
+        recipe=SPEC.train_recipe("ddpm", "digits"),
+        seed=seed, workdir=str(tmp_path / f"t{seed}"), cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
 
-    from diffnas.execute.queue import enqueue_jobs, open_queue, results
 
-    jobs = [
-        EvalJob(arch=ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64), spec=SPEC,
-                recipe=SPEC.train_recipe("ddpm", "digits"),
-                seed=i, workdir=str(tmp_path / f"t{i}"), cache_dir=str(tmp_path / "cache"))
-        for i in range(4)
-    ]  # fmt: skip
-    queue = open_queue(postgres_url, study_name="queue-two-workers")
-    enqueue_jobs(queue, jobs)
+def queue_with_two_workers(url: str, tmp_path: Path, study: str, jobs: int, grace_period: int):
+    """`jobs` tiny candidates queued in a fresh study, and two `diffnas worker` processes on it."""
+    from diffnas.execute.queue import enqueue_jobs, open_queue
+
+    queued = [tiny_job(tmp_path, i) for i in range(jobs)]
+    queue = open_queue(url, study_name=study)
+    enqueue_jobs(queue, queued)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "diffnas", "worker", "--storage", postgres_url,
-               "--study", "queue-two-workers", "--heartbeat-interval", "1", "--grace-period", "30"]  # fmt: skip
+    command = [sys.executable, "-m", "diffnas", "worker", "--storage", url, "--study", study,
+               "--heartbeat-interval", "1", "--grace-period", str(grace_period)]  # fmt: skip
     workers = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]
+    return queue, queued, workers
+
+
+def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postgres_url) -> None:
+    from optuna.trial import TrialState
+
+    from diffnas.execute.queue import results
+
+    queue, jobs, workers = queue_with_two_workers(
+        postgres_url, tmp_path, "queue-two-workers", jobs=4, grace_period=30
+    )
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     counts = [int(out.strip().splitlines()[-1].split()[1]) for out in outputs]
@@ -99,3 +116,126 @@ def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postg
     assert sorted(found) == sorted(j.workdir for j in jobs)
     assert all(r["status"] == "complete" for r in found.values())
     assert len({json.dumps(r["score"]) for r in found.values()}) == 4  # four seeds, four scores
+
+
+def test_stale_trials_are_requeued_and_a_late_result_is_told_once(tmp_path, postgres_url) -> None:
+    """Claimants that vanish before their first heartbeat thread beats; one of them had
+    finished its candidate (result.json in the shared job folder), the other comes back late."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    from diffnas.execute.queue import claim, enqueue_jobs, open_queue, tell_result, work
+
+    jobs = [tiny_job(tmp_path, i) for i in range(2)]
+    queue = open_queue(postgres_url, heartbeat_interval=1, grace_period=1, study_name="queue-stale")
+    enqueue_jobs(queue, jobs)
+    finished, late = claim(queue), claim(queue)  # no beat thread: both holders are gone
+    left_behind = EvalResult(status="complete", score=12.5, device="cpu")
+    Path(jobs[0].workdir).mkdir()
+    write_json(Path(jobs[0].workdir) / "result.json", left_behind.model_dump(mode="json"))
+    time.sleep(2.5)  # past the grace period (the database's clock decides)
+    fail_stale_trials(queue)  # what every worker does before it claims
+    trials = queue.get_trials()
+    states = [t.state for t in trials]
+    assert states == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2  # both re-queued
+    copy_of = {t.system_attrs["failed_trial"]: t.number for t in trials[2:]}
+    assert sorted(copy_of) == [finished.number, late.number]
+    # the late holder's tell is refused: its trial is stale, its copy is told instead
+    assert not tell_result(queue, late, EvalResult(status="complete", score=3.0))
+    assert "result" not in queue.trials[late.number].user_attrs
+    never = [sys.executable, "-c", "raise SystemExit(3)"]  # any evaluation started fails
+    assert work(queue, command=never, max_retries=0, poll_s=0.1, log=lambda _: None) == 2
+    copy = queue.trials[copy_of[finished.number]]
+    assert copy.state == TrialState.COMPLETE and copy.value == 12.5  # taken, not evaluated again
+    assert not (Path(jobs[0].workdir) / "worker.log").exists()
+    late_copy = queue.trials[copy_of[late.number]]
+    assert late_copy.state == TrialState.FAIL
+    assert "exited with code 3" in json.loads(late_copy.user_attrs["result"])["error"]
+
+
+def evaluation_children(pid: int) -> dict[int, str]:
+    """child pid -> job folder of the evaluation processes (`... diffnas.execute.worker DIR`)
+    that process `pid` started."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == pid and "diffnas.execute.worker" in args:
+            found[int(entry.name)] = args[args.index("diffnas.execute.worker") + 1]
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from /proc")
+def test_worker_killed_mid_candidate_loses_nothing_and_does_nothing_twice(
+    tmp_path, postgres_url
+) -> None:
+    from optuna.trial import TrialState
+
+    from diffnas.execute.queue import results
+
+    queue, jobs, workers = queue_with_two_workers(
+        postgres_url, tmp_path, "queue-vanish", jobs=3, grace_period=3
+    )
+    try:
+
+        def first_evaluation():
+            for worker in workers:
+                for child, workdir in evaluation_children(worker.pid).items():
+                    return worker, child, workdir
+            return None
+
+        victim, child, workdir = until(first_evaluation, 60, "a worker to start an evaluation")
+        # frozen mid-candidate, so it cannot finish before its worker dies
+        os.kill(child, signal.SIGSTOP)
+        assert not (Path(workdir) / "result.json").exists()
+        victim.kill()  # SIGKILL: no clean-up, no last heartbeat, no tell
+        victim.wait(timeout=30)
+        # the evaluation dies with its worker (PR_SET_PDEATHSIG), stopped or not
+        until(lambda: not is_running(child), 10, f"evaluation process {child} to die")
+        survivor = next(w for w in workers if w is not victim)
+        output = survivor.communicate(timeout=120)[0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert survivor.returncode == 0, output
+    # the survivor did the two others and the vanished worker's candidate, re-queued
+    assert output.strip().splitlines()[-1] == "worker: 3 candidate(s) evaluated", output
+    trials = queue.get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]  # none left
+    (stale,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert json.loads(stale.user_attrs["job"])["workdir"] == workdir
+    assert "result" not in stale.user_attrs  # the killed worker told nothing
+    (copy,) = [t for t in trials if "failed_trial" in t.system_attrs]
+    assert copy.system_attrs["failed_trial"] == stale.number
+    assert copy.state == TrialState.COMPLETE and copy.user_attrs["job"] == stale.user_attrs["job"]
+    for job in jobs:  # each candidate finished by exactly one evaluation process
+        lines = (Path(job.workdir) / "worker.jsonl").read_text().splitlines()
+        assert len(lines) == 1, job.workdir
+    found = results(queue)
+    assert sorted(found) == sorted(j.workdir for j in jobs)
+    assert all(r["status"] == "complete" for r in found.values())

@@ -31,7 +31,10 @@ USER_ERROR_EXIT = 2
 WORKER_COMMAND = (sys.executable, "-m", "diffnas.execute.worker")
 DEFAULT_MAX_RETRIES = 2
 
-__all__ = ["EvalJob", "EvalResult", "Executor", "make_executor", "run_worker_process"]
+__all__ = [
+    "EvalJob", "EvalResult", "Executor", "make_executor", "run_job_process", "run_pinned",
+    "run_worker_process",
+]  # fmt: skip
 
 
 def finished_future(result: EvalResult) -> Future[EvalResult]:
@@ -169,6 +172,61 @@ def run_worker_process(
         wall_s=wall,
         device=device,
     )
+
+
+def run_job_process(
+    job: EvalJob,
+    *,
+    env: dict[str, str] | None = None,
+    device: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    command: Sequence[str] = WORKER_COMMAND,
+) -> EvalResult:
+    """Write `job` as job.json into its folder and evaluate it there in a fresh worker process."""
+    workdir = Path(job.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / JOB_FILE, job.model_dump(mode="json"))
+    return run_worker_process(
+        workdir, env=env, max_retries=max_retries, command=command, device=device
+    )
+
+
+def run_pinned(
+    job: EvalJob,
+    *,
+    gpu: str | None,
+    share: float = 1.0,
+    threads: int = 1,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    command: Sequence[str] = WORKER_COMMAND,
+) -> EvalResult:
+    """Evaluate `job` in a fresh worker process pinned to one device (the pool's and Ray's way).
+
+    `gpu`: the card as a `CUDA_VISIBLE_DEVICES` entry; the child sees only that card, as its
+    `cuda:0`, so the job runs on `cuda` and records `share` of the card's time. None: the child
+    sees no card and runs on the CPU with `threads` torch (and BLAS) threads.
+    """
+    if gpu is None:
+        label, count = "cpu", str(threads)
+        env = env_with(
+            CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=count, MKL_NUM_THREADS=count,
+            DIFFNAS_TORCH_THREADS=count, DIFFNAS_DEVICE_LABEL=label,
+        )  # fmt: skip
+    else:
+        label = f"cuda:{gpu}"
+        env = env_with(
+            CUDA_VISIBLE_DEVICES=gpu, DIFFNAS_DEVICE_LABEL=label,
+            DIFFNAS_DEVICE_SHARE=f"{share:.4f}",
+        )  # fmt: skip
+        job = job.model_copy(update={"spec": job.spec.model_copy(update={"device": "cuda"})})
+    return run_job_process(job, env=env, device=label, max_retries=max_retries, command=command)
+
+
+def check_trials_per_gpu(trials_per_gpu: int) -> None:
+    if trials_per_gpu < 1:
+        raise UserError(
+            f"--trials-per-gpu must be at least 1, got {trials_per_gpu}.", field="trials_per_gpu"
+        )
 
 
 class SubprocessExecutor(Executor):

@@ -15,20 +15,17 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from diffnas.errors import UserError
 from diffnas.execute.executors import (
     DEFAULT_MAX_RETRIES,
-    JOB_FILE,
     WORKER_COMMAND,
     EvalJob,
     EvalResult,
     Executor,
-    env_with,
-    run_worker_process,
+    check_trials_per_gpu,
+    run_pinned,
 )
-from diffnas.runs import write_json
 
 # Training cost per step (GMACs per image x batch) that one card's share 1.0 stands for: the
 # IDDPM CIFAR-10 UNet (8.39 GMACs x 128 = 1,074) saturates an H200 on its own.
@@ -39,6 +36,17 @@ def visible_gpus() -> list[int]:
     import torch
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def child_visible_device(card: int) -> str:
+    """Card `card` as this process numbers it, as a child's `CUDA_VISIBLE_DEVICES` entry.
+
+    A child reads that variable against all of the machine's cards, not against the ones this
+    process was given: under CUDA_VISIBLE_DEVICES=2,3 our card 1 is the child's "3".
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = [e.strip() for e in visible.split(",")] if visible else []
+    return entries[card] if card < len(entries) else str(card)
 
 
 def step_gmacs(job: EvalJob) -> float:
@@ -64,11 +72,7 @@ class PoolExecutor(Executor):
         max_retries: int = DEFAULT_MAX_RETRIES,
         command: Sequence[str] = WORKER_COMMAND,
     ) -> None:
-        if trials_per_gpu < 1:
-            raise UserError(
-                f"--trials-per-gpu must be at least 1, got {trials_per_gpu}.",
-                field="trials_per_gpu",
-            )
+        check_trials_per_gpu(trials_per_gpu)
         if workers is not None and workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}.", field="workers")
         cores = os.cpu_count() or 1
@@ -130,28 +134,10 @@ class PoolExecutor(Executor):
     def _run_placed(self, job: EvalJob, on_gpu: bool, share: float) -> EvalResult:
         card = self._place(on_gpu, share)
         try:
-            if card is None:
-                threads = str(self.threads_per_worker)
-                env = env_with(
-                    CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                    DIFFNAS_TORCH_THREADS=threads, DIFFNAS_DEVICE_LABEL="cpu",
-                )  # fmt: skip
-                label = "cpu"
-            else:
-                label = f"cuda:{card}"
-                env = env_with(
-                    CUDA_VISIBLE_DEVICES=str(card), DIFFNAS_DEVICE_LABEL=label,
-                    DIFFNAS_DEVICE_SHARE=f"{share:.4f}",
-                )  # fmt: skip
-                pinned = job.model_copy(
-                    update={"spec": job.spec.model_copy(update={"device": "cuda"})}
-                )
-                write_json(
-                    Path(job.workdir) / JOB_FILE, pinned.model_dump(mode="json")
-                )  # the child sees one card: cuda:N is its cuda:0
-            return run_worker_process(
-                Path(job.workdir), env=env, max_retries=self.max_retries, command=self.command,
-                device=label,
+            return run_pinned(
+                job, gpu=None if card is None else child_visible_device(card), share=share,
+                threads=self.threads_per_worker, max_retries=self.max_retries,
+                command=self.command,
             )  # fmt: skip
         finally:
             self._release(card, share)

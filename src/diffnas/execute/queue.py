@@ -15,24 +15,26 @@ was already declared stale cannot tell it again.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from diffnas.execute.executors import (
     DEFAULT_MAX_RETRIES,
-    JOB_FILE,
+    RESULT_FILE,
     WORKER_COMMAND,
     EvalJob,
     EvalResult,
-    run_worker_process,
+    run_job_process,
 )
-from diffnas.runs import write_json
+from diffnas.runs import read_json
 
 QUEUE_STUDY = "diffnas-queue"
 
@@ -65,6 +67,10 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     """The oldest WAITING trial, now RUNNING for this worker; None when none is left to claim."""
     storage = study._storage
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        # Beat first: Optuna never declares a RUNNING trial without a heartbeat stale, so a
+        # worker killed between its claim and its first beat would leave the candidate RUNNING
+        # for good. Beating a WAITING trial is harmless: its claimant beats again at once.
+        storage.record_heartbeat(frozen._trial_id)
         # the storage's conditional update: of several workers racing, exactly one wins
         if storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
             return optuna.Trial(study, frozen._trial_id)
@@ -113,28 +119,45 @@ def work(
         finally:
             stop.set()
             beat.join()
-        if study.trials[trial.number].state != TrialState.RUNNING:
+        if not tell_result(study, trial, result):
             log(f"trial {trial.number}: declared stale meanwhile; its copy is told instead")
             continue
-        trial.set_user_attr("result", result.model_dump_json())
-        if result.status == "complete" and result.score is not None:
-            study.tell(trial, result.score)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
         log(f"trial {trial.number}: {result.status} {result.score}")
         done += 1
     return done
+
+
+def tell_result(study: optuna.Study, trial: optuna.Trial, result: EvalResult) -> bool:
+    """Record `result` on the trial and finish it; False when the trial was declared stale first.
+
+    Checking the state and then telling would leave a gap in which another worker fails the
+    trial as stale; the storage's own transition locks the trial's row and refuses a finished
+    trial, so of the stale marking and this tell exactly one happens.
+    """
+    finished = result.status == "complete" and result.score is not None
+    finished = finished and not math.isnan(result.score)  # study.tell fails a NaN as well
+    try:
+        trial.set_user_attr("result", result.model_dump_json())
+        study._storage.set_trial_state_values(
+            trial._trial_id,
+            TrialState.COMPLETE if finished else TrialState.FAIL,
+            [result.score] if finished else None,
+        )
+    except UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def evaluate_here(
     job: EvalJob, *, max_retries: int, command: Sequence[str] = WORKER_COMMAND
 ) -> EvalResult:
     """Evaluate in a fresh worker process in the job's folder (the run folder on a shared
-    file system); its result.json, if a previous holder finished, is taken as it is."""
-    workdir = Path(job.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / JOB_FILE, job.model_dump(mode="json"))
-    return run_worker_process(workdir, max_retries=max_retries, command=command)
+    file system). A result.json already there is taken as it is: a previous holder finished
+    the candidate but was declared stale before it could tell it, so this is its copy."""
+    done = Path(job.workdir) / RESULT_FILE
+    if done.is_file():
+        return EvalResult.model_validate(read_json(done))
+    return run_job_process(job, max_retries=max_retries, command=command)
 
 
 def results(study: optuna.Study) -> dict[str, dict]:

@@ -30,10 +30,9 @@ from diffnas.execute.executors import (
     EvalJob,
     EvalResult,
     Executor,
-    env_with,
-    run_worker_process,
+    check_trials_per_gpu,
+    run_pinned,
 )
-from diffnas.runs import write_json
 
 ARTIFACT_LIMIT = 64 * 2**20
 
@@ -56,30 +55,19 @@ def evaluate_in_task(
     """The body of one Ray task: evaluate the job; return its result and, off the shared file
     system, its artifacts as {relative path: bytes}."""
     job = EvalJob.model_validate(job_json)
+    # Ray pinned this task with CUDA_VISIBLE_DEVICES when it was granted a share of a card
     gpu_ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    on_gpu = gpu_share > 0 and bool(gpu_ids)
-    label = f"cuda:{gpu_ids.split(',')[0]}" if on_gpu else "cpu"
-    env = env_with(DIFFNAS_DEVICE_LABEL=label, DIFFNAS_DEVICE_SHARE=f"{gpu_share:.4f}")
-    if not on_gpu:
-        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", DIFFNAS_TORCH_THREADS="1")
+    gpu = gpu_ids.split(",")[0] if gpu_share > 0 and gpu_ids else None
+    options = {"gpu": gpu, "share": gpu_share, "max_retries": max_retries, "command": command}
     if Path(job.workdir).parent.is_dir():  # the run folder is here: work in it
-        workdir = Path(job.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_json(workdir / JOB_FILE, job_json)
-        result = run_worker_process(
-            workdir, env=env, max_retries=max_retries, command=command, device=label
-        )
+        result = run_pinned(job, **options)
         return {"result": result.model_dump(mode="json"), "artifacts": {}}
     with tempfile.TemporaryDirectory(prefix="diffnas-ray-") as tmp:
         workdir = Path(tmp) / "trial"
-        workdir.mkdir()
         local = job.model_copy(
             update={"workdir": str(workdir), "cache_dir": str(Path(tmp) / "cache")}
         )
-        write_json(workdir / JOB_FILE, local.model_dump(mode="json"))
-        result = run_worker_process(
-            workdir, env=env, max_retries=max_retries, command=command, device=label
-        )
+        result = run_pinned(local, **options)
         artifacts = {
             str(p.relative_to(workdir)): p.read_bytes()
             for p in workdir.rglob("*")
@@ -104,11 +92,7 @@ class RayExecutor(Executor):
         init_options: dict[str, Any] | None = None,
     ) -> None:
         self.ray = import_ray()
-        if trials_per_gpu < 1:
-            raise UserError(
-                f"--trials-per-gpu must be at least 1, got {trials_per_gpu}.",
-                field="trials_per_gpu",
-            )
+        check_trials_per_gpu(trials_per_gpu)
         self.address = ray_address
         self.trials_per_gpu = trials_per_gpu
         self.max_retries = max_retries
@@ -141,8 +125,6 @@ class RayExecutor(Executor):
         task = self._connect()
         has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
         share = 1.0 / self.trials_per_gpu if has_gpus and job.spec.device != "cpu" else 0.0
-        if share:
-            job = job.model_copy(update={"spec": job.spec.model_copy(update={"device": "cuda"})})
         # Ray's own retries stay off: a dead worker process is retried inside the task
         ref = task.options(num_cpus=1, num_gpus=share, max_retries=0).remote(
             job.model_dump(mode="json"), self.max_retries, self.command, share
