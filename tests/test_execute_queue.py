@@ -239,3 +239,42 @@ def test_worker_killed_mid_candidate_loses_nothing_and_does_nothing_twice(
     found = results(queue)
     assert sorted(found) == sorted(j.workdir for j in jobs)
     assert all(r["status"] == "complete" for r in found.values())
+
+
+def test_a_search_on_the_queue_is_evaluated_by_two_workers(tmp_path, postgres_url) -> None:
+    from diffnas.execute.job import EvalSpec, ScoreSpec
+    from diffnas.execute.queue import QueueExecutor
+    from diffnas.search import study as study_mod
+    from diffnas.search.config import SearchConfig
+    from diffnas.search.loop import SearchRun
+
+    study = "queue-search"
+    command = [sys.executable, "-m", "diffnas", "worker", "--storage", postgres_url,
+               "--study", study, "--heartbeat-interval", "1", "--grace-period", "30", "--wait"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # lines before SIGTERM
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    proxy = EvalSpec(
+        recipe="proxy", recipe_overrides={"steps": 8, "batch_size": 8},
+        score=ScoreSpec(num_samples=16, steps=2, batch_size=16), device="cpu",
+    )  # fmt: skip
+    config = SearchConfig(
+        space="tiny", data="digits", data_subset=200, proposer="random", rounds=1, per_round=4,
+        promote=0, proxy=proxy, final=proxy, executor="queue",
+    )  # fmt: skip
+    executor = QueueExecutor(postgres_url, study_name=study, poll_s=0.2)
+    try:
+        summary = SearchRun(config, tmp_path / "run", executor=executor).run()
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        outputs = [w.communicate(timeout=60)[0] for w in workers]
+    memory = study_mod.load_memory(study_mod.open_study(tmp_path / "run"))
+    assert summary["status_counts"] == {"complete": 4}
+    for t in memory:  # evaluated by a worker, once, in the run folder, told to the search
+        folder = tmp_path / "run" / "trials" / f"{t.number:05d}"
+        assert len((folder / "worker.jsonl").read_text().splitlines()) == 1
+        assert t.score == json.loads((folder / "result.json").read_text())["score"]
+    evaluated = [line for out in outputs for line in out.splitlines() if "evaluating" in line]
+    assert len(evaluated) == 4, outputs

@@ -127,7 +127,8 @@ def search(
     executor: str = typer.Option(
         "inline",
         help="inline | subprocess | pool (concurrent worker processes on this machine's GPUs or "
-        "CPU cores) | ray (Ray tasks, local or --ray-address).",
+        "CPU cores) | ray (Ray tasks, local or --ray-address) | queue (`diffnas worker` "
+        "processes on any machine, pulling from --storage).",
     ),
     workers: int | None = typer.Option(
         None, help="pool without GPU: concurrent CPU workers (cores split between them)."

@@ -246,7 +246,7 @@ class SubprocessExecutor(Executor):
         )
 
 
-EXECUTORS = ("inline", "subprocess", "pool", "ray")
+EXECUTORS = ("inline", "subprocess", "pool", "ray", "queue")
 
 
 def make_executor(name: str, **options: Any) -> Executor:
@@ -268,13 +268,24 @@ def make_executor(name: str, **options: Any) -> Executor:
         return RayExecutor(
             **_take(options, "max_retries", "command", "ray_address", "trials_per_gpu", "workers")
         )
+    if name == "queue":
+        from diffnas.execute.queue import QueueExecutor
+
+        check_executor(name, options.get("storage"))
+        return QueueExecutor(**_take(options, "storage", "workers", "max_retries"))
     raise UserError(
         f"executor {name!r} is not known; allowed: {', '.join(EXECUTORS)}.", field="executor"
     )
 
 
-def check_executor(name: str) -> None:
-    """Refuse an executor whose package is missing, before any run folder exists."""
+def check_executor(name: str, storage: str | None = None) -> None:
+    """Refuse an executor whose package or database is missing, before any run folder exists."""
+    if name == "queue" and not storage:
+        raise UserError(
+            "--executor queue needs --storage URL: the database (PostgreSQL for workers on "
+            "several machines) whose queue the `diffnas worker` processes pull from.",
+            field="storage",
+        )
     if name == "ray":
         from diffnas.execute.ray_executor import import_ray
 

@@ -18,7 +18,9 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import optuna
@@ -32,6 +34,7 @@ from diffnas.execute.executors import (
     WORKER_COMMAND,
     EvalJob,
     EvalResult,
+    Executor,
     run_job_process,
 )
 from diffnas.runs import read_json
@@ -48,12 +51,14 @@ def open_queue(
     study_name: str = QUEUE_STUDY,
 ) -> optuna.Study:
     """The queue study on `url`, with heartbeats and re-queueing of stale trials."""
-    storage = RDBStorage(
-        url,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-    )
+    with warnings.catch_warnings():  # Optuna marks its heartbeat API experimental; we rely on it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        )
     return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True)
 
 
@@ -167,3 +172,106 @@ def results(study: optuna.Study) -> dict[str, dict]:
         if "result" in t.user_attrs:
             out[json.loads(t.user_attrs["job"])["workdir"]] = json.loads(t.user_attrs["result"])
     return out
+
+
+class QueueExecutor(Executor):
+    """`--executor queue`: a search's candidates wait in the queue study on `--storage` until
+    a `diffnas worker` on any machine evaluates them.
+
+    `submit` enqueues the job (paths made absolute: workers resolve them on their own
+    machines, the run folder on a shared file system) and a polling thread resolves its future
+    when a trial of that job carries a result. A candidate whose worker vanished is re-queued
+    by the workers' stale-trial handling and stays pending; once its last copy failed stale
+    with no retry left it is `failed` with that reason. A resumed search submits the same jobs
+    again: one already queued is waited for, not queued twice.
+    """
+
+    name = "queue"
+    concurrent = True
+
+    def __init__(
+        self,
+        storage: str,
+        *,
+        workers: int | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        poll_s: float = 2.0,
+        study_name: str = QUEUE_STUDY,
+    ) -> None:
+        self.study = open_queue(storage, max_retry=max_retries, study_name=study_name)
+        self.max_retries = max_retries
+        self.poll_s = poll_s
+        self._slots = workers or 1
+        self._pending: dict[str, Future[EvalResult]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @property
+    def slots(self) -> int:
+        """Candidates kept queued at once by the asynchronous schedule (`--workers`)."""
+        return self._slots
+
+    def _submit(self, job: EvalJob) -> Future[EvalResult]:
+        job = job.model_copy(
+            update={
+                "workdir": str(Path(job.workdir).resolve()),
+                "cache_dir": str(Path(job.cache_dir).resolve()),
+            }
+        )
+        future: Future[EvalResult] = Future()
+        with self._lock:
+            if job.workdir not in self._queued_workdirs():
+                enqueue_jobs(self.study, [job])
+            self._pending[job.workdir] = future
+            if self._poller is None:
+                self._poller = threading.Thread(
+                    target=self._poll, name="diffnas-queue-poll", daemon=True
+                )
+                self._poller.start()
+        return future
+
+    def _queued_workdirs(self) -> set[str]:
+        return {
+            json.loads(t.user_attrs["job"])["workdir"]
+            for t in self.study.get_trials(deepcopy=False)
+            if "job" in t.user_attrs
+        }
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            with self._lock:
+                if not self._pending:
+                    continue
+                by_workdir: dict[str, list[optuna.trial.FrozenTrial]] = {}
+                for t in self.study.get_trials(deepcopy=False):
+                    if "job" in t.user_attrs:
+                        workdir = json.loads(t.user_attrs["job"])["workdir"]
+                        by_workdir.setdefault(workdir, []).append(t)
+                for workdir, future in list(self._pending.items()):
+                    result = self._outcome(by_workdir.get(workdir, []))
+                    if result is not None:
+                        del self._pending[workdir]
+                        future.set_result(result)
+
+    def _outcome(self, trials: list[optuna.trial.FrozenTrial]) -> EvalResult | None:
+        """The job's result once a worker told it; `failed` once no copy is left to come."""
+        for t in trials:
+            if "result" in t.user_attrs:
+                return EvalResult.model_validate_json(t.user_attrs["result"])
+        if not trials or not all(t.state == TrialState.FAIL for t in trials):
+            return None  # still queued or running
+        history = RetryHeartbeatStaleTrialCallback.retry_history(trials[-1])
+        if len(history) < self.max_retries:
+            return None  # the stale marking re-queues a copy next
+        return EvalResult(
+            status="failed",
+            error=f"its worker vanished (no heartbeat) on each of {len(trials)} attempts",
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+            self._poller = None
+        self._stop.clear()

@@ -74,15 +74,17 @@ class SearchConfig(BaseModel):
         1, ge=0, description="top-k candidates trained with the final recipe and scored by FID"
     )
     seed: int = Field(0, description="seeds proposals, training and sampling")
-    executor: Literal["inline", "subprocess", "pool", "ray"] = Field(
+    executor: Literal["inline", "subprocess", "pool", "ray", "queue"] = Field(
         "inline",
         description="inline: this process; subprocess: a child process per candidate; pool: "
-        "concurrent worker processes on this machine's GPUs or CPU cores; ray: Ray tasks",
+        "concurrent worker processes on this machine's GPUs or CPU cores; ray: Ray tasks; "
+        "queue: `diffnas worker` processes on any machine pulling from --storage's queue",
     )
     workers: int | None = Field(
         None,
         ge=1,
-        description="pool without GPU: concurrent CPU workers (cores split between them)",
+        description="pool without GPU: concurrent CPU workers (cores split between them); "
+        "queue: candidates kept queued at once by --schedule async",
     )
     trials_per_gpu: int = Field(
         1, ge=1, le=64, description="pool/ray: small candidates packed on one GPU at once"

@@ -100,6 +100,7 @@ class SearchRun:
             trials_per_gpu=config.trials_per_gpu,
             max_retries=config.max_retries,
             ray_address=config.ray_address,
+            storage=config.storage,
         )
         self._llm_backend = llm_backend
         self._sleep = sleep

@@ -88,7 +88,7 @@ class SearchPlan:
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
         rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
-        check_executor(cfg.executor)
+        check_executor(cfg.executor, cfg.storage)
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(cfg.data_spec())
