@@ -3,12 +3,16 @@ and the scheduling overhead per candidate as a fraction of a proxy evaluation.
 
     python benchmarks/bench_pool.py                         # 4 candidates, the demo's proxy (300 steps)
     python benchmarks/bench_pool.py --candidates 2 --steps 4 --samples 16   # a smoke run
+    python benchmarks/bench_pool.py --device cuda --candidates 8 --steps 2000 --batch 128 \
+        --samples 1000 --trials-per-gpu 4          # the GPU packing gain: 4 per card against 1
 
 Overhead per candidate = the pool's wall time per candidate with 1 worker minus the same
 evaluation's own time (`wall_s`, measured inside the worker): process start, imports and
 result hand-back. It is reported against the tiny proxy measured here and against a real
 proxy evaluation (`--proxy-s`, default 1,500 s: 20k steps of the IDDPM CIFAR-10 UNet at batch
 128 on an H200, README). The 2-against-1 speed-up is bounded by this machine's cores.
+With `--device cuda` the two pools are one card with 1 candidate at a time against
+`--trials-per-gpu` packed on it (small candidates leave most of an H100/H200 idle).
 """
 
 from __future__ import annotations
@@ -33,14 +37,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--proxy-s", type=float, default=1500.0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--trials-per-gpu", type=int, default=4)
     args, _ = parser.parse_known_args()  # run.py passes its own arguments to every script
     arch = get_reference("tiny-digits")
     spec = EvalSpec(
         recipe="proxy",
         recipe_overrides={"steps": args.steps, "batch_size": args.batch},
         score=ScoreSpec(num_samples=args.samples, steps=20),
-        device="cpu",
+        device=args.device,
     )
+    if args.device == "cuda":  # one card: one candidate at a time, then packed
+        pools = {"1 per GPU": {"gpus": [0]}, f"{args.trials_per_gpu} per GPU": {
+            "gpus": [0], "trials_per_gpu": args.trials_per_gpu}}  # fmt: skip
+    else:
+        pools = {"1 worker": {"workers": 1, "gpus": []}, "2 workers": {"workers": 2, "gpus": []}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
 
@@ -54,23 +65,22 @@ def main() -> None:
 
         InlineExecutor().run(jobs("warm-up")[0])  # classifier and reference statistics, once
         timings = {}
-        for workers in (1, 2):
-            pool = PoolExecutor(workers=workers, gpus=[])
+        for n, (label, options) in enumerate(pools.items()):
+            pool = PoolExecutor(**options)
             start = time.perf_counter()
-            results = [r for _, r in pool.run_many(jobs(f"pool{workers}"))]
-            timings[workers] = (time.perf_counter() - start, results)
+            results = [r for _, r in pool.run_many(jobs(f"pool{n}"))]
+            timings[label] = (time.perf_counter() - start, results)
             pool.close()
-    wall1, results1 = timings[1]
-    wall2, _ = timings[2]
+    (label1, (wall1, results1)), (label2, (wall2, _)) = timings.items()
     eval_s = sum(r.wall_s for r in results1) / len(results1)
     overhead = wall1 / args.candidates - eval_s
     print(
         f"CPU cores: {os.cpu_count()}; {args.candidates} tiny candidates, {args.steps} steps each\n"
     )
     print("| measure | value |\n| --- | --- |")
-    print(f"| pool, 1 worker: wall | {wall1:.1f} s |")
-    print(f"| pool, 2 workers: wall | {wall2:.1f} s |")
-    print(f"| speed-up 2 workers / 1 | {wall1 / wall2:.2f}x |")
+    print(f"| pool, {label1}: wall | {wall1:.1f} s |")
+    print(f"| pool, {label2}: wall | {wall2:.1f} s |")
+    print(f"| speed-up {label2} / {label1} | {wall1 / wall2:.2f}x |")
     print(f"| one evaluation inside its worker | {eval_s:.2f} s |")
     print(f"| scheduling overhead per candidate | {overhead:.2f} s |")
     print(f"| overhead / this tiny proxy | {overhead / eval_s:.1%} |")

@@ -11,3 +11,5 @@ echo "## scoring: Inception features and a 50k-sample FID estimate (anchor: 1955
 $PY benchmarks/bench_score.py --device cuda
 echo "## one proxy evaluation of a tiny candidate on the GPU"
 $PY benchmarks/bench_proxy_eval.py --device cuda --steps 2000 --batch 128 --samples 1000 --sampler-steps 50
+echo "## the pool's packing gain on one card: 4 tiny candidates at once against 1 (anchor: 2.0x images/s with four 4.4 M-parameter UNets on an H200)"
+$PY benchmarks/bench_pool.py --device cuda --candidates 8 --steps 2000 --batch 128 --samples 1000 --trials-per-gpu 4
