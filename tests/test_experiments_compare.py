@@ -129,7 +129,7 @@ def test_dry_run_and_bad_input_create_nothing(tmp_path, space_file: str) -> None
         (["--proposers", "random,random"], "each proposer once"),
         (["--proposers", "diffnas", "--llm", "gpt4"], "llm='gpt4' is not a backend spec"),
         (["--metric", "psnr"], "search.proxy.score.metric"),
-        (["--space", "cifar10-ddpm"], "space 'cifar10-ddpm' takes 3x32x32"),
+        (["--space", "cifar10-ddpm"], "space 'cifar10-ddpm' expects 3x32x32"),
     ):
         result = runner.invoke(app, ["compare", *args, "--runs", str(runs)])
         assert result.exit_code != 0 and fragment in str(result.exception), (args, result.output)
