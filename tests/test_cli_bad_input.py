@@ -255,3 +255,18 @@ def test_the_handler_catches_the_click_typer_raises() -> None:
     vendored = getattr(typer, "_click", None)
     if vendored is not None:
         assert vendored.exceptions.UsageError in USAGE_ERRORS
+
+
+def test_any_garbage_checkpoint_is_refused_as_not_ours(tmp_path) -> None:
+    """Random bytes after a pickle header fail torch's unpickler in many ways (IndexError,
+    KeyError, UnicodeDecodeError, ...): each is the same refusal, never a traceback."""
+    import random
+
+    from diffnas.errors import UserError
+    from diffnas.train.checkpoint import load_trained
+
+    path = tmp_path / "garbage.pt"
+    for seed in range(200):
+        path.write_bytes(b"\x80\x02" + random.Random(seed).randbytes(500))
+        with pytest.raises(UserError, match="not a diffnas checkpoint"):
+            load_trained(path)

@@ -4,7 +4,6 @@ rebuilding the trained EMA denoiser from `ema.pt` alone (what `diffnas sample`/`
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +73,9 @@ def load_trained(ckpt: str | Path) -> Trained:
     )
     try:
         state = load_checkpoint(path)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
-        # torch.load on a truncated zip, a text file (an architecture JSON) or random bytes
+    except Exception as err:
+        # torch.load on a truncated zip, a text file (an architecture JSON) or random bytes:
+        # its unpickler fails on random bytes with almost any error (KeyError, IndexError, ...)
         reason = _first_sentence(err)
         raise UserError(
             f"{not_ours} ({type(err).__name__}: {reason})", field="checkpoint"
