@@ -104,7 +104,9 @@ def work(
     interval = storage.get_heartbeat_interval() or 10
     done = 0
     while max_jobs is None or done < max_jobs:
-        fail_stale_trials(study)  # re-queue the candidates of vanished workers
+        with warnings.catch_warnings():  # experimental in Optuna; we rely on it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # re-queue the candidates of vanished workers
         trial = claim(study)
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
