@@ -205,6 +205,7 @@ class QueueExecutor(Executor):
         self.poll_s = poll_s
         self._slots = workers or 1
         self._pending: dict[str, Future[EvalResult]] = {}
+        self._queued: set[str] | None = None  # workdirs in the queue, read at the first submit
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -223,8 +224,11 @@ class QueueExecutor(Executor):
         )
         future: Future[EvalResult] = Future()
         with self._lock:
-            if job.workdir not in self._queued_workdirs():
+            if self._queued is None:  # once: what a killed search had queued already
+                self._queued = self._queued_workdirs()
+            if job.workdir not in self._queued:
                 enqueue_jobs(self.study, [job])
+                self._queued.add(job.workdir)
             self._pending[job.workdir] = future
             if self._poller is None:
                 self._poller = threading.Thread(

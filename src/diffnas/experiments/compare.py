@@ -28,13 +28,13 @@ from diffnas.execute.job import EvalSpec
 from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import (
     config_error,
-    load_run_options,
     load_space_data,
     word_list,
 )
 from diffnas.propose.llm.factory import check_structured, parse_spec
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
-from diffnas.runs import OPTIONS_FILE, write_json
+from diffnas.report.markdown import markdown_table
+from diffnas.runs import OPTIONS_FILE, load_options, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.halving import rung_steps
@@ -134,7 +134,7 @@ def build_config(options: dict[str, Any]) -> CompareConfig:
 
 
 def load_config(run_dir: Path) -> CompareConfig:
-    return load_run_options(run_dir, CompareConfig, "compare")
+    return load_options(run_dir, CompareConfig, kind="compare")
 
 
 def prepare(config: CompareConfig) -> tuple[CompareConfig, ImageData]:
@@ -307,9 +307,7 @@ def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
         f"# Proposers compared: {summary['space']} on {summary['data']}, "
         f"{summary['rounds']} rounds x {summary['per_round']}, ranked by {label}",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + " --- |" * len(TABLE_HEADER),
-        *("| " + " | ".join(row) + " |" for row in table_rows(summary)),
+        *markdown_table(TABLE_HEADER, table_rows(summary)),
         "",
         f"Means over seeds; `*` the lowest mean best {label}. Evaluated: candidates trained; "
         "rejected: proposals the gate refused (no training). Training compute: "

@@ -1,19 +1,12 @@
-"""Inputs of both experiments: options, lists, data and saved options, checked before a run
-folder exists."""
+"""Inputs of both experiments: options, lists and data, checked before a run folder exists."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images
 from diffnas.errors import UserError, first_field, pydantic_message
-from diffnas.runs import OPTIONS_FILE, read_run_json
 from diffnas.space.search_space import SearchSpace
-
-Options = TypeVar("Options", bound=BaseModel)
 
 
 def load_space_data(space: SearchSpace, data: DataSpec) -> ImageData:
@@ -27,24 +20,6 @@ def load_space_data(space: SearchSpace, data: DataSpec) -> ImageData:
         "use a --space made for this data (or --data-image-size)",
     )
     return images
-
-
-def load_run_options(run_dir: Path, model: type[Options], kind: str) -> Options:
-    """The saved options of a `kind` run folder (for `--resume`), or a `UserError` saying why not."""
-    options = run_dir / OPTIONS_FILE
-    if not options.is_file():
-        raise UserError(
-            f"--resume {str(run_dir)!r}: no {OPTIONS_FILE} there; give a {kind} run folder",
-            field="resume",
-        )
-    try:
-        return model.model_validate(read_run_json(options, f"{kind} options"))
-    except ValidationError as err:
-        raise UserError(
-            f"--resume {str(run_dir)!r} is not a {kind} run folder: "
-            + pydantic_message(err, f"{kind} options"),
-            field="resume",
-        ) from None
 
 
 def int_list(text: str, option: str) -> list[int]:

@@ -51,7 +51,7 @@ from pydantic import (
 )
 
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
-from diffnas.errors import UserError, pydantic_message
+from diffnas.errors import UserError
 from diffnas.evaluate.score import score_label
 from diffnas.execute.job import (
     EvalJob,
@@ -65,7 +65,6 @@ from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import (
     config_error,
     int_list,
-    load_run_options,
     load_space_data,
     word_list,
 )
@@ -80,9 +79,9 @@ from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.runs import (
     OPTIONS_FILE,
     append_jsonl,
+    load_options,
     read_json,
     read_jsonl,
-    read_run_json,
     write_json,
 )
 from diffnas.search import study as study_mod
@@ -306,7 +305,7 @@ def build_config(options: dict[str, Any]) -> ProxyCheckConfig:
 
 
 def load_config(run_dir: Path) -> ProxyCheckConfig:
-    return load_run_options(run_dir, ProxyCheckConfig, "proxy-check")
+    return load_options(run_dir, ProxyCheckConfig, kind="proxy-check")
 
 
 # ----- choosing the architectures -----
@@ -352,19 +351,7 @@ def choose_archs(config: ProxyCheckConfig, space: SearchSpace) -> list[ArchEntry
 
 
 def _search_config(run_dir: Path) -> SearchConfig:
-    options = run_dir / OPTIONS_FILE
-    if not options.is_file():
-        raise UserError(
-            f"--archs-from {str(run_dir)!r}: no {OPTIONS_FILE} there; give a search run folder",
-            field="archs_from",
-        )
-    try:
-        return SearchConfig.model_validate(read_run_json(options, "search options"))
-    except ValidationError as err:
-        raise UserError(
-            f"--archs-from {str(run_dir)!r}: {pydantic_message(err, 'search options')}",
-            field="archs_from",
-        ) from None
+    return load_options(run_dir, SearchConfig, kind="search", option="--archs-from")
 
 
 def _search_trials(run_dir: Path) -> list[tuple[ArchConfig, str]]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from diffnas.execute.job import ScoreSpec
 from diffnas.experiments.compute import sampling_flops, training_flops
 from diffnas.experiments.ranking import Agreement, Estimate, agreement
+from diffnas.report.markdown import markdown_table
 from diffnas.runs import write_json
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.diffusion import DiffusionConfig
@@ -172,9 +173,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
         f"# Proxy check: {summary['finished']} of {summary['archs']} architectures against "
         f"{summary['reference_label']} after the reference recipe",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + " --- |" * len(TABLE_HEADER),
-        *("| " + " | ".join(row) + " |" for row in table_rows(summary)),
+        *markdown_table(TABLE_HEADER, table_rows(summary)),
         "",
         "`*` best Kendall tau; `$` cheapest setting whose tau is within "
         f"{CLOSE_TO_BEST} of the best. Compute: training 3 x 2 x MACs x steps x batch plus "

@@ -8,10 +8,12 @@ by earlier versions load unchanged (same keys; `origin` may be absent).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from diffnas.runs import read_json
 from diffnas.space.arch import ArchConfig
 
 _JSON_LEAVES = (dict, list, str, int, float, bool)
@@ -70,3 +72,8 @@ class RoundFile(BaseModel):
     entries: list[RoundEntry]
     asked: int | None = None  # candidates asked for (files from before it was recorded: None)
     seen: list[int] | None = None  # finished trials whose outcome the request showed
+
+    @classmethod
+    def read(cls, path: Path) -> RoundFile | None:
+        """The round file at `path`, or None when that request was never made."""
+        return cls.model_validate(read_json(path)) if path.is_file() else None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from diffnas import __version__
 from diffnas.report import plots
+from diffnas.report.markdown import markdown_table, md_cell
 from diffnas.report.source import (
     Ledger,
     ProxyCheck,
@@ -398,15 +399,8 @@ def render_html(records: Sequence[SearchRecord], figures: Sequence[Figure]) -> s
 
 
 # ----- Markdown -----
-def _md(text: object) -> str:
-    """A table cell: one line, pipes escaped, no HTML."""
-    return " ".join(html.escape(str(text), quote=False).split()).replace("|", "\\|")
-
-
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, rows))
 
 
 def render_markdown(records: Sequence[SearchRecord], figures: Sequence[Figure]) -> str:
@@ -419,7 +413,7 @@ def render_markdown(records: Sequence[SearchRecord], figures: Sequence[Figure]) 
         said = [t for t in record.trials if t.rationale]
         if said:
             parts += ["### Rationales", ""]
-            parts += [f"- trial {t.number} ({t.status}): {_md(t.rationale)}" for t in said]
+            parts += [f"- trial {t.number} ({t.status}): {md_cell(t.rationale)}" for t in said]
             parts.append("")
         parts += ["### LLM ledger", ""]
         if record.ledger is None:

@@ -260,6 +260,13 @@ class SearchRun:
     def round_file(self, r: int) -> Path:
         return self.run_dir / "rounds" / f"round-{r:03d}.json"
 
+    def saved_round(self, r: int) -> RoundFile | None:
+        """Request `r` as its round file saved it (None if never made), origins filled in."""
+        saved = RoundFile.read(self.round_file(r))
+        for e in saved.entries if saved else []:  # files written before origins were recorded
+            e.origin = self._origin(e.origin, e.proposer)
+        return saved
+
     def _round_entries(
         self,
         r: int,
@@ -273,13 +280,10 @@ class SearchRun:
         `k`: how many to ask (default K). `seen`: the finished trials the proposer may see
         (an asynchronous replay shows exactly what the recorded request saw; default all).
         `num_rounds`: the requests expected in all (default the configured rounds)."""
-        path = self.round_file(r)
-        if path.exists():
-            entries = RoundFile.model_validate(read_json(path)).entries
-            for e in entries:  # files written before origins were recorded
-                e.origin = self._origin(e.origin, e.proposer)
-            return entries
-        cfg = self.config
+        saved = self.saved_round(r)
+        if saved is not None:
+            return saved.entries
+        path, cfg = self.round_file(r), self.config
         k = k or cfg.per_round
         memory = study_mod.load_memory(self.study)
         if seen is not None:

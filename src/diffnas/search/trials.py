@@ -139,45 +139,47 @@ class CandidateTrials:
                     going_on.append(following)
         return going_on
 
+    def is_last(self, step: Step) -> bool:
+        return step.rung == len(self.rungs) - 1
+
+    def step_dir(self, step: Step) -> Path:
+        """Where a step's evaluation lives: the trial folder for the whole proxy run (as without
+        halving), a folder of its own for a lower rung (job, result, samples)."""
+        folder = self.run_dir / "trials" / f"{step.trial.number:05d}"
+        return folder if self.is_last(step) else folder / f"rung-{self.rungs[step.rung]:07d}"
+
     def step_job(self, step: Step) -> EvalJob:
         """The job of a candidate's next evaluation: its next rung, or its whole proxy run."""
-        rungs, folder = self.rungs, self.trial_dir(step.trial.number)
-        if step.rung == len(rungs) - 1:  # the whole proxy run: the trial folder, as without halving
-            return self.job(step.arch, self.config.proxy, folder)
-        # a lower rung: its own folder (job, result, samples), the same training run
-        rung_dir = self.rung_dir(step.trial.number, rungs[step.rung])
-        return self.job(step.arch, self.config.proxy, rung_dir, rungs[step.rung], folder / "train")
+        if self.is_last(step):
+            return self.job(step.arch, self.config.proxy, self.step_dir(step))
+        train_dir = self.step_dir(step).parent / "train"  # every rung continues one run
+        steps = self.rungs[step.rung]
+        return self.job(step.arch, self.config.proxy, self.step_dir(step), steps, train_dir)
 
     def after_step(self, step: Step, result: EvalResult) -> Step | None:
         """Tell a finished evaluation; the candidate's next step when it goes on to a higher rung."""
-        rungs, trial = self.rungs, step.trial
-        if step.rung == len(rungs) - 1 or result.status != "complete":
-            self.tell(trial, result)
+        trial, folder = step.trial, self.step_dir(step)
+        if self.is_last(step) or result.status != "complete":
+            self.tell(trial, result, folder)
             return None
-        rung_dir = self.rung_dir(trial.number, rungs[step.rung])
-        study_mod.record_result(trial, result, str(rung_dir.relative_to(self.run_dir)))
+        study_mod.record_result(trial, result, str(folder.relative_to(self.run_dir)))
         assert result.score is not None  # a complete evaluation has its score
+        steps = self.rungs[step.rung]
         metric = escape(self.config.proxy.score.label)
-        line = f"  trial {trial.number}: {metric} {result.score:.4g} at {rungs[step.rung]} steps"
-        if halving.goes_on(trial, result.score, rungs[step.rung]):
+        line = f"  trial {trial.number}: {metric} {result.score:.4g} at {steps} steps"
+        if halving.goes_on(trial, result.score, steps):
             self.console.print(f"{line}, goes on")
             return Step(trial, step.arch, step.rung + 1)
         self.console.print(f"{line}, [yellow]pruned[/yellow]")
-        attach_sample_grid(trial, rung_dir, self.run_dir)
-        study_mod.prune_trial(self.study, trial, rungs[step.rung], rungs[-1])
+        attach_sample_grid(trial, folder, self.run_dir)
+        study_mod.prune_trial(self.study, trial, steps, self.rungs[-1])
         return None
 
-    def trial_dir(self, number: int) -> Path:
-        return self.run_dir / "trials" / f"{number:05d}"
-
-    def rung_dir(self, number: int, steps: int) -> Path:
-        return self.trial_dir(number) / f"rung-{steps:07d}"
-
-    def tell(self, trial: Any, result: EvalResult) -> None:
-        eval_dir = str(self.trial_dir(trial.number).relative_to(self.run_dir))
+    def tell(self, trial: Any, result: EvalResult, folder: Path) -> None:
+        """Finish the trial with the outcome of its evaluation in `folder`."""
         # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
-        attach_sample_grid(trial, self.trial_dir(trial.number), self.run_dir)
-        study_mod.finish_trial(self.study, trial, result, eval_dir)
+        attach_sample_grid(trial, folder, self.run_dir)
+        study_mod.finish_trial(self.study, trial, result, str(folder.relative_to(self.run_dir)))
         if result.status == "complete":
             metric = escape(self.config.proxy.score.label)
             self.console.print(
