@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from diffnas.errors import UserError
 from diffnas.gate.entry import RoundFile
-from diffnas.runs import read_json
 
 if TYPE_CHECKING:  # the loop imports this module
     from diffnas.search.loop import SearchRun
@@ -33,10 +32,6 @@ if TYPE_CHECKING:  # the loop imports this module
 def expected_requests(total: int, proposed: int, r: int, k: int) -> int:
     """Requests the search will have made if each asks for `k`: the prompt's "round r of n"."""
     return r + math.ceil(max(total - proposed, k) / k)
-
-
-def _round_file(path: Path) -> RoundFile | None:
-    return RoundFile.model_validate(read_json(path)) if path.is_file() else None
 
 
 def run_async(search: SearchRun, proposer: Any, start: float) -> str:
@@ -55,9 +50,8 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
 
     # the requests made before a kill: served from their files, their open trials resumed
     proposed, r = 0, 0
-    while (saved := _round_file(search.round_file(r))) is not None:
-        entries, _ = search.ask(r, proposer)
-        for step in search.trials.open_trials(r, entries or []):
+    while (saved := search.saved_round(r)) is not None:
+        for step in search.trials.open_trials(r, saved.entries):
             submit(step)
         proposed += saved.asked or len(saved.entries)
         r += 1
@@ -67,17 +61,18 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
         stop = stop or search.time_spent(start)
         k, seen = min(slots - len(in_flight), total - proposed), None
         if recorded is not None and not stop and proposed < total:
-            record = _round_file(recorded / f"round-{r:03d}.json")
+            record = RoundFile.read(recorded / f"round-{r:03d}.json")
             if record is None:
                 stop = f"the replayed run made no request {r + 1}"
             else:
                 k, seen = record.asked or len(record.entries), set(record.seen or [])
-                if not seen <= finished():
+                unfinished = seen - finished()
+                if unfinished:
                     k = 0  # its request waits for what it saw to finish here
                     if not in_flight:
                         raise UserError(
                             f"--replay: request {r + 1} of the recorded run saw trials "
-                            f"{sorted(seen - finished())} finish, which this run never evaluated; "
+                            f"{sorted(unfinished)} finish, which this run never evaluated; "
                             "it has diverged from the recording."
                         )
         if not stop and proposed < total and k > 0:
@@ -90,10 +85,12 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
             continue
         if not in_flight:
             break
+        # one finished evaluation at a time, the oldest first, then ask again: a slot frees per
+        # evaluation, so a resumed search (its killed evaluations reopened) asks as the
+        # uninterrupted one did, whichever of several finished evaluations `wait` saw first
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        for future in done:
-            step = in_flight.pop(future)
-            following = search.trials.after_step(step, future.result())
-            if following is not None:
-                submit(following)
+        future = next(f for f in in_flight if f in done)
+        following = search.trials.after_step(in_flight.pop(future), future.result())
+        if following is not None:
+            submit(following)
     return stop or "all candidates proposed and evaluated"
