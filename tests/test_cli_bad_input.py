@@ -156,6 +156,12 @@ SUBPROCESS_CASES = [
 def workspace(tmp_path_factory) -> Path:
     """One folder holding every bad file the cases name (cases run with it as cwd)."""
     ws = tmp_path_factory.mktemp("bad-input")
+    build_workspace(ws)
+    return ws
+
+
+def build_workspace(ws: Path) -> None:
+    """The files of `workspace` (also used by tests/test_cli_bad_input_readback.py)."""
     for field in ("mid_attention", "dropout", "norm_groups"):
         (ws / f"{field}.yaml").write_text(f"{SPACE}{field}: []\n")
     (ws / "binary.json").write_bytes(bytes(range(256)) * 4)
@@ -203,7 +209,6 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "bad_options" / OPTIONS_FILE).write_text('{"space": ')
     (ws / "search_run").mkdir()
     (ws / "search_run" / OPTIONS_FILE).write_text(SearchConfig().model_dump_json())
-    return ws
 
 
 def snapshot(ws: Path) -> set[Path]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.errors import UserError
 
 _RUN_RE = re.compile(r"^(\d{5})-")
 OPTIONS_FILE = "options.json"  # every run folder's resolved options
@@ -48,6 +51,63 @@ def next_run_dir(root: str | Path, kind: str, desc: str = "") -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as err:  # a read-only folder or file system, no permission
+            raise UserError(
+                f"--runs {str(root)!r} cannot hold run folders: {name} cannot be created there "
+                f"({err.strerror or err}); give a folder you can write to",
+                field="runs",
+            ) from None
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """`path` is a folder that exists or can be created, and that can be written in; checked
+    before any work, leaving nothing behind. A `UserError` names the option, path and reason."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(
+            f"{option} {str(path)!r} is a file, not a folder; give a folder", field=option[2:]
+        )
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent  # a file on the way also "does not exist" below it
+    if not ancestor.is_dir():
+        raise UserError(
+            f"{option} {str(path)!r}: {str(ancestor)!r} is a file, so no folder can be made "
+            "under it; give another folder",
+            field=option[2:],
+        )
+    try:  # what the permission bits cannot tell: a read-only file system, /proc, root's view
+        os.rmdir(tempfile.mkdtemp(prefix=".diffnas-probe-", dir=ancestor))
+    except OSError as err:
+        raise UserError(
+            f"{option} {str(path)!r}: nothing can be created in {str(ancestor)!r} "
+            f"({err.strerror or err}); give a folder you can write to",
+            field=option[2:],
+        ) from None
+    return path
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A new folder filled under a temporary name next to `out`, renamed to `out` when the block
+    ends without error; on an error the partial folder (and any parent created for it) goes,
+    so a failed or killed export never leaves a half-written `out` behind. `out` must not exist
+    or be an empty folder."""
+    top = out.parent
+    while not top.parent.exists():
+        top = top.parent  # the highest parent this call creates, if any
+    created = None if top.exists() else top
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the finished folder private
+    try:
+        yield tmp
+        os.replace(tmp, out)  # atomic; replaces an empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def _slug(text: str) -> str:
@@ -63,22 +123,98 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file as it is, unchecked: for tests and for files of our own just written.
+    Every file a command reads back goes through `read_file`."""
     return json.loads(Path(path).read_text())
 
 
-def read_run_json(path: str | Path, what: str = "run folder file") -> Any:
-    """A JSON file of a run folder the user named; a missing, unreadable or corrupt one is a `UserError`."""
+def _what_is_wrong(err: ValidationError) -> str:
+    """Each failing field of a file as `field=value: rule`, the JSON syntax error as it is."""
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "json_invalid":
+            parts.append(f"not valid JSON ({msg})")
+        else:
+            shown = repr(e.get("input"))
+            shown = shown[:60] + "..." if len(shown) > 60 else shown
+            parts.append(f"{loc}={shown}: {msg}" if loc else f"it holds {shown}: {msg}")
+    more = len(err.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def read_file(
+    path: str | Path,
+    model: Any,
+    what: str,
+    *,
+    fix: str = "restore it or start a new run",
+    strict: bool = True,
+) -> Any:
+    """A JSON file the tool wrote earlier, read back and validated by `model` (a pydantic model
+    or any type pydantic validates, e.g. `list[Entry]`): the one loader of every run-folder file.
+
+    A missing, unreadable, torn or invalid file is a `UserError` naming the file (`what` and
+    its path), the field, its value and what is wrong, then `fix`: what the user can do. Strict:
+    a field the tool wrote as a number must still be a number (a string "12" is damage).
+    """
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{what} {str(path)!r} does not exist", field=path.name) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except OSError as err:
         raise UserError(
-            f"{what} {str(path)!r} is not valid JSON ({type(err).__name__}: {err}); "
-            "the file is damaged: restore it or start a new run",
-            field=path.name,
+            f"{what} {str(path)!r} cannot be read: {err.strerror or err}", field=path.name
         ) from None
+    return _validate(data, model, f"{what} {str(path)!r}", fix, path.name, strict)
+
+
+def _validate(data: bytes, model: Any, named: str, fix: str, field: str, strict: bool) -> Any:
+    try:
+        return _adapter(model).validate_json(data, strict=strict)
+    except ValidationError as err:
+        raise UserError(f"{named} is damaged: {_what_is_wrong(err)}; {fix}", field=field) from None
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+
+
+def read_records(
+    path: str | Path,
+    model: Any,
+    what: str,
+    *,
+    fix: str = "restore it or start a new run",
+    strict: bool = True,
+) -> list[Any]:
+    """The records of a JSONL file the tool appended to, each validated by `model`.
+
+    A last line without its newline is the torn end of a killed append and is left out; any
+    other line that is not a valid record is a `UserError` naming the file and the line.
+    A missing file holds no records.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise UserError(
+            f"{what} {str(path)!r} cannot be read: {err.strerror or err}", field=path.name
+        ) from None
+    lines = data.split(b"\n")
+    if lines[-1]:
+        lines[-1] = b""  # torn by a kill mid-append: that record was never complete
+    adapter = _adapter(model)
+    records = []
+    for number, line in enumerate(lines[:-1], start=1):
+        if line.strip():
+            named = f"{what} {str(path)!r} line {number}"
+            records.append(_validate(line, adapter, named, fix, path.name, strict))
+    return records
 
 
 def load_options(
@@ -97,14 +233,7 @@ def load_options(
             f"{named}: no {OPTIONS_FILE} there; is it a {kind} run folder?",
             field=option.lstrip("-") or "run_dir",
         )
-    raw = read_run_json(path, f"{kind} options")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(
-            pydantic_message(err, f"{kind} options in {str(path)!r}"),
-            field=first_field(err, kind),
-        ) from None
+    return read_file(path, model, f"{kind} options")
 
 
 def refuse_on_resume(ctx: Any, allowed: Iterable[str]) -> None:
@@ -148,15 +277,37 @@ def _spelling(param: Any) -> str:
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record; flushed and fsynced so a killed run keeps every line it wrote."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+    """Append one record; flushed and fsynced so a killed run keeps every line it wrote.
+
+    A last line left without its newline by a kill mid-append is cut off first, so the new
+    record starts a line of its own and the file reads back whole (`read_records`).
+    """
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+    with open(path, "a+b") as f:
+        _cut_torn_tail(f)
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
+def _cut_torn_tail(f: Any) -> None:
+    end = f.seek(0, os.SEEK_END)
+    if end == 0 or os.pread(f.fileno(), 1, end - 1) == b"\n":
+        return
+    start = end
+    while start > 0:  # back to the last newline (records are small; chunks of 64 KB)
+        chunk = os.pread(f.fileno(), min(start, 1 << 16), max(start - (1 << 16), 0))
+        start -= len(chunk)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            start += cut + 1
+            break
+    f.truncate(start)
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Read records, skipping a torn last line left by a kill."""
+    """Records as they are, skipping any line that is not JSON: for tests and for logs shown
+    as they are. A command reading records back uses `read_records`."""
     path = Path(path)
     if not path.exists():
         return

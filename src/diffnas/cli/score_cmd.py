@@ -29,7 +29,7 @@ from diffnas.runs import (
     OPTIONS_FILE,
     load_options,
     next_run_dir,
-    read_json,
+    read_file,
     refuse_on_resume,
     write_json,
 )
@@ -39,6 +39,17 @@ from diffnas.train.sampling import make_scheduler, sample_images, save_grid, sav
 
 console = Console(soft_wrap=True, highlight=False)
 SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
+SCORE_FILE = "score.json"
+
+
+class ScoreRecord(BaseModel):
+    """`score.json` of a score run folder, as `score --resume` reads it back."""
+
+    model_config = ConfigDict(extra="allow")
+
+    score: Score
+    run_dir: str
+    wall_s: float = Field(ge=0)
 
 
 def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
@@ -183,8 +194,10 @@ def score(
         refuse_on_resume(ctx, allowed=("dry_run", "as_json"))
         opts = load_options(resume, ScoreOptions, kind="score")
         run_dir = resume
-        if (resume / "score.json").is_file():
-            _report(read_json(resume / "score.json"), as_json)
+        if (resume / SCORE_FILE).is_file():
+            fix = "delete it to score again"
+            saved = read_file(resume / SCORE_FILE, ScoreRecord, "score record", fix=fix)
+            _report(saved.model_dump(mode="json"), as_json)
             return
         trained = load_trained(opts.checkpoint)
     elif ckpt is None:
@@ -229,7 +242,7 @@ def score(
         run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")
         write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
     result = _score(trained, images, opts, run_dir)
-    write_json(run_dir / "score.json", result)
+    write_json(run_dir / SCORE_FILE, result)
     _report(result, as_json)
 
 
@@ -283,5 +296,5 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     table.add_row("resolution", f"{p.resolution}x{p.resolution}")
     console.print(table)
     console.print(
-        f"score.json: {Path(result['run_dir']) / 'score.json'} ({result['wall_s']:.1f} s)"
+        f"{SCORE_FILE}: {Path(result['run_dir']) / SCORE_FILE} ({result['wall_s']:.1f} s)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -213,11 +214,20 @@ def search(
     if run_dir is None:
         run_dir = next_run_dir(runs, "search", f"{Path(config.space).stem}-{config.proposer}")
     console.print(f"run folder: [bold]{run_dir}[/bold]")
-    summary = SearchRun(config, run_dir, console=console).run()
+    search_run = SearchRun(config, run_dir, console=console)
+    summary = search_run.run()
     show_status(run_dir)
     console.print(
         f"stopped: {escape(summary['stop_reason'])}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
     )
+    if search_run.llm_never_answered:  # not a result: say so in the exit code
+        print(
+            f"error: the search got no answer from the LLM ({config.llm}"
+            + (f" at {config.base_url}" if config.base_url else "")
+            + f"); check the endpoint, then diffnas search --resume {run_dir}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
 
 
 def print_plan(plan: SearchPlan) -> None:

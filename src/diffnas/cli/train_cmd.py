@@ -10,7 +10,6 @@ carries the architecture and objective in its metadata, so `diffnas sample` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import typer
@@ -20,18 +19,11 @@ from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost, training_flops
-from diffnas.runs import (
-    OPTIONS_FILE,
-    load_options,
-    next_run_dir,
-    read_json,
-    read_run_json,
-    refuse_on_resume,
-    write_json,
-)
+from diffnas.runs import OPTIONS_FILE, load_options, next_run_dir, refuse_on_resume, write_json
 from diffnas.space.references import resolve_arch
 from diffnas.space.search_space import load_space
 from diffnas.train import trainer
+from diffnas.train.checkpoint import TrainStatus, read_status
 from diffnas.train.device import check_device, resolve_device
 from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.options import TrainOptions, parse_sets
@@ -58,16 +50,15 @@ def print_plan(opts: TrainOptions, data: ImageData) -> None:
     )
 
 
-def summarize(status: dict[str, Any], run_dir: Path) -> None:
-    ips = status.get("images_per_sec")
-    loss = status.get("last_loss")
+def summarize(status: TrainStatus, run_dir: Path) -> None:
+    ips, loss = status.images_per_sec, status.last_loss
     console.print(
-        f"status: {status['status']}  steps: {status['step']}/{status.get('steps', '?')}  "
+        f"status: {status.status}  steps: {status.step}/{status.steps or '?'}  "
         f"last loss: {'-' if loss is None else f'{loss:.4f}'}  "
         f"img/s: {'-' if ips is None else f'{ips:.0f}'}"
     )
     console.print(f"run folder: {run_dir}")
-    console.print(f"checkpoint: {status.get('ema_checkpoint') or '-'}")
+    console.print(f"checkpoint: {status.ema_checkpoint or '-'}")
 
 
 def train(
@@ -176,18 +167,8 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
     opts = load_options(run_dir, TrainOptions, kind="train")
     device = check_device(device or opts.device)
     status_path = run_dir / STATUS
-    status = read_run_json(status_path, "training status") if status_path.is_file() else None
-    if status is not None and not (
-        isinstance(status, dict)
-        and isinstance(status.get("status"), str)
-        and isinstance(status.get("step"), int)
-    ):
-        raise UserError(
-            f"training status {str(status_path)!r} lacks its 'status' and 'step' entries; "
-            "the file is damaged: delete it to resume from the last checkpoint",
-            field="status.json",
-        )
-    if status and status["status"] == "complete" and status["step"] >= opts.recipe.steps:
+    status = read_status(status_path) if status_path.is_file() else None
+    if status and status.status == "complete" and status.step >= opts.recipe.steps:
         console.print(f"already complete: {run_dir} (nothing to do)")
         summarize(status, run_dir)
         return
@@ -197,7 +178,7 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
     )
     if dry_run:
         print_plan(opts, images)
-        step = status["step"] if status else 0
+        step = status.step if status else 0
         console.print(f"dry run: would resume {run_dir} from step {step}")
         return
     _run(opts, images, run_dir, device)
@@ -218,7 +199,7 @@ def _run(opts: TrainOptions, images: ImageData, run_dir: Path, device: str) -> N
         metadata=opts.metadata(),
         progress=True,
     )
-    summarize(read_json(run_dir / STATUS), run_dir)
+    summarize(read_status(run_dir / STATUS), run_dir)
     if result.status in ("diverged", "oom"):
         what = "diverged" if result.status == "diverged" else "ran out of GPU memory"
         err_console.print(

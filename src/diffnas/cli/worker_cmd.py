@@ -31,12 +31,9 @@ def worker(
             f"got {grace_period} and {heartbeat_interval}.",
             field="grace_period",
         )
-    try:
-        queue = open_queue(
-            storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            max_retry=max_retry, study_name=study,
-        )  # fmt: skip
-    except (ImportError, ValueError) as err:
-        raise UserError(f"--storage {storage!r} cannot be opened: {err}", field="storage") from None
-    done = work(queue, max_jobs=max_jobs, exit_when_empty=not wait)
+    queue = open_queue(  # refuses a search's own study database: it is not a queue
+        storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        study_name=study, create=False,
+    )  # fmt: skip
+    done = work(queue, max_jobs=max_jobs, exit_when_empty=not wait, max_retry=max_retry)
     print(f"worker: {done} candidate(s) evaluated")

@@ -165,7 +165,13 @@ def resolve_inception_weights(
                     f"(--inception-weights) or set {INCEPTION_ENV}=PATH, or put it at {path}",
                     field="weights_path",
                 ) from err
-    sha = file_sha256(path)
+    try:
+        sha = file_sha256(path)
+    except OSError as err:  # no permission, an I/O error
+        raise UserError(
+            f"inception weights {str(path)!r} cannot be read: {err.strerror or err}",
+            field="weights_path",
+        ) from None
     if expected_sha256 is not None and sha != expected_sha256.lower():
         raise UserError(
             f"inception weights {str(path)!r} have SHA-256 {sha}, expected {expected_sha256} "

@@ -21,7 +21,7 @@ from typing import Any
 from diffnas.childproc import die_with_parent, signal_name
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
-from diffnas.runs import append_jsonl, read_json, write_json
+from diffnas.runs import append_jsonl, read_file, write_json
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
@@ -35,6 +35,13 @@ __all__ = [
     "EvalJob", "EvalResult", "Executor", "make_executor", "run_job_process", "run_pinned",
     "run_worker_process",
 ]  # fmt: skip
+
+
+def read_result(path: Path) -> EvalResult:
+    """A finished evaluation's `result.json`, checked (`diffnas.runs.read_file`)."""
+    return read_file(
+        path, EvalResult, "trial result", fix="delete it to evaluate the candidate again"
+    )
 
 
 def finished_future(result: EvalResult) -> Future[EvalResult]:
@@ -62,7 +69,7 @@ class Executor:
         workdir = Path(job.workdir)
         done = workdir / RESULT_FILE
         if done.is_file():
-            return finished_future(EvalResult.model_validate(read_json(done)))
+            return finished_future(read_result(done))
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / JOB_FILE, job.model_dump(mode="json"))
         outer: Future[EvalResult] = Future()
@@ -150,7 +157,7 @@ def run_worker_process(
                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         if result_file.is_file():
-            return EvalResult.model_validate(read_json(result_file))
+            return read_result(result_file)
         user_error = workdir / USER_ERROR_FILE
         if proc.returncode == USER_ERROR_EXIT and user_error.is_file():
             raise UserError(user_error.read_text())
@@ -278,8 +285,13 @@ def make_executor(name: str, **options: Any) -> Executor:
     )
 
 
-def check_executor(name: str, storage: str | None = None) -> None:
-    """Refuse an executor whose package or database is missing, before any run folder exists."""
+def check_executor(name: str, storage: str | None = None, ray_address: str | None = None) -> None:
+    """Refuse an executor whose package, database or cluster is missing, before any run
+    folder exists."""
+    if ray_address is not None and name != "ray":
+        raise UserError(
+            f"--ray-address {ray_address!r} is for --executor ray, not {name}", field="ray_address"
+        )
     if name == "queue" and not storage:
         raise UserError(
             "--executor queue needs --storage URL: the database (PostgreSQL for workers on "
@@ -287,8 +299,9 @@ def check_executor(name: str, storage: str | None = None) -> None:
             field="storage",
         )
     if name == "ray":
-        from diffnas.execute.ray_executor import import_ray
+        from diffnas.execute.ray_executor import check_ray_address, import_ray
 
+        check_ray_address(ray_address)
         import_ray()
 
 

@@ -4,12 +4,23 @@ The queue is an Optuna study (`diffnas-queue`) in a database every machine reach
 (PostgreSQL). A candidate is a WAITING trial whose user attribute `job` holds its `EvalJob`;
 a worker claims it atomically (Optuna's own WAITING -> RUNNING transition, which only one
 claimant wins), beats Optuna's heartbeat while it evaluates, and tells the result (the score
-as the trial's value, the `EvalResult` as its attribute `result`). A worker that vanishes
-stops beating: after `grace_period` seconds any worker marks its trial stale (FAIL), and
-Optuna's `RetryHeartbeatStaleTrialCallback` enqueues a copy of it, up to `max_retry` times,
-so the candidate is re-queued, never lost; the copy resumes from the trainer's checkpoint
-when the job's folder is on a shared file system. A result is told once: a worker whose trial
-was already declared stale cannot tell it again.
+as the trial's value, the `EvalResult` as its attribute `result`). A result is told once: a
+worker whose trial was already declared stale cannot tell it again.
+
+A worker that vanishes stops beating. Before each claim every worker
+1. marks the trials whose heartbeat is older than `grace_period` stale: each gets its
+   `reason` ("its worker vanished ...") while it is still RUNNING, then FAIL (one locked
+   transition, so a late tell and the marking never both happen);
+2. re-queues every stale trial that has retries left and no copy yet: a WAITING copy holding
+   the same job, with `copy_of` (the stale trial's number) and `retry_history` (every earlier
+   attempt) in its system attributes. A trial re-queued `max_retry` times stays FAIL, its
+   reason saying so.
+Step 2 looks at the study, not at what step 1 did, so a worker killed between the two leaves
+the candidate to the next worker's step 2: never lost. Two workers doing step 2 at once may
+both add a copy; a copy is evaluated only if no lower-numbered copy of the same trial exists
+(the claim checks), so the candidate is still evaluated once, the other copy failed as
+`duplicate_of`. A copy resumes from the trainer's checkpoint when the job's folder is on a
+shared file system, and takes a result.json a late holder left there instead of evaluating.
 """
 
 from __future__ import annotations
@@ -18,16 +29,18 @@ import json
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
+from diffnas import storage
+from diffnas.errors import UserError
 from diffnas.execute.executors import (
     DEFAULT_MAX_RETRIES,
     RESULT_FILE,
@@ -35,11 +48,13 @@ from diffnas.execute.executors import (
     EvalJob,
     EvalResult,
     Executor,
+    read_result,
     run_job_process,
 )
-from diffnas.runs import read_json
 
 QUEUE_STUDY = "diffnas-queue"
+COPY_OF, HISTORY = "copy_of", "retry_history"  # a copy's system attributes
+REASON, DUPLICATE = "reason", "duplicate_of"  # why a trial failed without a result
 
 
 def open_queue(
@@ -47,19 +62,32 @@ def open_queue(
     *,
     heartbeat_interval: int = 10,
     grace_period: int = 60,
-    max_retry: int = DEFAULT_MAX_RETRIES,
     study_name: str = QUEUE_STUDY,
+    create: bool = True,
+    option: str = "--storage",
 ) -> optuna.Study:
-    """The queue study on `url`, with heartbeats and re-queueing of stale trials."""
-    with warnings.catch_warnings():  # Optuna marks its heartbeat API experimental; we rely on it
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+    """The queue study on `url`, with heartbeats (a worker's `grace_period` decides staleness).
+
+    `create=False` (a worker): a storage that holds other studies but not the queue is a
+    search's own study database, and is refused rather than given a queue it never asked for;
+    a new, empty database gets the queue (workers may start before the search).
+    """
+    resolved = storage.resolve_url(url, option)
+    held = storage.study_names(resolved, option)
+    if not create and held and study_name not in held:
+        raise UserError(
+            f"{option} {storage.shown(url)!r} holds the studies {', '.join(map(repr, held))} but "
+            f"no queue {study_name!r}: it is a search's study database, not a queue. Give the "
+            "--storage of a search started with --executor queue (or a new database)",
+            field="storage",
         )
-    return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True)
+    backend = storage.rdb_storage(
+        resolved, option=option, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+    )
+    try:
+        return optuna.create_study(study_name=study_name, storage=backend, load_if_exists=True)
+    except SQLAlchemyError as err:
+        raise storage.storage_error(err, resolved, option) from None
 
 
 def enqueue_jobs(study: optuna.Study, jobs: Sequence[EvalJob]) -> None:
@@ -68,25 +96,109 @@ def enqueue_jobs(study: optuna.Study, jobs: Sequence[EvalJob]) -> None:
         study.enqueue_trial({}, user_attrs={"job": job.model_dump_json()})
 
 
+def _first_copy(study: optuna.Study, frozen: FrozenTrial) -> int | None:
+    """The number of a lower-numbered copy of the same stale trial, when `frozen` is a copy."""
+    original = frozen.system_attrs.get(COPY_OF)
+    if original is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if t.number < frozen.number and t.system_attrs.get(COPY_OF) == original:
+            return t.number
+    return None
+
+
 def claim(study: optuna.Study) -> optuna.Trial | None:
     """The oldest WAITING trial, now RUNNING for this worker; None when none is left to claim."""
-    storage = study._storage
+    backend = study._storage
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         # Beat first: Optuna never declares a RUNNING trial without a heartbeat stale, so a
         # worker killed between its claim and its first beat would leave the candidate RUNNING
         # for good. Beating a WAITING trial is harmless: its claimant beats again at once.
-        storage.record_heartbeat(frozen._trial_id)
+        backend.record_heartbeat(frozen._trial_id)
         # the storage's conditional update: of several workers racing, exactly one wins
-        if storage.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
+        if not backend.set_trial_state_values(frozen._trial_id, TrialState.RUNNING):
+            continue
+        first = _first_copy(study, frozen)
+        if first is None:
             return optuna.Trial(study, frozen._trial_id)
+        # two workers re-queued the same stale trial at once: only the first copy is evaluated
+        backend.set_trial_user_attr(frozen._trial_id, DUPLICATE, first)
+        backend.set_trial_user_attr(frozen._trial_id, REASON, f"a second copy of trial {first}")
+        backend.set_trial_state_values(frozen._trial_id, TrialState.FAIL)
     return None
 
 
-def _beat(storage: RDBStorage, trial_id: int, interval: float, stop: threading.Event) -> None:
+def _beat(backend: object, trial_id: int, interval: float, stop: threading.Event) -> None:
     while True:
-        storage.record_heartbeat(trial_id)
+        backend.record_heartbeat(trial_id)  # type: ignore[attr-defined]
         if stop.wait(interval):
             return
+
+
+def attempts(t: FrozenTrial) -> int:
+    """Which attempt at its candidate the trial is: 1 for the first, 2 for its first copy..."""
+    return len(t.system_attrs.get(HISTORY, [])) + 1
+
+
+def mark_stale(study: optuna.Study, max_retry: int) -> list[int]:
+    """Step 1: FAIL every RUNNING trial whose worker stopped beating, its `reason` written
+    first; the numbers of the trials this call failed."""
+    backend = study._storage
+    rdb = getattr(backend, "_backend", backend)  # Optuna caches an RDBStorage in front of it
+    interval = backend.get_heartbeat_interval()
+    grace = getattr(rdb, "grace_period", None) or (2 * interval if interval else None)
+    failed = []
+    for trial_id in backend._get_stale_trial_ids(study._study_id):
+        frozen = backend.get_trial(trial_id)
+        n = attempts(frozen)
+        left = "re-queued" if n <= max_retry else f"no retry left (of {max_retry})"
+        reason = f"its worker vanished (no heartbeat for {grace} s) on attempt {n}; {left}"
+        try:
+            backend.set_trial_user_attr(trial_id, REASON, reason)
+            if backend.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(frozen.number)
+        except UpdateFinishedTrialError:
+            continue  # told meanwhile, or failed by another worker
+    return failed
+
+
+def stale_failed(t: FrozenTrial) -> bool:
+    """A trial failed because its worker vanished (not told a result, not a duplicate copy)."""
+    return (
+        t.state == TrialState.FAIL
+        and REASON in t.user_attrs
+        and "result" not in t.user_attrs
+        and DUPLICATE not in t.user_attrs
+    )
+
+
+def requeue_stale(study: optuna.Study, max_retry: int) -> list[int]:
+    """Step 2, idempotent: a WAITING copy of every stale trial with retries left that has no
+    copy yet; the numbers of the trials copied."""
+    trials = study.get_trials(deepcopy=False)
+    copied = {t.system_attrs[COPY_OF] for t in trials if COPY_OF in t.system_attrs}
+    requeued = []
+    for t in trials:
+        if not stale_failed(t) or attempts(t) > max_retry or t.number in copied:
+            continue
+        study.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING,
+                user_attrs={"job": t.user_attrs["job"]},
+                system_attrs={
+                    COPY_OF: t.number,
+                    HISTORY: [*t.system_attrs.get(HISTORY, []), t.number],
+                },
+            )
+        )
+        requeued.append(t.number)
+    return requeued
+
+
+def recover(study: optuna.Study, max_retry: int) -> None:
+    """Both steps: what every worker does before it claims."""
+    mark_stale(study, max_retry)
+    requeue_stale(study, max_retry)
 
 
 def work(
@@ -96,17 +208,19 @@ def work(
     exit_when_empty: bool = True,
     poll_s: float = 2.0,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retry: int = DEFAULT_MAX_RETRIES,
     command: Sequence[str] = WORKER_COMMAND,
     log: Callable[[str], None] = print,
 ) -> int:
-    """Evaluate queued candidates until the queue is empty (or `max_jobs`); return how many."""
-    storage = study._storage
-    interval = storage.get_heartbeat_interval() or 10
+    """Evaluate queued candidates until the queue is empty (or `max_jobs`); return how many.
+
+    `max_retries`: a killed evaluation process is started again this often (the pool's rule);
+    `max_retry`: a candidate whose worker vanished is re-queued this often."""
+    backend = study._storage
+    interval = backend.get_heartbeat_interval() or 10
     done = 0
     while max_jobs is None or done < max_jobs:
-        with warnings.catch_warnings():  # experimental in Optuna; we rely on it
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)  # re-queue the candidates of vanished workers
+        recover(study, max_retry)  # the candidates of vanished workers, queued again
         trial = claim(study)
         if trial is None:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -114,15 +228,13 @@ def work(
                 break
             time.sleep(poll_s)  # others are running: one may vanish and be re-queued
             continue
-        job = EvalJob.model_validate_json(study.trials[trial.number].user_attrs["job"])
         stop = threading.Event()
         beat = threading.Thread(
-            target=_beat, args=(storage, trial._trial_id, interval, stop), daemon=True
+            target=_beat, args=(backend, trial._trial_id, interval, stop), daemon=True
         )
         beat.start()
         try:
-            log(f"trial {trial.number}: evaluating {job.workdir}")
-            result = evaluate_here(job, max_retries=max_retries, command=command)
+            result = _evaluate_claimed(study, trial, max_retries, command, log)
         finally:
             stop.set()
             beat.join()
@@ -132,6 +244,26 @@ def work(
         log(f"trial {trial.number}: {result.status} {result.score}")
         done += 1
     return done
+
+
+def _evaluate_claimed(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    max_retries: int,
+    command: Sequence[str],
+    log: Callable[[str], None],
+) -> EvalResult:
+    """The claimed trial's evaluation; a job attribute or result.json that does not validate
+    (changed outside diffnas) fails that candidate with the reason, not the worker."""
+    try:
+        job = EvalJob.model_validate_json(study.trials[trial.number].user_attrs["job"])
+    except (KeyError, ValidationError) as err:
+        return EvalResult(status="failed", error=f"its queued job is damaged: {err}"[:2000])
+    log(f"trial {trial.number}: evaluating {job.workdir}")
+    try:
+        return evaluate_here(job, max_retries=max_retries, command=command)
+    except UserError as err:
+        return EvalResult(status="failed", error=str(err)[:2000])
 
 
 def tell_result(study: optuna.Study, trial: optuna.Trial, result: EvalResult) -> bool:
@@ -163,16 +295,25 @@ def evaluate_here(
     the candidate but was declared stale before it could tell it, so this is its copy."""
     done = Path(job.workdir) / RESULT_FILE
     if done.is_file():
-        return EvalResult.model_validate(read_json(done))
+        return read_result(done)
     return run_job_process(job, max_retries=max_retries, command=command)
+
+
+def _workdir(t: FrozenTrial) -> str | None:
+    """The job folder of a queued trial (None for a job attribute that is not one)."""
+    try:
+        return str(json.loads(t.user_attrs["job"])["workdir"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def results(study: optuna.Study) -> dict[str, dict]:
     """workdir -> result of every finished queued candidate (for the search that enqueued them)."""
     out = {}
     for t in study.get_trials(deepcopy=False):
-        if "result" in t.user_attrs:
-            out[json.loads(t.user_attrs["job"])["workdir"]] = json.loads(t.user_attrs["result"])
+        workdir = _workdir(t)
+        if workdir is not None and "result" in t.user_attrs:
+            out[workdir] = json.loads(t.user_attrs["result"])
     return out
 
 
@@ -200,7 +341,7 @@ class QueueExecutor(Executor):
         poll_s: float = 2.0,
         study_name: str = QUEUE_STUDY,
     ) -> None:
-        self.study = open_queue(storage, max_retry=max_retries, study_name=study_name)
+        self.study = open_queue(storage, study_name=study_name)
         self.max_retries = max_retries
         self.poll_s = poll_s
         self._slots = workers or 1
@@ -238,11 +379,7 @@ class QueueExecutor(Executor):
         return future
 
     def _queued_workdirs(self) -> set[str]:
-        return {
-            json.loads(t.user_attrs["job"])["workdir"]
-            for t in self.study.get_trials(deepcopy=False)
-            if "job" in t.user_attrs
-        }
+        return {w for t in self.study.get_trials(deepcopy=False) if (w := _workdir(t))}
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -251,8 +388,7 @@ class QueueExecutor(Executor):
                     continue
                 by_workdir: dict[str, list[optuna.trial.FrozenTrial]] = {}
                 for t in self.study.get_trials(deepcopy=False):
-                    if "job" in t.user_attrs:
-                        workdir = json.loads(t.user_attrs["job"])["workdir"]
+                    if (workdir := _workdir(t)) is not None:
                         by_workdir.setdefault(workdir, []).append(t)
                 for workdir, future in list(self._pending.items()):
                     result = self._outcome(by_workdir.get(workdir, []))
@@ -264,15 +400,22 @@ class QueueExecutor(Executor):
         """The job's result once a worker told it; `failed` once no copy is left to come."""
         for t in trials:
             if "result" in t.user_attrs:
-                return EvalResult.model_validate_json(t.user_attrs["result"])
-        if not trials or not all(t.state == TrialState.FAIL for t in trials):
+                try:
+                    return EvalResult.model_validate_json(t.user_attrs["result"])
+                except ValidationError as err:
+                    return EvalResult(
+                        status="failed", error=f"its told result is damaged: {err}"[:2000]
+                    )
+        attempts_made = [t for t in trials if DUPLICATE not in t.user_attrs]
+        if not attempts_made or not all(stale_failed(t) for t in attempts_made):
             return None  # still queued or running
-        history = RetryHeartbeatStaleTrialCallback.retry_history(trials[-1])
-        if len(history) < self.max_retries:
-            return None  # the stale marking re-queues a copy next
+        last = max(attempts_made, key=lambda t: t.number)
+        if attempts(last) <= self.max_retries:
+            return None  # a worker re-queues a copy next
         return EvalResult(
             status="failed",
-            error=f"its worker vanished (no heartbeat) on each of {len(trials)} attempts",
+            error=f"{last.user_attrs[REASON]} (queue trials "
+            f"{', '.join(str(t.number) for t in attempts_made)})",
         )
 
     def close(self) -> None:

@@ -16,11 +16,13 @@ folder; larger checkpoints stay on that node.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from diffnas.errors import UserError
 from diffnas.execute.executors import (
@@ -35,6 +37,35 @@ from diffnas.execute.executors import (
 )
 
 ARTIFACT_LIMIT = 64 * 2**20
+RAY_CLIENT_PORT = 10001  # `ray://HOST` without a port: Ray client's default
+REACH_TIMEOUT_S = 3.0
+
+
+def check_ray_address(address: str | None) -> None:
+    """`--ray-address` checked before any run folder: `auto`, `local`, `ray://HOST[:PORT]` (Ray
+    client) or `HOST:PORT` (the head's GCS), and for the last two something listening there."""
+    if address is None or address in ("auto", "local"):
+        return
+    form = "auto, local, ray://HOST[:PORT] (Ray client, e.g. ray://head:10001) or HOST:PORT"
+    client = address.startswith("ray://")
+    try:
+        parts = urlsplit(address if client else f"//{address}")
+        port = parts.port or (RAY_CLIENT_PORT if client else None)
+    except ValueError:
+        port, parts = None, None
+    if parts is None or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise UserError(
+            f"--ray-address {address!r} is not a Ray address; give {form}", field="ray_address"
+        )
+    try:
+        socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        raise UserError(
+            f"--ray-address {address!r}: nothing answers at {parts.hostname}:{port} "
+            f"({err.strerror or err}); start the cluster (ray start --head) or check the address, "
+            "or leave it out for a local Ray instance",
+            field="ray_address",
+        ) from None
 
 
 def import_ray() -> Any:

@@ -35,11 +35,13 @@ def main(workdir: str) -> int:
         EvalJob,
     )
     from diffnas.execute.job import evaluate_candidate
-    from diffnas.runs import append_jsonl, read_json, write_json
+    from diffnas.runs import append_jsonl, read_file, write_json
 
     path = Path(workdir)
-    job = EvalJob.model_validate(read_json(path / JOB_FILE))
     try:
+        job = read_file(
+            path / JOB_FILE, EvalJob, "evaluation job", fix="its search writes it again on --resume"
+        )
         result = evaluate_candidate(job)
     except UserError as err:
         (path / USER_ERROR_FILE).write_text(str(err))

@@ -176,7 +176,9 @@ def run_compare(config: CompareConfig, run_dir: Path, console: Console) -> dict[
 def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
     """One search's best proxy score so far after each trained candidate, with the training
     compute spent so far."""
-    memory = study_mod.load_memory(study_mod.open_study(run_dir, config.storage))
+    memory = study_mod.load_memory(
+        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=config.study_name)
+    )
     space = load_space(config.space)
     batch = config.proxy.train_recipe(space.objective).batch_size
     best: float | None = None

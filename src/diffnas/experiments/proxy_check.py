@@ -45,6 +45,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -70,6 +71,7 @@ from diffnas.experiments.inputs import (
 )
 from diffnas.experiments.proxy_summary import (
     SAMPLED,
+    ArchResult,
     reference_flops,
     summarise,
     write_summary,
@@ -80,8 +82,8 @@ from diffnas.runs import (
     OPTIONS_FILE,
     append_jsonl,
     load_options,
-    read_json,
-    read_jsonl,
+    read_file,
+    read_records,
     write_json,
 )
 from diffnas.search import study as study_mod
@@ -252,6 +254,9 @@ class ArchEntry(BaseModel):
     source: str  # "sample" or "trial N of RUN_DIR"
 
 
+ARCH_ENTRIES: TypeAdapter[list[ArchEntry]] = TypeAdapter(list[ArchEntry])
+
+
 def build_config(options: dict[str, Any]) -> ProxyCheckConfig:
     """The config of the command line's flat options, where None means the default; with
     `archs_from`, the space and data default to that search's."""
@@ -357,7 +362,9 @@ def _search_config(run_dir: Path) -> SearchConfig:
 def _search_trials(run_dir: Path) -> list[tuple[ArchConfig, str]]:
     """The trained candidates of a search run folder, in trial order."""
     config = _search_config(run_dir)
-    memory = study_mod.load_memory(study_mod.open_study(run_dir, config.storage))
+    memory = study_mod.load_memory(
+        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=config.study_name)
+    )
     return [
         (t.arch, f"trial {t.number} of {run_dir.name}")
         for t in memory
@@ -409,11 +416,11 @@ class ProxyCheck:
         write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
         archs_file = self.run_dir / ARCHS_FILE
         if archs_file.exists():  # resume: the architectures chosen at the start
-            archs = [ArchEntry.model_validate(a) for a in read_json(archs_file)]
+            archs = read_file(archs_file, ARCH_ENTRIES, "proxy-check architectures")
         else:
             archs = archs if archs is not None else choose_archs(self.config, self.space)
             write_json(archs_file, [a.model_dump(mode="json") for a in archs])
-        done = {r["index"] for r in read_jsonl(self.run_dir / RESULTS_FILE)}
+        done = {r["index"] for r in self.results()}
         for entry in archs:
             if entry.index in done:
                 continue
@@ -427,7 +434,10 @@ class ProxyCheck:
         return summary
 
     def results(self) -> list[dict[str, Any]]:
-        return list(read_jsonl(self.run_dir / RESULTS_FILE))
+        """The finished architectures' records (`results.jsonl`), each checked."""
+        path = self.run_dir / RESULTS_FILE
+        records = read_records(path, ArchResult, "proxy-check results")
+        return [r.model_dump(mode="json") for r in records]
 
     def job(self, entry: ArchEntry, spec: EvalSpec, name: str) -> EvalJob:
         workdir = self.run_dir / "archs" / f"{entry.index:03d}-{entry.arch_hash}" / name

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from diffnas.execute.job import ScoreSpec
 from diffnas.experiments.compute import sampling_flops, training_flops
 from diffnas.experiments.ranking import Agreement, Estimate, agreement
@@ -22,6 +24,39 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_MD = "summary.md"
 SCATTER_FILE = "scatter.png"
 SAMPLED = ("rfid", "kid")  # the metrics that sample the checkpoint
+
+
+class ProxyRun(BaseModel):
+    """One proxy training of an architecture in `results.jsonl`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    wall_s: float = Field(ge=0)
+    rescore_wall_s: float = Field(0.0, ge=0)
+
+
+class ReferenceRun(BaseModel):
+    """The reference training of an architecture in `results.jsonl`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    value: float | None = None
+    wall_s: float = Field(ge=0)
+
+
+class ArchResult(BaseModel):
+    """One line of `results.jsonl`: an architecture's proxy values and reference score."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(ge=0)
+    arch_hash: str
+    values: dict[str, float | None]
+    scores: dict[str, Any] = Field(default_factory=dict)
+    proxy_runs: dict[str, ProxyRun]
+    reference: ReferenceRun
 
 
 def _sampler_steps(score: ScoreSpec, space: SearchSpace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from diffnas.runs import read_json
+from diffnas.runs import read_file
 from diffnas.space.arch import ArchConfig
 
 _JSON_LEAVES = (dict, list, str, int, float, bool)
@@ -75,5 +75,9 @@ class RoundFile(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> RoundFile | None:
-        """The round file at `path`, or None when that request was never made."""
-        return cls.model_validate(read_json(path)) if path.is_file() else None
+        """The round file at `path`, or None when that request was never made; a damaged one
+        is a `UserError` naming the file and the field (it is written atomically: damage is
+        not a kill's doing, and a round asked again would not be the one its trials hold)."""
+        if not path.is_file():
+            return None
+        return read_file(path, cls, "round file", fix="restore it from a copy of the run folder")

@@ -26,8 +26,15 @@ from pydantic import ValidationError
 from diffnas.errors import UserError
 from diffnas.execute.executors import RESULT_FILE
 from diffnas.model.builder import build_unet
-from diffnas.report.source import SearchRecord, TrialRow, ema_checkpoint, load_search, trial_dir
-from diffnas.runs import read_json, write_json
+from diffnas.report.source import (
+    SearchRecord,
+    TrialRow,
+    ema_checkpoint,
+    load_search,
+    read_result,
+    trial_dir,
+)
+from diffnas.runs import check_out_dir, staged_dir, write_json
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
 from diffnas.train.sampling import make_scheduler
@@ -59,15 +66,19 @@ def _pick_stage(record: SearchRecord, row: TrialRow, stage: Stage) -> str:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_dir() and any(out.iterdir()):
         raise UserError(
             f"--out {str(out)!r} exists and is not an empty folder; give a new folder",
             field="out",
         )
+    check_out_dir(out)  # a file there or above it, a place nothing can be created in
 
 
 def export_trial(run_dir: str | Path, trial: int, out: str | Path, stage: Stage = "auto") -> Export:
-    """Write trial `trial` of the search in `run_dir` as a diffusers DDPMPipeline folder `out`."""
+    """Write trial `trial` of the search in `run_dir` as a diffusers DDPMPipeline folder `out`:
+    filled under a temporary name next to it and renamed when complete."""
+    out = Path(out)
+    _check_out(out)
     record = load_search(run_dir)
     row = record.trial(trial)
     chosen = _pick_stage(record, row, stage)
@@ -78,8 +89,6 @@ def export_trial(run_dir: str | Path, trial: int, out: str | Path, stage: Stage 
             f"--trial {trial}: no {chosen} training weights ({checkpoint} is missing; {why})",
             field="trial",
         )
-    out = Path(out)
-    _check_out(out)
     state = load_checkpoint(checkpoint)
     try:
         arch = ArchConfig.model_validate(state["metadata"]["arch"])
@@ -94,13 +103,18 @@ def export_trial(run_dir: str | Path, trial: int, out: str | Path, stage: Stage 
     # The scheduler the trial trained with; DDPMPipeline samples with it (ancestral steps,
     # respaced by diffusers when num_inference_steps < T).
     scheduler = make_scheduler(diffusion, "ddpm", None)
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
-    write_json(out / "arch.json", arch.model_dump(mode="json"))
-    write_json(out / "recipe.json", state.get("recipe", {}))
-    write_json(out / "diffusion.json", diffusion.model_dump(mode="json"))
-    write_json(out / "scores.json", _scores(record, row, chosen))
+    scores = _scores(record, row, chosen)
     params = sum(p.numel() for p in unet.parameters())
-    (out / "README.md").write_text(_model_card(record, row, chosen, arch, diffusion, params))
+    with staged_dir(out) as folder:
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(
+            folder, safe_serialization=True
+        )
+        write_json(folder / "arch.json", arch.model_dump(mode="json"))
+        write_json(folder / "recipe.json", state.get("recipe", {}))
+        write_json(folder / "diffusion.json", diffusion.model_dump(mode="json"))
+        write_json(folder / "scores.json", scores)
+        card = _model_card(record, row, chosen, arch, diffusion, params)
+        (folder / "README.md").write_text(card)
     return Export(out, row.number, chosen, checkpoint, params, diffusion)
 
 
@@ -108,12 +122,10 @@ def _scores(record: SearchRecord, row: TrialRow, stage: str) -> dict:
     """Every score of the trial with its protocol, and where it came from."""
     results = {}
     for name in ("proxy", "final"):
-        path = trial_dir(record.run_dir, row.number, name) / RESULT_FILE
-        if path.is_file():
-            result = read_json(path)
-            results[name] = {
-                k: result.get(k) for k in ("status", "score", "scores", "train", "wall_s")
-            }
+        result = read_result(trial_dir(record.run_dir, row.number, name) / RESULT_FILE)
+        if result is not None:
+            kept = {"status", "score", "scores", "train", "wall_s"}
+            results[name] = result.model_dump(mode="json", include=kept)
     return {
         "search": record.name,
         "trial": row.number,

@@ -27,6 +27,7 @@ from diffnas.report.source import (
     load_proxy_check,
     load_search,
 )
+from diffnas.runs import check_out_dir
 
 HTML_FILE, MARKDOWN_FILE, PLOTS_DIR = "report.html", "report.md", "plots"
 
@@ -62,6 +63,7 @@ def write_report(
     records = [load_search(d) for d in run_dirs]
     check = load_proxy_check(proxy_check) if proxy_check is not None else None
     out = Path(out_dir) if out_dir is not None else default_out(run_dirs)
+    check_out_dir(out)  # before the plots: a file there, a place nothing can be written
     figures = make_figures(records, check)
     (out / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     plot_paths = []

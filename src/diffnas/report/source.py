@@ -9,29 +9,31 @@ rounds/round-RRR.json (how each proposal was made), trials/NNNNN/ and final/NNNN
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, TypeAdapter
 
-from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.errors import UserError
 from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import RESULT_FILE
+from diffnas.execute.job import EvalResult
+from diffnas.gate.entry import RoundFile
 from diffnas.gate.memory import TrialRecord
-from diffnas.propose.llm.record import CALLS_FILE
+from diffnas.propose.llm.record import CALLS_FILE, read_calls
 from diffnas.report.dashboard import SAMPLES_FILE
-from diffnas.runs import OPTIONS_FILE, read_json, read_jsonl, read_run_json
+from diffnas.runs import OPTIONS_FILE, load_options, read_file
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.loop import SUMMARY_FILE
+from diffnas.search.summary import SUMMARY_FILE, SearchSummary
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.trainer import EMA_CHECKPOINT
 
 TRIALS_DIR, FINAL_DIR, ROUNDS_DIR = "trials", "final", "rounds"
-STUDY_FILE = "study.db"  # the default SQLite storage of a search's study
 
 
 @dataclass
@@ -195,34 +197,38 @@ class SearchRecord:
 
 def load_config(run_dir: Path) -> SearchConfig:
     """The saved options of a search run folder, or a `UserError` saying why there are none."""
-    options = run_dir / OPTIONS_FILE
-    if not options.is_file():
-        raise UserError(
-            f"{str(run_dir)!r}: no {OPTIONS_FILE} there; is it a search run folder?",
-            field="run_dir",
-        )
-    raw = read_run_json(options, "search options")
     try:
-        return SearchConfig.model_validate(raw)
-    except ValidationError as err:
-        if isinstance(raw, dict) and {"arch", "recipe"} <= raw.keys():
+        return load_options(run_dir, SearchConfig, kind="search", option="")
+    except UserError:
+        if _train_options(run_dir / OPTIONS_FILE):
             raise UserError(
                 f"{str(run_dir)!r} is a train run folder, not a search's", field="run_dir"
             ) from None
-        raise UserError(
-            pydantic_message(err, f"search options in {str(options)!r}"),
-            field=first_field(err, "search"),
-        ) from None
+        raise
+
+
+def _train_options(path: Path) -> bool:
+    try:
+        saved = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(saved, dict) and {"arch", "recipe"} <= saved.keys()
+
+
+def load_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json as the loop wrote it, checked; {} while the search has not ended."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    fix = f"delete it and run diffnas search --resume {run_dir} to write it again"
+    return read_file(path, SearchSummary, "search summary", fix=fix).model_dump(mode="json")
 
 
 def open_run_study(run_dir: Path, config: SearchConfig) -> optuna.Study:
-    """The run's study; refused (not created) when a default SQLite file is missing."""
-    if config.storage is None and not (run_dir / STUDY_FILE).is_file():
-        raise UserError(
-            f"{str(run_dir)!r} has no {STUDY_FILE}: the search has not started there",
-            field="run_dir",
-        )
-    return study_mod.open_study(run_dir, config.storage)
+    """The run's study, opened read-only; refused (never created) when it is not there."""
+    return study_mod.open_study(
+        run_dir, config.storage, read_only=True, study_name=config.study_name
+    )
 
 
 def trial_dir(run_dir: Path, number: int, stage: str = "proxy") -> Path:
@@ -251,23 +257,25 @@ def _score_row(
 
 
 def _origins(run_dir: Path) -> dict[tuple[int, int], str]:
-    """(round, slot) -> how the proposal was made, from the round files' `meta.origin`."""
+    """(round, slot) -> how the proposal was made, from the round files (entries written
+    before `origin` was a field carry it in `meta.origin`)."""
     out: dict[tuple[int, int], str] = {}
     for path in sorted((run_dir / ROUNDS_DIR).glob("round-*.json")):
-        try:
-            data = read_json(path)
-        except (OSError, ValueError):
-            continue  # a torn round file is the search's business, not the report's
-        for entry in data.get("entries", []):
-            origin = (entry.get("meta") or {}).get("origin")
+        saved = RoundFile.read(path)
+        for entry in saved.entries if saved else []:
+            origin = entry.origin or entry.meta.get("origin")
             if origin:
-                out[(int(data.get("round", -1)), int(entry.get("slot", -1)))] = str(origin)
+                out[(saved.round, entry.slot)] = str(origin)  # type: ignore[union-attr]
     return out
 
 
-def _final_result(run_dir: Path, number: int) -> dict[str, Any] | None:
-    path = trial_dir(run_dir, number, "final") / RESULT_FILE
-    return read_json(path) if path.is_file() else None
+def read_result(path: Path) -> EvalResult | None:
+    """A trial's `result.json` (None when there is none: not evaluated, or still running)."""
+    return read_file(path, EvalResult, "trial result") if path.is_file() else None
+
+
+def _final_result(run_dir: Path, number: int) -> EvalResult | None:
+    return read_result(trial_dir(run_dir, number, "final") / RESULT_FILE)
 
 
 def _file(path: Path) -> Path | None:
@@ -277,19 +285,19 @@ def _file(path: Path) -> Path | None:
 def load_ledger(run_dir: Path, summary: dict[str, Any]) -> Ledger | None:
     """Per-call costs from llm/calls.jsonl, or summary.json's totals; None for no LLM."""
     calls = []
-    for record in read_jsonl(run_dir / CALLS_FILE):
-        response = record.get("response") or {}
+    for record in read_calls(run_dir / CALLS_FILE):
+        response = record.response
         calls.append(
             LLMCall(
-                time=record.get("time"),
-                ok=bool(record.get("ok")),
-                prompt_tokens=int(response.get("prompt_tokens", 0)),
-                completion_tokens=int(response.get("completion_tokens", 0)),
-                latency_s=float(response.get("latency_s", 0.0)),
-                cost_usd=float(response.get("cost_usd", 0.0)),
-                attempts=int(record.get("attempts") or 1),
-                replayed=bool(response.get("replayed", False)),
-                error=record.get("error"),
+                time=record.time,
+                ok=record.ok,
+                prompt_tokens=response.prompt_tokens if response else 0,
+                completion_tokens=response.completion_tokens if response else 0,
+                latency_s=response.latency_s if response else 0.0,
+                cost_usd=response.cost_usd if response else 0.0,
+                attempts=record.attempts or 1,
+                replayed=response.replayed if response else False,
+                error=record.error,
             )
         )
     if not calls and not summary.get("llm"):
@@ -320,24 +328,19 @@ def load_search(run_dir: str | Path) -> SearchRecord:
     except UserError:
         space = None
     study = open_run_study(run_dir, config)
-    summary_path = run_dir / SUMMARY_FILE
-    summary = read_run_json(summary_path, "search summary") if summary_path.is_file() else {}
+    summary = load_summary(run_dir)
     origins = _origins(run_dir)
     rows = []
-    for frozen in study.get_trials(deepcopy=False):
-        if "round" not in frozen.user_attrs:
-            continue
-        record = study_mod.to_record(frozen)
-        attrs = frozen.user_attrs
+    for record in study_mod.load_memory(study):
         final = _final_result(run_dir, record.number)
-        device_s = attrs.get("device_s", record.extra.get("wall_s"))
+        device_s = record.extra.get("device_s", record.extra.get("wall_s"))
         rows.append(
             TrialRow(
                 number=record.number,
                 round=record.round,
                 slot=record.slot,
                 proposer=record.proposer,
-                origin=attrs.get("origin") or origins.get((record.round, record.slot)),
+                origin=record.extra.get("origin") or origins.get((record.round, record.slot)),
                 status=record.status,
                 reason=_pruned_reason(record) or record.reason or "",
                 rationale=record.rationale or "",
@@ -352,11 +355,11 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                 )
                 if record.status != "pruned"  # a lower fidelity's score: in `reason` only
                 else None,
-                final=_score_row(final.get("scores"), final.get("score"), config.final.score.label)
-                if final and final.get("status") == "complete"
+                final=_score_row(final.scores, final.score, config.final.score.label)
+                if final and final.status == "complete"
                 else None,
                 device_s=float(device_s) if device_s is not None else None,
-                final_device_s=float(final["wall_s"]) if final and final.get("wall_s") else None,
+                final_device_s=final.wall_s if final and final.wall_s else None,
                 samples=_file(trial_dir(run_dir, record.number) / SAMPLES_FILE),
                 final_samples=_file(trial_dir(run_dir, record.number, "final") / SAMPLES_FILE),
             )
@@ -366,8 +369,8 @@ def load_search(run_dir: str | Path) -> SearchRecord:
         config=config,
         space=space,
         trials=rows,
-        summary=summary if isinstance(summary, dict) else {},
-        ledger=load_ledger(run_dir, summary if isinstance(summary, dict) else {}),
+        summary=summary,
+        ledger=load_ledger(run_dir, summary),
     )
 
 
@@ -384,30 +387,36 @@ class ProxyCheck:
 PROXY_CHECK_FILE = "pairs.json"
 
 
+class ProxyPair(BaseModel):
+    proxy: float = Field(allow_inf_nan=False, description="the proxy score of one architecture")
+    reference: float = Field(allow_inf_nan=False, description="its reference score")
+    label: str | int | None = None
+
+
+class ProxyPairs(BaseModel):
+    proxy_label: str = "proxy score"
+    reference_label: str = "reference score"
+    pairs: list[ProxyPair]
+
+
+PROXY_PAIRS: TypeAdapter[ProxyPairs | list[ProxyPair]] = TypeAdapter(ProxyPairs | list[ProxyPair])
+
+
 def load_proxy_check(path: str | Path) -> ProxyCheck:
     """A proxy study's pairs: a JSON file, or a folder holding `pairs.json`, of the form
     `{"proxy_label": ..., "reference_label": ..., "pairs": [{"proxy": x, "reference": y,
     "label": "..."}]}` (or just the list of pairs)."""
     path = Path(path)
     file = path / PROXY_CHECK_FILE if path.is_dir() else path
-    data = read_run_json(file, "proxy-check pairs")
-    entries = data.get("pairs") if isinstance(data, dict) else data
-    meta = data if isinstance(data, dict) else {}
-    pairs = []
-    try:
-        for i, entry in enumerate(entries):
-            pairs.append(
-                (float(entry["proxy"]), float(entry["reference"]), str(entry.get("label", i)))
-            )
-    except (TypeError, KeyError, ValueError):
-        raise UserError(
-            f"--proxy-check {str(file)!r}: expected a list of pairs, each an object with "
-            "numbers 'proxy' and 'reference' (and an optional 'label')",
-            field="proxy_check",
-        ) from None
+    fix = "give a list of pairs, each an object with numbers 'proxy' and 'reference' (and an optional 'label')"
+    data = read_file(file, PROXY_PAIRS, "--proxy-check pairs", fix=fix, strict=False)
+    found = data if isinstance(data, ProxyPairs) else ProxyPairs(pairs=data)
     return ProxyCheck(
-        pairs=pairs,
-        proxy_label=str(meta.get("proxy_label", "proxy score")),
-        reference_label=str(meta.get("reference_label", "reference score")),
+        pairs=[
+            (p.proxy, p.reference, str(i if p.label is None else p.label))
+            for i, p in enumerate(found.pairs)
+        ],
+        proxy_label=found.proxy_label,
+        reference_label=found.reference_label,
         source=file,
     )

@@ -98,6 +98,11 @@ class SearchConfig(BaseModel):
     storage: str | None = Field(
         None, description="Optuna storage URL (default: SQLite in the run folder)"
     )
+    study_name: str | None = Field(
+        None,
+        description="the search's study in --storage, one per run folder (chosen when the "
+        "search starts); None: 'diffnas' (a run folder's own study.db, older searches)",
+    )
     proxy: EvalSpec = Field(
         default_factory=EvalSpec.proxy_default, description="proxy evaluation: recipe + RFID"
     )

@@ -25,6 +25,7 @@ import fcntl
 import json
 import platform
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,7 +35,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from diffnas import __version__
+from diffnas import __version__, storage
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
@@ -53,20 +54,22 @@ from diffnas.propose.llm import (
     make_backend,
 )
 from diffnas.propose.llm.ledger import LLMBudget
+from diffnas.propose.llm.record import calls_path, read_calls
 from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
-from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
+from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
 from diffnas.search import asynchronous, halving
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
+from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
 
-SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.jsonl"
+ENV_FIX = "it only records the versions and seed of each start: delete it and resume again"
 
 
 def as_in_flight(record: TrialRecord) -> TrialRecord:
@@ -104,8 +107,38 @@ class SearchRun:
         )
         self._llm_backend = llm_backend
         self._sleep = sleep
+        # requests of this process the proposer answered (or their round files did) and that
+        # failed because the LLM was unavailable: a search that got no answer at all failed
+        self.requests_answered = 0
+        self.requests_failed: list[str] = []
+
+    @property
+    def llm_never_answered(self) -> bool:
+        """Every request of this run failed because the LLM was unavailable (a wrong
+        --base-url, a server down): the search trained nothing it was asked for."""
+        return bool(self.requests_failed) and not self.requests_answered
 
     # ----- set-up -----
+    def _own_study(self, cfg: SearchConfig) -> SearchConfig:
+        """The config with the search's own study in `--storage`: kept from options.json when
+        the run folder has one (a resume; "diffnas" for searches from before), else a new name
+        for this run folder, so two searches on one database never share a study. A new name
+        already taken in the storage is refused rather than mixed with another search."""
+        if cfg.storage is None or cfg.study_name is not None:
+            return cfg
+        saved = self.run_dir / OPTIONS_FILE
+        if saved.is_file():
+            kept = load_options(self.run_dir, SearchConfig, kind="search").study_name
+            return cfg.model_copy(update={"study_name": kept or study_mod.STUDY_NAME})
+        name = f"diffnas-{self.run_dir.name}-{secrets.token_hex(4)}"
+        if name in (storage.study_names(storage.resolve_url(cfg.storage)) or []):
+            raise UserError(
+                f"--storage {storage.shown(cfg.storage)!r} already holds a study {name!r}; "
+                "a new search takes a study of its own",
+                field="storage",
+            )
+        return cfg.model_copy(update={"study_name": name})
+
     def _make_backend(self) -> LLMBackend | None:
         if self.config.proposer not in LLM_PROPOSERS:
             return None
@@ -126,7 +159,25 @@ class SearchRun:
             sleep=self._sleep,
         )
 
-    def _write_provenance(self) -> None:
+    def _saved_history(self) -> list[dict[str, Any]]:
+        """env.json's entries so far (none for a new search), checked."""
+        env_file = self.run_dir / ENV_FILE
+        if not env_file.exists():
+            return []
+        recorded = read_file(env_file, ENV_HISTORY, "search environment record", fix=ENV_FIX)
+        return [e.model_dump(mode="json") for e in recorded]
+
+    def _check_saved(self) -> list[dict[str, Any]]:
+        """What a resumed search reads back, read and checked before it writes anything: a
+        damaged file is refused by name, not met half-way through a round. The study's trials
+        are checked as it opens (`load_memory`). Returns env.json's entries."""
+        history = self._saved_history()
+        for path in sorted((self.run_dir / "rounds").glob("round-*.json")):
+            RoundFile.read(path)
+        read_calls(calls_path(self.run_dir))
+        return history
+
+    def _write_provenance(self, history: list[dict[str, Any]]) -> None:
         import diffusers
         import optuna
         import torch
@@ -142,9 +193,7 @@ class SearchRun:
             "platform": platform.platform(),
             "seed": self.config.seed,
         }
-        env_file = self.run_dir / "env.json"
-        history = read_json(env_file) if env_file.exists() else []
-        write_json(env_file, [*history, env])  # one entry per start or resume
+        write_json(self.run_dir / ENV_FILE, [*history, env])  # one entry per start or resume
 
     def _safe_text(self, err: BaseException) -> str:
         """`err` as text fit to print and store: no key value, no credential shape.
@@ -159,7 +208,7 @@ class SearchRun:
     # ----- the loop -----
     def run(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".lock", "w") as lock, study_mod.quiet_optuna():
+        with open(self.run_dir / ".lock", "a") as lock, study_mod.quiet_optuna():
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -172,11 +221,15 @@ class SearchRun:
                 self.executor.close()  # a pool's threads, a Ray connection
 
     def _run_locked(self) -> dict[str, Any]:
-        cfg = self.config
-        self._write_provenance()
+        self.config = cfg = self._own_study(self.config)
+        history = self._check_saved()
         rungs = proxy_rungs(cfg, self.space, self.data)
         pruner = halving.make_pruner(rungs, cfg.halving_eta)
-        self.study = study_mod.open_study(self.run_dir, cfg.storage, pruner)
+        self.study = study_mod.open_study(
+            self.run_dir, cfg.storage, pruner, study_name=cfg.study_name
+        )
+        study_mod.load_memory(self.study)  # every trial's attributes checked
+        self._write_provenance(history)
         self.trials = CandidateTrials(
             cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
         )
@@ -202,6 +255,11 @@ class SearchRun:
             stop_reason = asynchronous.run_async(self, proposer, start)
         else:
             stop_reason = self._run_rounds(proposer, start)
+        if self.llm_never_answered:
+            stop_reason = (
+                f"every LLM request failed ({len(self.requests_failed)} of "
+                f"{len(self.requests_failed)}): {self.requests_failed[-1]}"
+            )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
         summary = self._summary(stop_reason, finals, backend)
@@ -240,7 +298,9 @@ class SearchRun:
         """(entries, None) for request `r` (`_round_entries`); (None, None) when the LLM failed
         it (the run goes on; a resume asks again); (None, reason) when the LLM budget is spent."""
         try:
-            return self._round_entries(r, proposer, k, seen, num_rounds), None
+            entries = self._round_entries(r, proposer, k, seen, num_rounds)
+            self.requests_answered += 1
+            return entries, None
         except LLMBudgetExhausted as err:
             stop_reason = f"LLM budget spent: {self._safe_text(err)}"
             self.console.print(
@@ -254,6 +314,7 @@ class SearchRun:
                 f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
             )
             self._event("round_failed", round=r, message=message)
+            self.requests_failed.append(message)
             return None, None
 
     # ----- proposing -----
@@ -417,7 +478,7 @@ class SearchRun:
             counts[t.status] = counts.get(t.status, 0) + 1
         best = best_first(memory)
         llm_origins = ORIGINS if self.config.proposer in LLM_PROPOSERS else ()
-        return {
+        summary = {
             "stop_reason": stop_reason,
             "trials": len(memory),
             "status_counts": counts,
@@ -432,4 +493,7 @@ class SearchRun:
                 + [(f.get("device"), f.get("device_s")) for f in finals]
             ),
             "llm": ledger.summary() if ledger is not None else None,
+            "rounds_failed": len(self.requests_failed),
         }
+        # the shape readers rely on (`status`, `report`): checked as it is written
+        return SearchSummary.model_validate(summary).model_dump(mode="json")

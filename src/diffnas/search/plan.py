@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffnas import storage
 from diffnas.data.datasets import check_data_fits, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.score import check_scoring
 from diffnas.execute.executors import check_executor
 from diffnas.model.cost import measure_cost, sampling_flops, training_flops
 from diffnas.propose.llm import parse_spec
-from diffnas.propose.llm.factory import check_structured
+from diffnas.propose.llm.factory import check_base_url, check_structured
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
-from diffnas.runs import OPTIONS_FILE, load_options, read_json
+from diffnas.runs import OPTIONS_FILE, load_options
 from diffnas.search.config import SearchConfig
 from diffnas.search.halving import rung_steps
 from diffnas.space.references import get_reference
@@ -25,15 +26,11 @@ from diffnas.train.recipe import TrainRecipe
 def stored_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
     """The LLM mode to store in options.json: resolved, so --resume asks in the same mode; under
     --replay, `auto` means the mode of the recorded run, so the requests match its record."""
-    if llm_mode == "auto" and replay is not None:
-        try:
-            recorded = read_json(replay / OPTIONS_FILE)
-        except (OSError, ValueError):
-            recorded = None
-        if isinstance(recorded, dict):  # a run from before llm_mode existed asked in full
-            return resolve_llm_mode(
-                str(recorded.get("llm_mode", "full")), str(recorded.get("llm", llm))
-            )
+    if llm_mode == "auto" and replay is not None and (replay / OPTIONS_FILE).is_file():
+        recorded = load_options(replay, SearchConfig, kind="search", option="--replay")
+        # a run from before llm_mode existed asked in full
+        mode = recorded.llm_mode if "llm_mode" in recorded.model_fields_set else "full"
+        return resolve_llm_mode(mode, recorded.llm)
     return resolve_llm_mode(llm_mode, llm)
 
 
@@ -41,7 +38,7 @@ def resumed_config(run_dir: Path) -> SearchConfig:
     """The options a search resumes with: its options.json. One written before `llm_mode`
     existed resumes in `full`, the only mode there was, not today's default."""
     config = load_options(run_dir, SearchConfig, kind="search")
-    if "llm_mode" not in read_json(run_dir / OPTIONS_FILE):
+    if "llm_mode" not in config.model_fields_set:
         config = config.model_copy(update={"llm_mode": "full"})
     return config
 
@@ -83,12 +80,15 @@ class SearchPlan:
         if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
             provider, _ = parse_spec(cfg.llm)
             check_structured(provider, cfg.structured)
+            check_base_url(provider, cfg.base_url)
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
         rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
-        check_executor(cfg.executor, cfg.storage)
+        check_executor(cfg.executor, cfg.storage, cfg.ray_address)
+        if cfg.storage is not None:  # its syntax, driver, folder or server, named now
+            storage.check_reachable(storage.resolve_url(cfg.storage))
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(cfg.data_spec())

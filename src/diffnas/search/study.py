@@ -14,6 +14,7 @@ Proposals enter through Optuna's ask-and-tell with enqueued trials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -23,10 +24,14 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
+from diffnas import storage
+from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundEntry
-from diffnas.gate.memory import TrialRecord
+from diffnas.gate.memory import TrialRecord, TrialStatus
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
@@ -34,8 +39,11 @@ from diffnas.space.search_space import SearchSpace
 STUDY_NAME = "diffnas"
 
 
+STUDY_FILE = "study.db"  # the default storage: SQLite in the run folder
+
+
 def storage_url(run_dir: Path, url: str | None) -> str:
-    return url or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    return url if url is not None else f"sqlite:///{(run_dir / STUDY_FILE).resolve()}"
 
 
 @contextmanager
@@ -51,17 +59,55 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def open_study(
-    run_dir: Path, url: str | None = None, pruner: optuna.pruners.BasePruner | None = None
+    run_dir: Path,
+    url: str | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    *,
+    study_name: str | None = None,
+    read_only: bool = False,
 ) -> optuna.Study:
-    """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`)."""
-    with quiet_optuna():
-        return optuna.create_study(
-            study_name=STUDY_NAME,
-            storage=storage_url(run_dir, url),
-            direction="minimize",
-            pruner=pruner,
-            load_if_exists=True,
+    """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`).
+
+    `study_name`: the search's own study in `url` (None: "diffnas", the name in a run folder's
+    own study.db and in searches from before each got its own). `read_only`: for commands that
+    only read (`status`, `report`, `export`): a study that is not there is refused, never
+    created, and a SQLite file is opened so that nothing can be written to it.
+    """
+    name = study_name or STUDY_NAME
+    option = "--storage" if url is not None else "the run folder's study"
+    resolved = storage.resolve_url(storage_url(run_dir, url), option)
+    if read_only:
+        names = storage.study_names(resolved, option)
+        if name not in (names or []):
+            raise _no_study(run_dir, url, name, names)
+    backend = storage.rdb_storage(resolved, read_only=read_only, option=option)
+    try:
+        with quiet_optuna():
+            if read_only:
+                return optuna.load_study(study_name=name, storage=backend, pruner=pruner)
+            return optuna.create_study(
+                study_name=name, storage=backend, direction="minimize", pruner=pruner,
+                load_if_exists=True,
+            )  # fmt: skip
+    except SQLAlchemyError as err:
+        raise storage.storage_error(err, resolved, option) from None
+
+
+def _no_study(run_dir: Path, url: str | None, name: str, names: list[str] | None) -> UserError:
+    if url is None:
+        file = run_dir / STUDY_FILE
+        state = "has not started there" if not file.exists() else "left it empty or damaged"
+        return UserError(
+            f"{str(run_dir)!r}: {STUDY_FILE} holds no study (the search {state})",
+            field="run_dir",
         )
+    held = ", ".join(map(repr, names or [])) or "none"
+    return UserError(
+        f"--storage {storage.shown(url)!r} holds no study {name!r} of the search in "
+        f"{str(run_dir)!r} (its studies: {held}); the search has not started, or its database "
+        "was emptied",
+        field="storage",
+    )
 
 
 def _attrs(record: dict[str, Any]) -> dict[str, Any]:
@@ -145,48 +191,106 @@ def finish_trial(
         study.tell(trial, state=TrialState.FAIL)
 
 
+class Fidelity(BaseModel):
+    steps: int = Field(ge=0)
+    of: int = Field(ge=1)
+
+
+class TrialAttrs(BaseModel):
+    """A candidate trial's user attributes as the search writes them (`RoundEntry.trial_attrs`,
+    `record_result`): what every reader of the study relies on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    round: int = Field(ge=0)
+    slot: int = Field(ge=0)
+    proposer: str = ""
+    origin: str | None = None
+    status: TrialStatus = "pending"
+    rationale: str = ""
+    raw: Any = None
+    reason: str | None = None
+    arch: ArchConfig | None = None
+    gmacs: float | None = None
+    params_m: float | None = None
+    score_name: str = "rfid"
+    scores: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    eval_dir: str | None = None
+    wall_s: float | None = None
+    device: str | None = None
+    device_s: float | None = None
+    fidelity: Fidelity | None = None
+
+
+EXTRA_ATTRS = ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity")
+
+
+def trial_attrs(t: FrozenTrial, where: str = "the study") -> TrialAttrs:
+    """A candidate trial's attributes, checked; one that does not validate (a study changed
+    outside diffnas) is a `UserError` naming the trial and the attribute."""
+    try:
+        return TrialAttrs.model_validate(t.user_attrs)
+    except ValidationError as err:
+        raise UserError(
+            f"{pydantic_message(err, f'attributes of trial {t.number} in {where}')}; "
+            "the study was changed outside diffnas: restore it or start a new run",
+            field=first_field(err, "study"),
+        ) from None
+
+
+def describe(study: optuna.Study) -> str:
+    """Where a study is, for messages: its name and storage (password hidden)."""
+    url = getattr(getattr(study._storage, "_backend", study._storage), "url", None)
+    return f"study {study.study_name!r}" + (f" of {storage.shown(url)!r}" if url else "")
+
+
 def trials_by_slot(study: optuna.Study) -> dict[tuple[int, int], FrozenTrial]:
     """Every trial keyed by (round, slot): the loop's test for 'already done'."""
     out: dict[tuple[int, int], FrozenTrial] = {}
+    where = describe(study)
     for t in study.get_trials(deepcopy=False):
         if "round" in t.user_attrs and "slot" in t.user_attrs:
-            out[(int(t.user_attrs["round"]), int(t.user_attrs["slot"]))] = t
+            a = trial_attrs(t, where)
+            out[(a.round, a.slot)] = t
     return out
 
 
-def to_record(t: FrozenTrial) -> TrialRecord:
-    a = t.user_attrs
-    arch = ArchConfig.model_validate(a["arch"]) if a.get("arch") else None
-    status = a.get("status", "pending")
-    if t.state == TrialState.RUNNING:
-        status = "running"
-    raw = a.get("raw")
+def to_record(t: FrozenTrial, where: str = "the study") -> TrialRecord:
+    a = trial_attrs(t, where)
+    status = "running" if t.state == TrialState.RUNNING else a.status
+    raw = a.raw
+    if isinstance(raw, str) and raw[:1] in "[{":
+        # cut at 4000 characters when stored: then shown as the text it is
+        with contextlib.suppress(ValueError, RecursionError):
+            raw = json.loads(raw)
     return TrialRecord(
         number=t.number,
-        round=int(a.get("round", -1)),
-        slot=int(a.get("slot", -1)),
-        proposer=a.get("proposer", ""),
+        round=a.round,
+        slot=a.slot,
+        proposer=a.proposer,
         status=status,
-        arch=arch,
-        raw=json.loads(raw) if isinstance(raw, str) and raw[:1] in "[{" else raw,
-        rationale=a.get("rationale", ""),
-        reason=a.get("reason", ""),
-        gmacs=a.get("gmacs"),
-        params_m=a.get("params_m"),
+        arch=a.arch,
+        raw=raw,
+        rationale=a.rationale,
+        reason=a.reason or "",
+        gmacs=a.gmacs,
+        params_m=a.params_m,
         score=t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
-        score_name=a.get("score_name", "rfid"),
+        score_name=a.score_name,
         extra={
             k: v
-            for k, v in a.items()
-            if k
-            in ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity")
+            for k, v in a.model_dump(mode="json", include=set(EXTRA_ATTRS)).items()
+            if v is not None
         },
     )
 
 
 def load_memory(study: optuna.Study) -> list[TrialRecord]:
     """Every candidate of the study, in trial order."""
-    return [to_record(t) for t in study.get_trials(deepcopy=False) if "round" in t.user_attrs]
+    where = describe(study)
+    trials = study.get_trials(deepcopy=False)
+    return [to_record(t, where) for t in trials if "round" in t.user_attrs]
 
 
 def origin_counts(memory: list[TrialRecord], origins: tuple[str, ...] = ()) -> dict[str, int]:

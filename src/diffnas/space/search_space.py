@@ -383,6 +383,11 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         raise UserError(
             f"Search space file {str(path)!r} is not a text file (YAML expected).", field="space"
         ) from None
+    except OSError as err:  # no permission, an I/O error
+        raise UserError(
+            f"Search space file {str(path)!r} cannot be read: {err.strerror or err}.",
+            field="space",
+        ) from None
     except (yaml.YAMLError, RecursionError) as err:
         raise UserError(
             f"Search space file {str(path)!r} is not valid YAML: {err}.", field="space"

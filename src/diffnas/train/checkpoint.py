@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers import UNet2DModel
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
+from diffnas.runs import read_file
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
 
@@ -29,12 +30,51 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class TrainStatus(BaseModel):
+    """`status.json` of a training run folder, as `train --resume` and reports read it back."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["running", "complete", "paused", "diverged", "oom", "failed"]
+    step: int = Field(ge=0)
+    steps: int | None = Field(None, ge=1)
+    last_loss: float | None = None
+    images_per_sec: float | None = None
+    checkpoint: str | None = None
+    ema_checkpoint: str | None = None
+    error: str | None = None
+
+
+def read_status(path: Path) -> TrainStatus:
+    """A training run's `status.json`, checked (`diffnas.runs.read_file`)."""
+    fix = "delete it to resume from the last checkpoint"
+    return read_file(path, TrainStatus, "training status", fix=fix)
+
+
+def _torch_load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a `checkpoint.pt` or `ema.pt` (on CPU, tensors and plain data only)."""
+    """Load a `checkpoint.pt` or `ema.pt` (on CPU, tensors and plain data only); a file that is
+    not one (truncated, overwritten, not ours) is a `UserError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint={str(path)!r} does not exist", field="checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = _torch_load(path)
+    except Exception as err:  # torch's unpickler fails on damage with almost any error
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be loaded, it is damaged ({type(err).__name__}: "
+            f"{_first_sentence(err)}); delete it to train that run from its start, or restore it",
+            field="checkpoint",
+        ) from None
+    if not isinstance(state, dict):
+        raise UserError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a diffnas checkpoint",
+            field="checkpoint",
+        )
+    return state
 
 
 def restore_ema(model: torch.nn.Module, checkpoint: dict[str, Any] | str | Path) -> torch.nn.Module:
@@ -72,7 +112,7 @@ def load_trained(ckpt: str | Path) -> Trained:
         "its ema.pt (to train an architecture file, use diffnas train)"
     )
     try:
-        state = load_checkpoint(path)
+        state = _torch_load(path)
     except Exception as err:
         # torch.load on a truncated zip, a text file (an architecture JSON) or random bytes:
         # its unpickler fails on random bytes with almost any error (KeyError, IndexError, ...)

@@ -29,8 +29,15 @@ from diffusers.training_utils import EMAModel
 
 from diffnas.errors import UserError
 from diffnas.progress import task as progress_task
-from diffnas.runs import append_jsonl, read_json, write_json
-from diffnas.train.checkpoint import CHECKPOINT, EMA_CHECKPOINT, load_checkpoint, save_atomic
+from diffnas.runs import append_jsonl, write_json
+from diffnas.train.checkpoint import (
+    CHECKPOINT,
+    EMA_CHECKPOINT,
+    TrainStatus,
+    load_checkpoint,
+    save_atomic,
+)
+from diffnas.train.checkpoint import read_status as read_status_file
 from diffnas.train.checkpoint import restore_ema as restore_ema  # re-exported for old callers
 from diffnas.train.device import fast_cuda_math
 from diffnas.train.diffusion import DiffusionConfig, GaussianDiffusion
@@ -309,9 +316,20 @@ class TrainLoop:
         """Load the run folder's checkpoint (when resuming and there is one) or start at step 0."""
         if resume and self.ckpt_path.exists():
             state = load_checkpoint(self.ckpt_path)
-            _check_resumable(state, self.recipe, self.diffusion, self.trainer.seed)
-            self.trainer.load_state_dict(state)
-            self.step, self.last_loss = state["step"], state.get("last_loss")
+            try:
+                _check_resumable(state, self.recipe, self.diffusion, self.trainer.seed)
+                self.trainer.load_state_dict(state)
+                self.step, self.last_loss = int(state["step"]), state.get("last_loss")
+            except UserError:
+                raise
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+                # a checkpoint of something else, or weights that do not fit this model
+                text = " ".join(str(err).split())[:160]
+                raise UserError(
+                    f"checkpoint {str(self.ckpt_path)!r} does not hold this run's training state "
+                    f"({type(err).__name__}: {text}); delete it to train from step 0",
+                    field="checkpoint",
+                ) from None
             self._event("resume")
         else:
             self._event("start")
@@ -530,6 +548,6 @@ def _oom_at_setup(run_dir: Path, exc: torch.cuda.OutOfMemoryError) -> TrainResul
     return TrainResult("oom", 0, None, None, None, None, run_dir, error)
 
 
-def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """The `status.json` of a run folder."""
-    return read_json(Path(run_dir) / STATUS)
+def read_status(run_dir: str | Path) -> TrainStatus:
+    """The `status.json` of a run folder, checked."""
+    return read_status_file(Path(run_dir) / STATUS)

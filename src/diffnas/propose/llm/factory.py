@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import LLMBackend
@@ -45,6 +46,34 @@ def check_structured(provider: str, structured: str | None) -> str:
     return mode
 
 
+def check_base_url(provider: str, base_url: str | None) -> None:
+    """`--base-url` checked before anything runs: an http(s) URL with a host, for the openai
+    and anthropic backends (the local model and a replay have no endpoint)."""
+    if base_url is None:
+        return
+    if provider not in ("openai", "anthropic"):
+        raise UserError(
+            f"--base-url {base_url!r} applies to openai:MODEL and anthropic:MODEL only, "
+            f"not {provider}",
+            field="base_url",
+        )
+    try:
+        parts = urlsplit(base_url.strip())
+        port = parts.port  # a port that is not a number raises here
+    except ValueError as err:
+        raise UserError(
+            f"--base-url {base_url!r} is not a URL ({err}); give http(s)://HOST[:PORT]/PATH, "
+            "e.g. http://127.0.0.1:8000/v1",
+            field="base_url",
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise UserError(
+            f"--base-url {base_url!r} is not an http(s) URL with a host; give "
+            "http(s)://HOST[:PORT]/PATH, e.g. http://127.0.0.1:8000/v1",
+            field="base_url",
+        )
+
+
 def make_backend(
     spec: str,
     *,
@@ -78,6 +107,8 @@ def make_backend(
     The result is a `RecordingBackend` (with `.ledger`) whenever recording or a budget is asked.
     """
     provider, name = parse_spec(spec) if replay_dir is None else ("replay", str(replay_dir))
+    if provider != "replay":
+        check_base_url(provider, base_url)
     price_table = PriceTable(prices) if prices is not None else PriceTable()
     inner: LLMBackend
     if provider == "replay":

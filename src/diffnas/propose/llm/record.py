@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import (
     LLMBackend,
@@ -26,9 +28,36 @@ from diffnas.propose.llm.base import (
 )
 from diffnas.propose.llm.ledger import CostLedger
 from diffnas.propose.llm.redact import env_secrets, redact, redact_values
-from diffnas.runs import append_jsonl, read_jsonl
+from diffnas.runs import append_jsonl, read_records
 
 CALLS_FILE = Path("llm") / "calls.jsonl"
+CALLS_FIX = "restore it, or move it away to ask the LLM again (paying again) on --resume"
+
+
+class CallRecord(BaseModel):
+    """One line of `llm/calls.jsonl` as it is read back (resume, replay, the report's ledger)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    time: float | None = None
+    endpoint: str = ""
+    key: str | None = None  # the request's key; replay and resume serve answers by it
+    ok: bool
+    response: LLMResponse | None = None  # the answer when `ok`
+    attempts: int | None = Field(None, ge=1)
+    errors: list[str] = Field(default_factory=list)
+    error: str | None = None  # why the call failed when not `ok`
+
+    @model_validator(mode="after")
+    def _answered(self) -> CallRecord:
+        if self.ok and self.response is None:
+            raise ValueError("a call recorded as ok has no response")
+        return self
+
+
+def read_calls(path: Path) -> list[CallRecord]:
+    """Every recorded call of a run folder's `llm/calls.jsonl` (none when there is no file)."""
+    return read_records(path, CallRecord, "LLM call record", fix=CALLS_FIX)
 
 
 class ReplayMiss(UserError):
@@ -39,11 +68,11 @@ def calls_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CALLS_FILE
 
 
-def _load_recorded(path: Path) -> dict[str, deque[dict[str, Any]]]:
-    by_key: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-    for record in read_jsonl(path):
-        if "key" in record:
-            by_key[record["key"]].append(record)
+def _load_recorded(path: Path) -> dict[str, deque[CallRecord]]:
+    by_key: dict[str, deque[CallRecord]] = defaultdict(deque)
+    for record in read_calls(path):
+        if record.key is not None:
+            by_key[record.key].append(record)
     return by_key
 
 
@@ -71,23 +100,24 @@ class RecordingBackend(LLMBackend):
         self.path = calls_path(run_dir) if run_dir is not None else None
         self._secret_env_vars = tuple(secret_env_vars)
         self._lock = threading.Lock()
-        self._recorded: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._recorded: dict[str, deque[CallRecord]] = defaultdict(deque)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume:
                 for key, records in _load_recorded(self.path).items():
-                    answered = deque(r for r in records if r.get("ok"))
+                    answered = deque(r for r in records if r.ok)
                     self._recorded[key] = answered
                     for record in answered:
-                        self.ledger.add(LLMResponse.model_validate(record["response"]))
+                        assert record.response is not None  # checked as it was read
+                        self.ledger.add(record.response)
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         key = request.key()
         with self._lock:
             if self._recorded.get(key):
                 record = self._recorded[key].popleft()
-                response = LLMResponse.model_validate(record["response"])
-                return response.model_copy(update={"replayed": True})
+                assert record.response is not None  # only answered calls are kept
+                return record.response.model_copy(update={"replayed": True})
         self.ledger.check()
         try:
             response = self.inner.complete(request)
@@ -160,9 +190,6 @@ class ReplayBackend(LLMBackend):
                 f"asked something the recorded run did not — was the config changed?",
                 field="replay_dir",
             )
-        if not record.get("ok"):
-            raise LLMUnavailable(
-                self.endpoint, f"(replayed) {record.get('error')}", int(record.get("attempts", 1))
-            )
-        response = LLMResponse.model_validate(record["response"])
-        return response.model_copy(update={"replayed": True})
+        if not record.ok or record.response is None:
+            raise LLMUnavailable(self.endpoint, f"(replayed) {record.error}", record.attempts or 1)
+        return record.response.model_copy(update={"replayed": True})
