@@ -66,7 +66,8 @@ def postgres_url():
         f"{bindir}/pg_ctl -D {data}/db -l {data}/log -w "
         f"-o '-p {port} -k /tmp -c listen_addresses=127.0.0.1' start"
     )
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    # the form the README documents: diffnas picks the installed driver (psycopg2)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     sh(f"{bindir}/pg_ctl -D {data}/db -m immediate stop")
     shutil.rmtree(data, ignore_errors=True)
 
@@ -121,10 +122,17 @@ def test_two_workers_finish_a_queue_with_no_candidate_done_twice(tmp_path, postg
 def test_stale_trials_are_requeued_and_a_late_result_is_told_once(tmp_path, postgres_url) -> None:
     """Claimants that vanish before their first heartbeat thread beats; one of them had
     finished its candidate (result.json in the shared job folder), the other comes back late."""
-    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    from diffnas.execute.queue import claim, enqueue_jobs, open_queue, tell_result, work
+    from diffnas.execute.queue import (
+        COPY_OF,
+        claim,
+        enqueue_jobs,
+        open_queue,
+        recover,
+        tell_result,
+        work,
+    )
 
     jobs = [tiny_job(tmp_path, i) for i in range(2)]
     queue = open_queue(postgres_url, heartbeat_interval=1, grace_period=1, study_name="queue-stale")
@@ -134,11 +142,11 @@ def test_stale_trials_are_requeued_and_a_late_result_is_told_once(tmp_path, post
     Path(jobs[0].workdir).mkdir()
     write_json(Path(jobs[0].workdir) / "result.json", left_behind.model_dump(mode="json"))
     time.sleep(2.5)  # past the grace period (the database's clock decides)
-    fail_stale_trials(queue)  # what every worker does before it claims
+    recover(queue, max_retry=2)  # what every worker does before it claims
     trials = queue.get_trials()
     states = [t.state for t in trials]
     assert states == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2  # both re-queued
-    copy_of = {t.system_attrs["failed_trial"]: t.number for t in trials[2:]}
+    copy_of = {t.system_attrs[COPY_OF]: t.number for t in trials[2:]}
     assert sorted(copy_of) == [finished.number, late.number]
     # the late holder's tell is refused: its trial is stale, its copy is told instead
     assert not tell_result(queue, late, EvalResult(status="complete", score=3.0))
@@ -194,7 +202,7 @@ def test_worker_killed_mid_candidate_loses_nothing_and_does_nothing_twice(
 ) -> None:
     from optuna.trial import TrialState
 
-    from diffnas.execute.queue import results
+    from diffnas.execute.queue import COPY_OF, results
 
     queue, jobs, workers = queue_with_two_workers(
         postgres_url, tmp_path, "queue-vanish", jobs=3, grace_period=3
@@ -230,8 +238,9 @@ def test_worker_killed_mid_candidate_loses_nothing_and_does_nothing_twice(
     (stale,) = [t for t in trials if t.state == TrialState.FAIL]
     assert json.loads(stale.user_attrs["job"])["workdir"] == workdir
     assert "result" not in stale.user_attrs  # the killed worker told nothing
-    (copy,) = [t for t in trials if "failed_trial" in t.system_attrs]
-    assert copy.system_attrs["failed_trial"] == stale.number
+    (copy,) = [t for t in trials if COPY_OF in t.system_attrs]
+    assert copy.system_attrs[COPY_OF] == stale.number
+    assert "vanished" in stale.user_attrs["reason"]  # why it failed, in the queue study
     assert copy.state == TrialState.COMPLETE and copy.user_attrs["job"] == stale.user_attrs["job"]
     for job in jobs:  # each candidate finished by exactly one evaluation process
         lines = (Path(job.workdir) / "worker.jsonl").read_text().splitlines()
@@ -278,3 +287,191 @@ def test_a_search_on_the_queue_is_evaluated_by_two_workers(tmp_path, postgres_ur
         assert t.score == json.loads((folder / "result.json").read_text())["score"]
     evaluated = [line for out in outputs for line in out.splitlines() if "evaluating" in line]
     assert len(evaluated) == 4, outputs
+
+
+def fresh_database(url: str, name: str) -> str:
+    """A new, empty database on the test server: `url` with `name` as its database."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    connection = psycopg2.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, dbname=parsed.database
+    )
+    connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+def vanish(queue, seconds: float = 2.5):
+    """A worker claims the oldest queued candidate and vanishes before its first beat thread
+    runs; `seconds` later (past a 1 s grace period) its trial is stale."""
+    from diffnas.execute.queue import claim
+
+    trial = claim(queue)
+    assert trial is not None
+    time.sleep(seconds)
+    return trial
+
+
+def test_workers_started_at_once_on_a_new_database_all_start(tmp_path, postgres_url) -> None:
+    """Several workers opening one new database at the same moment race to create Optuna's
+    schema (PostgreSQL refuses all but one `CREATE TYPE`): each must come up, none die."""
+    url = fresh_database(postgres_url, "schema_race")
+    script = (
+        "import sys, time, pathlib\n"
+        "from diffnas.execute.queue import open_queue\n"
+        "ready = pathlib.Path(sys.argv[1]); ready.joinpath(sys.argv[2]).touch()\n"
+        "while len(list(ready.iterdir())) < int(sys.argv[3]): time.sleep(0.001)\n"
+        "open_queue(sys.argv[4], create=False)\n"
+        "print('up')\n"
+    )
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    n = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(ready), str(i), str(n), url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, [err[-2000:] for _, err in outputs]
+    assert all(out.strip() == "up" for out, _ in outputs)
+
+
+def test_a_candidate_out_of_retries_fails_with_its_reason(tmp_path, postgres_url) -> None:
+    """Re-queued --max-retry times, a candidate ends FAIL with the reason in the queue study,
+    and the search that queued it is told `failed` with that reason."""
+    from optuna.trial import TrialState
+
+    from diffnas.execute.queue import (
+        COPY_OF,
+        QueueExecutor,
+        enqueue_jobs,
+        open_queue,
+        recover,
+    )
+
+    queue = open_queue(postgres_url, heartbeat_interval=1, grace_period=1, study_name="q-retry")
+    job = tiny_job(tmp_path, 0)
+    enqueue_jobs(queue, [job])
+    for _ in range(2):  # the first holder and its one copy both vanish
+        vanish(queue)
+        recover(queue, max_retry=1)
+    trials = queue.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2  # no third attempt
+    first, last = trials
+    assert last.system_attrs[COPY_OF] == first.number
+    assert "attempt 1; re-queued" in first.user_attrs["reason"]
+    assert "attempt 2; no retry left" in last.user_attrs["reason"]
+    executor = QueueExecutor(postgres_url, study_name="q-retry", max_retries=1)
+    outcome = executor._outcome(trials)
+    executor.close()
+    assert outcome is not None and outcome.status == "failed"
+    assert "no retry left" in outcome.error and f"{first.number}, {last.number}" in outcome.error
+
+
+def test_a_worker_killed_between_the_stale_mark_and_the_requeue_loses_nothing(
+    tmp_path, postgres_url
+) -> None:
+    """A worker marks a vanished worker's trial stale and is SIGKILLed before it re-queues it:
+    the next worker re-queues it and the candidate is evaluated exactly once. Two workers that
+    re-queued it at the same moment (two copies) still get it evaluated once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from diffnas.execute.queue import COPY_OF, DUPLICATE, enqueue_jobs, open_queue
+
+    study = "q-kill-between"
+    queue = open_queue(postgres_url, heartbeat_interval=1, grace_period=1, study_name=study)
+    job = tiny_job(tmp_path, 0)
+    enqueue_jobs(queue, [job])
+    stale = vanish(queue)
+    killed = (
+        "import os, signal, sys\n"
+        "from diffnas.execute.queue import mark_stale, open_queue\n"
+        "queue = open_queue(sys.argv[1], heartbeat_interval=1, grace_period=1, "
+        "study_name=sys.argv[2], create=False)\n"
+        "assert mark_stale(queue, max_retry=2) == [int(sys.argv[3])]\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # before its re-queue step\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", killed, postgres_url, study, str(stale.number)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (marked,) = queue.get_trials()
+    assert marked.state == TrialState.FAIL and "vanished" in marked.user_attrs["reason"]
+    # two copies, as two workers re-queueing it at the same moment would leave
+    copy = {"job": marked.user_attrs["job"]}
+    for _ in range(2):
+        queue.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING,
+                user_attrs=copy,
+                system_attrs={COPY_OF: marked.number, "retry_history": [marked.number]},
+            )  # fmt: skip
+        )
+    worker = subprocess.run(
+        [sys.executable, "-m", "diffnas", "worker", "--storage", postgres_url, "--study", study,
+         "--heartbeat-interval", "1", "--grace-period", "30"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert worker.stdout.strip().splitlines()[-1] == "worker: 1 candidate(s) evaluated"
+    trials = queue.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[2].user_attrs[DUPLICATE] == trials[1].number  # failed, never evaluated
+    lines = (Path(job.workdir) / "worker.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # evaluated exactly once
+
+
+def tiny_search_config(storage: str, seed: int):
+    from diffnas.execute.job import EvalSpec, ScoreSpec
+    from diffnas.search.config import SearchConfig
+
+    proxy = EvalSpec(
+        recipe="proxy", recipe_overrides={"steps": 4, "batch_size": 4},
+        score=ScoreSpec(num_samples=8, steps=2, batch_size=8), device="cpu",
+    )  # fmt: skip
+    return SearchConfig(
+        space="tiny", data="digits", data_subset=100, proposer="random", rounds=1, per_round=2,
+        promote=0, proxy=proxy, final=proxy, storage=storage, seed=seed,
+    )  # fmt: skip
+
+
+def test_two_searches_on_one_database_each_report_their_own_trials(tmp_path, postgres_url) -> None:
+    """Each run folder gets a study of its own in a shared --storage: the second search trains
+    its own candidates and `status`/`report` show each search only its own."""
+    from diffnas.gate.entry import RoundFile
+    from diffnas.report.source import load_search
+    from diffnas.search.loop import SearchRun
+    from diffnas.storage import resolve_url, study_names
+
+    url = fresh_database(postgres_url, "two_searches")
+    runs = [tmp_path / "runs" / f"0000{i}-search" for i in range(2)]
+    summaries = [
+        SearchRun(tiny_search_config(url, seed), run_dir).run() for seed, run_dir in enumerate(runs)
+    ]
+    assert [s["trials"] for s in summaries] == [2, 2]
+    assert [s["status_counts"] for s in summaries] == [{"complete": 2}] * 2
+    names = [json.loads((r / "options.json").read_text())["study_name"] for r in runs]
+    assert len(set(names)) == 2 and sorted(study_names(resolve_url(url))) == sorted(names)
+    for run_dir in runs:
+        record = load_search(run_dir)  # what `diffnas status` and `report` read
+        proposed = RoundFile.read(run_dir / "rounds" / "round-000.json")
+        assert [t.arch for t in record.trials] == [e.arch for e in proposed.entries]
+        for t in record.trials:  # each score is this search's own evaluation of that trial
+            result = json.loads(
+                (run_dir / "trials" / f"{t.number:05d}" / "result.json").read_text()
+            )
+            assert t.proxy is not None and t.proxy.value == result["score"]
+    # a resumed search finds its own study again (its name is in its options.json)
+    again = SearchRun(tiny_search_config(url, 0), runs[0]).run()
+    assert again["trials"] == 2

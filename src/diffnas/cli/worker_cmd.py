@@ -16,7 +16,9 @@ def worker(
     grace_period: int = typer.Option(
         60, help="Seconds without a heartbeat before a candidate is re-queued."
     ),
-    max_retry: int = typer.Option(2, help="Times a vanished worker's candidate is re-queued."),
+    max_retry: int = typer.Option(
+        2, min=0, max=10, help="Times a vanished worker's candidate is re-queued."
+    ),
     max_jobs: int | None = typer.Option(None, help="Stop after this many candidates."),
     wait: bool = typer.Option(
         False, "--wait/--exit-when-empty", help="Keep polling an empty queue (default: exit)."
