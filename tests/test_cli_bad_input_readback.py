@@ -462,3 +462,94 @@ def test_every_case_is_named_once_and_each_class_has_three() -> None:
     names = [c[0] for c in CASES]
     assert len(set(names)) == len(names) and set(SUBPROCESS_CASES) <= set(names)
     assert set(DAMAGED) <= {a for c in CASES for a in c[1]}  # every damaged copy is used
+
+
+def test_a_failed_export_leaves_no_folder_behind(workspace: Path, tmp_path, monkeypatch) -> None:
+    """export fills a temporary folder next to --out and renames it when complete: an error
+    half-way (here after the pipeline's weights are written) leaves neither --out nor the
+    temporary folder, nor the parent it created; a complete export is a normal folder."""
+    from diffnas.report import export
+
+    out = tmp_path / "new" / "model"
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_model_card", fail)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_trial(workspace / BASE, 0, out, "proxy")
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    done = export.export_trial(workspace / BASE, 0, out, "proxy")
+    assert done.out == out and (out / "unet" / "config.json").is_file()
+    assert (out / "README.md").is_file() and oct(out.stat().st_mode & 0o777) == "0o755"
+    assert [p.name for p in out.parent.iterdir()] == ["model"]  # no partial folder left
+
+
+def test_a_search_the_llm_never_answers_exits_1(tmp_path, monkeypatch, capsys) -> None:
+    """Every request failed (nothing listens at --base-url): the search says so and exits 1
+    instead of ending 'all rounds done' with nothing trained; its folder is kept to resume."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(sys, "argv", [
+        "diffnas", "search", "--llm", "openai:m", "--base-url", f"http://127.0.0.1:{PORT}/v1",
+        "--llm-attempts", "1", "--rounds", "2", "--per-round", "1", "--promote", "0",
+        "--data-subset", "64", "--runs", str(runs),
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "no answer from the LLM" in err and "Traceback" not in err
+    (run_dir,) = runs.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds_failed"] == 2 and summary["trials"] == 0
+    assert summary["stop_reason"].startswith("every LLM request failed (2 of 2)")
+
+
+def test_damaged_caches_are_named_not_tracebacks(tmp_path) -> None:
+    """The classifier and reference-statistics caches (under --runs/cache) read back through
+    the same rules: a damaged entry is a UserError naming the file and the fix."""
+    from diffnas.errors import UserError
+    from diffnas.evaluate.features import classifier_extractor
+    from diffnas.evaluate.reference import reference_stats
+
+    rng = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8, generator=rng)
+    labels = torch.arange(16) % 2
+    kwargs = {"cache_dir": tmp_path, "dataset_fingerprint": "fp", "epochs": 1}
+    extractor = classifier_extractor(train_images=images, train_labels=labels, **kwargs)
+    ref = {"dataset_fingerprint": "fp", "split": "train", "resolution": 16, "cache_dir": tmp_path}
+    reference_stats(extractor, images, **ref)
+    (arrays,) = tmp_path.glob("ref-*.npz")
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    with pytest.raises(UserError, match=f"{arrays.name}.*damaged.*delete"):
+        reference_stats(extractor, images, **ref)
+    (meta,) = tmp_path.glob("classifier-*.json")
+    meta.write_text('{"arch": "x", "channels": "one"}')
+    with pytest.raises(UserError, match=f"{meta.name}.*channels='one'"):
+        classifier_extractor(**kwargs)
+    (weights,) = tmp_path.glob("classifier-*.safetensors")
+    meta.write_text(json.dumps({"arch": "x", "channels": 1, "num_classes": 2, "resolution": 16}))
+    weights.write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match=f"{weights.name}.*damaged"):
+        classifier_extractor(**kwargs)
+
+
+def test_a_torn_jsonl_line_is_left_out_and_cut_before_the_next_append(tmp_path) -> None:
+    """A kill mid-append leaves a last line without its newline: readers leave it out, the
+    next append cuts it off, so the file reads back whole; any other bad line is refused."""
+    from diffnas.errors import UserError
+    from diffnas.propose.llm.record import CallRecord
+    from diffnas.runs import append_jsonl, read_records
+
+    path = tmp_path / "calls.jsonl"
+    append_jsonl(path, {"ok": False, "key": "a"})
+    with open(path, "ab") as f:
+        f.write(b'{"ok": false, "key": "b", "err')  # torn by a kill
+    assert [r.key for r in read_records(path, CallRecord, "calls")] == ["a"]
+    append_jsonl(path, {"ok": False, "key": "c"})
+    assert path.read_text().count("\n") == 2
+    assert [r.key for r in read_records(path, CallRecord, "calls")] == ["a", "c"]
+    path.write_text('{"ok": false}\n{"ok": tru\n{"ok": false}\n')
+    with pytest.raises(UserError, match="calls .* line 2 is damaged"):
+        read_records(path, CallRecord, "calls")

@@ -95,11 +95,11 @@ def test_halving_prunes_by_asha_continues_survivors_and_spends_less(tmp_path) ->
         if record.status == "pruned":
             steps, total = record.fidelity()
             assert total == 8 and steps in (2, 4)
-            assert read_status(folder)["step"] == steps  # its training stopped at the rung
+            assert read_status(folder).step == steps  # its training stopped at the rung
             assert f"after {steps} of 8 proxy steps" in memory_entry(space, record)
             assert not record.evaluated  # never promoted against whole-run scores
         else:
-            assert record.status == "complete" and read_status(folder)["step"] == 8
+            assert record.status == "complete" and read_status(folder).step == 8
 
     # the same search without halving trains every candidate 8 steps: same candidates (the
     # random proposer only avoids duplicates), and a survivor's score is the same, since it

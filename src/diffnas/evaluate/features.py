@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch_fidelity.feature_extractor_inceptionv3 import (
     URL_INCEPTION_V3,
     FeatureExtractorInceptionV3,
@@ -249,6 +250,17 @@ def classifier_partition(num_images: int, seed: int) -> tuple[torch.Tensor, torc
     return order[:cut].sort().values, order[cut:].sort().values
 
 
+class ClassifierMeta(BaseModel):
+    """The `.json` next to a cached classifier's weights (what rebuilds and names it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    arch: str
+    channels: int = Field(ge=1)
+    num_classes: int = Field(ge=2)
+    resolution: int = Field(ge=1)
+
+
 class ClassifierExtractor(FeatureExtractor):
     """Penultimate-layer features of a SmallCNN trained on half of the dataset's labelled images."""
 
@@ -337,7 +349,7 @@ def classifier_extractor(
     """
     from safetensors.torch import load_file, save_file
 
-    from diffnas.runs import read_json, write_json
+    from diffnas.runs import read_file, write_json
 
     arch = f"smallcnn32-64-128-bn-f128-e{epochs}"
     recipe = f"{dataset_fingerprint}|{arch}|{seed}|half"  # "half": trained on half the dataset
@@ -345,10 +357,19 @@ def classifier_extractor(
     cache_dir = Path(cache_dir)
     weights, meta_path = (cache_dir / f"classifier-{key}.{ext}" for ext in ("safetensors", "json"))
     if weights.is_file() and meta_path.is_file():
-        meta = read_json(meta_path)
-        model = SmallCNN(meta["channels"], meta["num_classes"])
-        model.load_state_dict(load_file(weights))
-        return ClassifierExtractor(model, meta, file_sha256(weights), **kwargs)
+        fix = "delete it and its .safetensors to train the classifier again"
+        meta = read_file(meta_path, ClassifierMeta, "cached classifier", fix=fix)
+        model = SmallCNN(meta.channels, meta.num_classes)
+        try:
+            model.load_state_dict(load_file(weights))
+        except Exception as err:  # safetensors' and torch's errors on a damaged file vary
+            raise UserError(
+                f"cached classifier weights {str(weights)!r} are damaged ({type(err).__name__}); "
+                "delete them and their .json to train the classifier again",
+                field="cache_dir",
+            ) from None
+        metadata = meta.model_dump(mode="json")
+        return ClassifierExtractor(model, metadata, file_sha256(weights), **kwargs)
     if train_images is None or train_labels is None:
         raise UserError(
             f"no cached classifier for dataset {dataset_fingerprint!r} in {str(cache_dir)!r}: "

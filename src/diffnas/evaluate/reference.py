@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +115,15 @@ def reference_stats(
         arrays_path = Path(cache_dir) / f"ref-{key}.npz"
         meta_path = Path(cache_dir) / f"ref-{key}.json"
         if arrays_path.is_file() and meta_path.is_file():
-            with np.load(arrays_path) as arrays:  # the key already pins every field of `meta`
-                return RefStats(arrays["mu"], arrays["sigma"], arrays["features"], **meta)
+            try:
+                with np.load(arrays_path) as arrays:  # the key already pins every field of meta
+                    return RefStats(arrays["mu"], arrays["sigma"], arrays["features"], **meta)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                raise UserError(
+                    f"cached reference statistics {str(arrays_path)!r} are damaged "
+                    f"({type(err).__name__}); delete them and their .json to compute them again",
+                    field="cache_dir",
+                ) from None
 
     images = as_uint8_images(images() if callable(images) else images, "reference images")
     if tuple(images.shape[-2:]) != (resolution, resolution):

@@ -31,7 +31,7 @@ from diffnas.experiments.inputs import (
     load_space_data,
     word_list,
 )
-from diffnas.propose.llm.factory import check_structured, parse_spec
+from diffnas.propose.llm.factory import check_base_url, check_structured, parse_spec
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.report.markdown import markdown_table
 from diffnas.runs import OPTIONS_FILE, load_options, write_json
@@ -147,6 +147,7 @@ def prepare(config: CompareConfig) -> tuple[CompareConfig, ImageData]:
     if any(p in LLM_PROPOSERS for p in config.proposers) and not search.replay:
         provider, _ = parse_spec(search.llm)
         check_structured(provider, search.structured)
+        check_base_url(provider, search.base_url)
     for spec in (search.proxy, *([search.final] if search.promote else [])):
         spec.train_recipe(space.objective)  # UserError for a bad override or device
     proxy_steps = search.proxy.train_recipe(space.objective).steps
@@ -176,8 +177,10 @@ def run_compare(config: CompareConfig, run_dir: Path, console: Console) -> dict[
 def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
     """One search's best proxy score so far after each trained candidate, with the training
     compute spent so far."""
+    # the study name the search chose when it started (one per run folder on a shared storage)
+    study_name = load_options(run_dir, SearchConfig, kind="search", option="").study_name
     memory = study_mod.load_memory(
-        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=config.study_name)
+        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=study_name)
     )
     space = load_space(config.space)
     batch = config.proxy.train_recipe(space.objective).batch_size
