@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from diffnas.data.datasets import DataSpec
@@ -47,13 +48,19 @@ FOUR_STUDY = StudyConfig(
 SETTINGS = ("s2-rfid-n8-s2", "s2-loss", "s4-rfid-n8-s2", "s4-loss", REFERENCE)
 
 
-def four_archs() -> dict[str, TableArch]:
+@cache
+def _four_archs() -> tuple[tuple[str, TableArch], ...]:
     out = {}
     for arch in FOUR.enumerate():
         cost = measure_cost(arch)
         out[arch.arch_hash()] = TableArch(arch=arch, macs=cost.macs, params=cost.params)
     assert len(out) == 4
-    return out
+    return tuple(out.items())
+
+
+def four_archs() -> dict[str, TableArch]:
+    """arch_id -> architecture and cost, in the space's enumeration order."""
+    return dict(_four_archs())
 
 
 Score = Callable[[int, str, int], float | None]  # (arch index, setting, seed) -> score
