@@ -127,15 +127,22 @@ class SearchPlan:
                 "proxy train + score", f"<= {n_candidates}",
                 f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label}"
                 + (f" N={proxy_score.num_samples} S={proxy_score.steps}" if sampled else "")
-                + self._halving_text(proxy.steps),
+                + self._halving_text(proxy.steps)
+                + self._table_text(),
                 n_candidates * proxy_flops / 1e15,
             ),
             PlanStage(
                 "final train + FID", str(cfg.promote),
-                f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
+                f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}"
+                + self._table_text(),
                 cfg.promote * final_flops / 1e15,
             ),
         ]  # fmt: skip
+
+    def _table_text(self) -> str:
+        if not is_table(self.config.executor):
+            return ""
+        return f"; looked up in {self.config.executor} (no training: the compute is the table's)"
 
     def _halving_text(self, proxy_steps: int) -> str:
         cfg = self.config
