@@ -25,7 +25,9 @@ console = Console()
 
 def tabulate(
     ctx: typer.Context,
-    space: str | None = typer.Option(None, help="Space preset or YAML file (default tiny)."),
+    space: str | None = typer.Option(
+        None, help="Space preset or YAML file, small enough to enumerate (default micro)."
+    ),
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 from diffnas.data.datasets import ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
-from diffnas.execute.table import REFERENCE, Table, TableArch
+from diffnas.execute.table import REFERENCE, Table, TableArch, table_files
 from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import config_error, load_space_data
 from diffnas.experiments.proxy_summary import summarise, write_summary
@@ -209,9 +209,9 @@ class ProxyCheck:
         self, archs: list[ArchEntry] | None = None, executor: Executor | None = None
     ) -> dict[str, Any]:
         """Evaluate every run whose rows are not in the table yet, then write the summary."""
-        if (self.run_dir / OLD_RESULTS_FILE).is_file() and not self.table_stem.with_suffix(
-            ".json"
-        ).is_file():
+        if (self.run_dir / OLD_RESULTS_FILE).is_file() and not table_files(self.table_stem)[
+            1
+        ].is_file():
             raise UserError(
                 f"{str(self.run_dir)!r} is a proxy-check folder from before the table format "
                 f"({OLD_RESULTS_FILE}); this diffnas cannot continue it: start a new study.",

@@ -47,6 +47,7 @@ from diffnas.execute.table import (
     TableSetting,
     read_meta,
     read_rows,
+    table_files,
     write_meta,
     write_rows,
 )
@@ -227,6 +228,7 @@ class StudyConfig(BaseModel):
 class TabulateConfig(StudyConfig):
     """Every option of `diffnas tabulate` (saved as `options.json`; `--resume` reloads it)."""
 
+    space: str = Field("micro", description="space preset or YAML file (small: it is enumerated)")
     name: str | None = Field(None, description="the table's name (default SPACE-DATA)")
     max_archs: int = Field(
         MAX_ARCHS, ge=1, description="refuse a space with more choice combinations than this"
@@ -425,7 +427,7 @@ class Tabulation:
 
     def start(self, archs: dict[str, TableArch], fingerprint: str, command: str) -> TableMeta:
         """The table's metadata: written now for a new table, read back for a resumed one."""
-        if self.stem.with_suffix(".json").is_file():
+        if table_files(self.stem)[1].is_file():
             return read_meta(self.stem)
         import diffusers
         import torch
