@@ -16,7 +16,8 @@ from diffnas.execute.table import (
     write_meta,
     write_rows,
 )
-from diffnas.experiments.tabulate import StudyConfig, table_settings
+from diffnas.experiments.study import StudyConfig
+from diffnas.experiments.tabulate import table_settings
 from diffnas.model.cost import measure_cost
 from diffnas.space.search_space import SearchSpace
 

@@ -35,16 +35,11 @@ from diffnas.data.datasets import ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
 from diffnas.execute.table import REFERENCE, Table, TableArch, table_files
-from diffnas.experiments.compute import training_flops
+from diffnas.experiments.compute import setting_flops, training_flops
 from diffnas.experiments.inputs import config_error, load_space_data
 from diffnas.experiments.proxy_summary import summarise, write_summary
-from diffnas.experiments.tabulate import (
-    StudyConfig,
-    Tabulation,
-    setting_flops,
-    study_fields,
-    table_settings,
-)
+from diffnas.experiments.study import StudyConfig, study_fields
+from diffnas.experiments.tabulate import Tabulation, table_settings
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.runs import OPTIONS_FILE, load_options, read_json, write_json
 from diffnas.search import study as study_mod

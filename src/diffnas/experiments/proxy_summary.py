@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from diffnas.execute.table import REFERENCE, Table, TableSetting
+from diffnas.experiments.compute import setting_flops
 from diffnas.experiments.ranking import Estimate, seed_agreement
-from diffnas.experiments.tabulate import setting_flops
 from diffnas.report.markdown import markdown_table
 from diffnas.runs import write_json
 
