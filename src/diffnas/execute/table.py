@@ -303,7 +303,7 @@ class Table:
 
     # --- what it holds ---
     def archs(self) -> list[str]:
-        """Every arch_id, in the order the table lists them."""
+        """Every arch_id, sorted (NAME.json keeps them sorted by id)."""
         return list(self.meta.archs)
 
     def arch(self, arch_id: str) -> ArchConfig:
