@@ -2,6 +2,10 @@
 
 - `proxy_check`: does the cheap proxy (a short run scored by RFID, KID or the training loss)
   rank architectures the way a longer reference run does, and at what fraction of its compute?
+- `tabulate`: every architecture of a small space under proxy settings and a reference, with
+  several seeds, as a table (`diffnas.execute.table`) that searches can be answered from;
+  `proxy_check` runs the same engine over a sample of architectures (`study` holds their
+  shared options).
 - `compare`: do proposers (the LLM with memory, random, TPE, evolution) find good
   architectures with less compute, over several seeds?
 

@@ -10,6 +10,7 @@ from diffnas.data.datasets import check_data_fits, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.score import check_scoring
 from diffnas.execute.executors import check_executor
+from diffnas.execute.table_executor import check_search, is_table, load_executor_table
 from diffnas.model.cost import measure_cost, sampling_flops, training_flops
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_base_url, check_structured
@@ -85,10 +86,15 @@ class SearchPlan:
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
-        rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
+        rungs = rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor, cfg.storage, cfg.ray_address)
         if cfg.storage is not None:  # its syntax, driver, folder or server, named now
             storage.check_reachable(storage.resolve_url(cfg.storage))
+        if is_table(cfg.executor):  # every evaluation must be one the table recorded
+            check_search(
+                load_executor_table(cfg.executor), space=self.space, data=cfg.data_spec(),
+                proxy=cfg.proxy, rung_steps=rungs, final=cfg.final, promote=cfg.promote,
+            )  # fmt: skip
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(cfg.data_spec())
@@ -121,15 +127,22 @@ class SearchPlan:
                 "proxy train + score", f"<= {n_candidates}",
                 f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label}"
                 + (f" N={proxy_score.num_samples} S={proxy_score.steps}" if sampled else "")
-                + self._halving_text(proxy.steps),
+                + self._halving_text(proxy.steps)
+                + self._table_text(),
                 n_candidates * proxy_flops / 1e15,
             ),
             PlanStage(
                 "final train + FID", str(cfg.promote),
-                f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
+                f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}"
+                + self._table_text(),
                 cfg.promote * final_flops / 1e15,
             ),
         ]  # fmt: skip
+
+    def _table_text(self) -> str:
+        if not is_table(self.config.executor):
+            return ""
+        return f"; looked up in {self.config.executor} (no training: the compute is the table's)"
 
     def _halving_text(self, proxy_steps: int) -> str:
         cfg = self.config
