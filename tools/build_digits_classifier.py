@@ -36,13 +36,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args()
     data = load_images(DataSpec(kind="digits"))  # what `--data digits` loads: train split, 16×16
-    model, meta = fit_classifier(
-        data.as_uint8(),
-        data.y,
-        dataset_fingerprint=data.fingerprint,
-        seed=0,
-        epochs=DEFAULT_EPOCHS,
-    )
+    model, meta = fit_classifier(data.as_uint8(), data.y, seed=0, epochs=DEFAULT_EPOCHS)
     meta["dataset"] = f"{data.name} {data.channels}x{data.image_size}x{data.image_size}"
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / DIGITS_CLASSIFIER.name if args.check else DIGITS_CLASSIFIER

@@ -13,9 +13,9 @@ So the classifier is never trained "however this process happens to be configure
   with other vector units may still round differently: the weights hash recorded with every
   score tells.
 
-The weights and their metadata (recipe version, held-out accuracy, the dataset's content hash,
-torch version) are one safetensors file, so a cache entry is never half of one training and
-half of another. Cache entries are keyed by the dataset fingerprint and the recipe (including
+The weights and their metadata (recipe version, held-out accuracy, the dataset's content hash)
+are one safetensors file, so a cache entry is never half of one training and half of another,
+and the same training writes the same bytes whatever the data's spelling. Cache entries are keyed by the dataset fingerprint and the recipe (including
 `CLASSIFIER_RECIPE`, bumped whenever training would give other weights); everything derived from
 the classifier (reference statistics) is keyed by its weights' SHA-256.
 
@@ -53,7 +53,7 @@ BUNDLED_DIR = Path(__file__).with_name("bundled")
 DIGITS_CLASSIFIER = BUNDLED_DIR / "classifier-digits.safetensors"
 # Rebuild with `python tools/build_digits_classifier.py` (it prints the new hash) whenever
 # CLASSIFIER_RECIPE changes; the loader refuses any other file.
-DIGITS_CLASSIFIER_SHA256 = "166ad5c54b8f193557c2befa84124dd721d12f13ac85bd3a067899988734f429"
+DIGITS_CLASSIFIER_SHA256 = "bc32207e18feee951418494e72fb3df7a4b7685a0e928591ba070d8128382cba"
 
 
 def _conv_bn_relu(cin: int, cout: int) -> list[torch.nn.Module]:
@@ -206,9 +206,12 @@ def train_classifier(
 
 
 def fit_classifier(
-    images: torch.Tensor, labels: torch.Tensor, *, dataset_fingerprint: str, seed: int, epochs: int
+    images: torch.Tensor, labels: torch.Tensor, *, seed: int, epochs: int
 ) -> tuple[SmallCNN, dict[str, Any]]:
-    """Train the classifier of one dataset on its seeded half; return it and its metadata."""
+    """Train the classifier of one dataset on its seeded half; return it and the metadata its
+    file keeps. Only what the images, labels and recipe determine goes in (not the data's
+    fingerprint, which also hashes how the options spelled it, nor the torch version), so the
+    same training writes the same bytes and the file's SHA-256 names the weights."""
     train_part, reference_part = classifier_partition(len(images), seed)
     model, accuracy = train_classifier(
         images[train_part], labels[train_part], images[reference_part], labels[reference_part],
@@ -219,7 +222,6 @@ def fit_classifier(
         "arch": classifier_arch(epochs),
         "seed": seed,
         "epochs": epochs,
-        "dataset_fingerprint": dataset_fingerprint,
         "dataset_sha256": dataset_sha256(images, labels),
         "num_classes": model.head.out_features,
         "channels": images.shape[1],
@@ -228,7 +230,6 @@ def fit_classifier(
         "num_train_images": len(train_part),  # the rest is the reference: never trained on
         "heldout_accuracy": accuracy,
         "torch_threads": 1,  # `deterministic_training`
-        "torch": torch.__version__.split("+")[0],
     }
     return model, meta
 
@@ -324,7 +325,7 @@ def classifier_extractor(
         if shipped is not None:
             model, meta = shipped
             # the same images under this fingerprint: its reference is the unseen half
-            meta = {**meta, "dataset_fingerprint": dataset_fingerprint, "source": "bundled"}
+            meta.update(dataset_fingerprint=dataset_fingerprint, source="bundled")
             return ClassifierExtractor(model, meta, meta["weights_sha256"], **kwargs)
 
     arch = classifier_arch(epochs)
@@ -334,7 +335,7 @@ def classifier_extractor(
     weights = cache_dir / f"classifier-{key}.safetensors"
     if weights.is_file():
         model, meta = load_classifier(weights)
-        meta["source"] = "cache"
+        meta.update(dataset_fingerprint=dataset_fingerprint, source="cache")  # keyed by it
         return ClassifierExtractor(model, meta, meta["weights_sha256"], **kwargs)
     if images is None or labels is None:
         raise UserError(
@@ -348,12 +349,10 @@ def classifier_extractor(
             "train on, half kept unseen as the reference)",
             field="train_images",
         )
-    model, meta = fit_classifier(
-        images, labels, dataset_fingerprint=dataset_fingerprint, seed=seed, epochs=epochs
-    )
+    model, meta = fit_classifier(images, labels, seed=seed, epochs=epochs)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    meta["weights_sha256"] = save_classifier(weights, model, meta)
-    write_json(weights.with_suffix(".json"), meta)  # a readable copy; loading reads the weights'
-    return ClassifierExtractor(
-        model, {**meta, "source": "trained"}, meta["weights_sha256"], **kwargs
-    )
+    sha = save_classifier(weights, model, meta)
+    meta.update(weights_sha256=sha, dataset_fingerprint=dataset_fingerprint, source="trained")
+    # a readable copy with provenance; loading reads only the weights file
+    write_json(weights.with_suffix(".json"), {**meta, "torch": torch.__version__})
+    return ClassifierExtractor(model, meta, sha, **kwargs)
