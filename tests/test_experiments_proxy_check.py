@@ -1,6 +1,7 @@
 """`diffnas proxy-check` at tiny size: the run folder, the statistics against scipy on the
 stored numbers, the compute against its closed form, rescoring against the search's own
-evaluation, resume, architectures from a search, and bad input."""
+evaluation, the same score as a search's executors give, resume, architectures from a search,
+and bad input."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
+from diffnas.execute.executors import InlineExecutor
 from diffnas.execute.job import EvalResult, EvalSpec
+from diffnas.execute.pool import PoolExecutor
 from diffnas.experiments import proxy_check as pc
 from diffnas.gate.entry import RoundEntry
 from diffnas.runs import read_json, read_jsonl, write_json
@@ -97,6 +101,45 @@ def test_rescoring_reproduces_the_searchs_evaluation(study: Path) -> None:
     stored = next(r for r in read_jsonl(study / "results.jsonl") if r["index"] == 1)
     assert again["value"] == stored["values"][first.key]  # bit for bit: same samples
     assert again["protocol"] == stored["scores"][first.key]["protocol"]
+
+
+def test_a_candidate_scores_the_same_in_proxy_check_inline_and_in_a_pool_worker(
+    study: Path, tmp_path: Path
+) -> None:
+    """Issue 15's acceptance test: one feature space per dataset on every executor. The search's
+    job of a proxy-check candidate (its data spelled as a search spells it, so another
+    fingerprint) is run inline with more torch threads than a pool worker gets, each with its
+    own empty cache, so each process trains the classifier itself."""
+    config = pc.load_config(study)
+    entry = pc.ArchEntry.model_validate(read_json(study / "archs.json")[1])
+    setting = config.settings()[0]
+    proxy_job = pc.ProxyCheck(config, study, log=lambda _: None).job(
+        entry, config.proxy_spec(setting.steps, setting), f"proxy-{setting.steps:06d}"
+    )
+    stored = next(r for r in read_jsonl(study / "results.jsonl") if r["index"] == 1)
+    search_data = SearchConfig(data="digits", data_subset=config.data_subset).data_spec()
+    assert search_data != proxy_job.data  # the proxy-check adds the space's image size
+
+    def search_job(name: str):
+        return proxy_job.model_copy(
+            update={"data": search_data, "workdir": str(tmp_path / name),
+                    "cache_dir": str(tmp_path / name / "cache")}
+        )  # fmt: skip
+
+    pool = PoolExecutor(workers=2, gpus=[])
+    try:
+        torch.set_num_threads(pool.threads_per_worker + 1)  # not the worker's thread count
+        inline = InlineExecutor().run(search_job("inline"))
+        torch.set_num_threads(1)
+        pooled = pool.run(search_job("pool"))
+    finally:
+        pool.close()
+    expected = stored["scores"][setting.key]
+    for result in (inline, pooled):
+        assert result.status == "complete", result.error
+        protocol = result.scores[setting.metric]["protocol"]
+        assert protocol["weights_sha256"] == expected["protocol"]["weights_sha256"]
+        assert result.score == pytest.approx(stored["values"][setting.key], rel=1e-6)
 
 
 def test_resume_skips_finished_architectures(study: Path, monkeypatch) -> None:
