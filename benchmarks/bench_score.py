@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffnas.evaluate.classifier import ClassifierExtractor, SmallCNN
 from diffnas.evaluate.features import (
-    ClassifierExtractor,
     FeatureExtractor,
     InceptionExtractor,
-    SmallCNN,
     file_sha256,
     save_random_inception_weights,
 )

@@ -510,7 +510,7 @@ def test_damaged_caches_are_named_not_tracebacks(tmp_path) -> None:
     """The classifier and reference-statistics caches (under --runs/cache) read back through
     the same rules: a damaged entry is a UserError naming the file and the fix."""
     from diffnas.errors import UserError
-    from diffnas.evaluate.features import classifier_extractor
+    from diffnas.evaluate.classifier import classifier_extractor
     from diffnas.evaluate.reference import reference_stats
 
     rng = torch.Generator().manual_seed(0)
@@ -524,14 +524,20 @@ def test_damaged_caches_are_named_not_tracebacks(tmp_path) -> None:
     arrays.write_bytes(arrays.read_bytes()[:100])
     with pytest.raises(UserError, match=f"{arrays.name}.*damaged.*delete"):
         reference_stats(extractor, images, **ref)
-    (meta,) = tmp_path.glob("classifier-*.json")
-    meta.write_text('{"arch": "x", "channels": "one"}')
-    with pytest.raises(UserError, match=f"{meta.name}.*channels='one'"):
-        classifier_extractor(**kwargs)
+    # the weights file carries its metadata in the header; the .json beside it is a copy
     (weights,) = tmp_path.glob("classifier-*.safetensors")
-    meta.write_text(json.dumps({"arch": "x", "channels": 1, "num_classes": 2, "resolution": 16}))
     weights.write_bytes(b"not safetensors")
-    with pytest.raises(UserError, match=f"{weights.name}.*damaged"):
+    with pytest.raises(UserError, match=f"{weights.name}.*damaged.*delete"):
+        classifier_extractor(**kwargs)
+    from safetensors.torch import save_file
+
+    bad_meta = json.dumps({"arch": "x", "channels": "one", "num_classes": 2, "resolution": 16})
+    save_file({"w": torch.zeros(1)}, str(weights), metadata={"diffnas_classifier": bad_meta})
+    with pytest.raises(UserError, match=f"{weights.name}.*damaged.*channels='one'"):
+        classifier_extractor(**kwargs)
+    good_meta = json.dumps({"arch": "x", "channels": 1, "num_classes": 2, "resolution": 16})
+    save_file({"w": torch.zeros(1)}, str(weights), metadata={"diffnas_classifier": good_meta})
+    with pytest.raises(UserError, match=f"{weights.name}.*damaged.*do not fit"):
         classifier_extractor(**kwargs)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+import diffnas.evaluate.classifier as classifier
 import diffnas.evaluate.features as features
 from diffnas.errors import UserError
 from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, reference_stats
@@ -70,9 +71,9 @@ def test_unknown_extractor_name_is_a_user_error(tmp_path):
 def test_classifier_trains_above_chance_and_is_reused_from_cache(tmp_path, monkeypatch):
     images, labels = digits16()
     calls = []
-    train = features.train_classifier
+    train = classifier.train_classifier
     monkeypatch.setattr(
-        features, "train_classifier", lambda *a, **k: calls.append(1) or train(*a, **k)
+        classifier, "train_classifier", lambda *a, **k: calls.append(1) or train(*a, **k)
     )
     kwargs = dict(cache_dir=tmp_path, dataset_fingerprint="digits-abc", epochs=3)
     first = get_extractor("classifier", train_images=images, train_labels=labels, **kwargs)
@@ -105,13 +106,13 @@ def test_classifier_never_trains_on_the_images_that_serve_as_its_reference(tmp_p
     images[:, 0, 0, 0] = torch.arange(60, dtype=torch.uint8)
     labels = torch.arange(60) % 3
     trained_on: list[bytes] = []
-    train = features.train_classifier
+    train = classifier.train_classifier
 
     def spy(x, *args, **kwargs):
         trained_on.extend(image.numpy().tobytes() for image in x)
         return train(x, *args, **kwargs)
 
-    monkeypatch.setattr(features, "train_classifier", spy)
+    monkeypatch.setattr(classifier, "train_classifier", spy)
     kwargs = dict(cache_dir=tmp_path, dataset_fingerprint="toy", epochs=1)
     extractor = get_extractor("classifier", train_images=images, train_labels=labels, **kwargs)
     featurised: list[bytes] = []

@@ -1,5 +1,6 @@
 """One conformance suite for every executor (inline, subprocess, pool, ray when importable):
-the same result for the same job, failure reporting, kill handling, concurrency."""
+the same result for the same job (score and feature space, whatever torch thread count the
+executor gives its workers), failure reporting, kill handling, concurrency."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffnas.data.datasets import DataSpec
 from diffnas.execute import make_executor
 from diffnas.execute.executors import ATTEMPTS_FILE, Executor, InlineExecutor
-from diffnas.execute.job import EvalJob
+from diffnas.execute.job import EvalJob, EvalResult
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 from tiny_tables import FOUR_DATA, four_archs, make_table
@@ -76,19 +78,34 @@ def make(name: str, request, **options) -> Executor:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> float:
-    """The inline result of the job: every executor must give exactly this score."""
-    result = InlineExecutor().run(job(tmp_path_factory.mktemp("reference"), "ref"))
+def reference(tmp_path_factory) -> EvalResult:
+    """The inline result of the job: every executor must give exactly this score. It runs with
+    more torch threads than a pool worker gets (cores // 2), and every executor trains the
+    classifier extractor anew in its own cache: a feature space that depended on the thread
+    count (issue 15: RFIDs 1.4x apart) would show here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads((os.cpu_count() or 1) // 2 + 1)
+    try:
+        result = InlineExecutor().run(job(tmp_path_factory.mktemp("reference"), "ref"))
+    finally:
+        torch.set_num_threads(threads)
     assert result.status == "complete"
-    return result.score
+    return result
+
+
+def same_score(result: EvalResult, reference: EvalResult) -> None:
+    """The same value, measured in the same feature space (extractor and weights hash)."""
+    assert result.status == "complete", result.error
+    assert result.score == pytest.approx(reference.score, rel=1e-6)  # a pure function of its job
+    protocol, expected = result.scores["rfid"]["protocol"], reference.scores["rfid"]["protocol"]
+    assert protocol == expected
 
 
 @pytest.mark.parametrize("name", EXECUTORS)
 def test_same_result_for_same_job(tmp_path, request, name, reference) -> None:
     executor = make(name, request)
     result = executor.run(job(tmp_path, "t"))
-    assert result.status == "complete"
-    assert result.score == pytest.approx(reference, rel=1e-6)  # a pure function of its job
+    same_score(result, reference)
     saved = json.loads((tmp_path / "t" / "result.json").read_text())
     assert saved["score"] == result.score
     # cost accounting: where it ran and its CPU-seconds: some, and at most wall time x cores
@@ -109,8 +126,7 @@ def test_failure_is_reported_with_reason(tmp_path, request, name) -> None:
 def test_killed_worker_is_retried_then_completes(tmp_path, request, name, reference) -> None:
     executor = make(name, request, command=[sys.executable, KILLER, "1"], max_retries=2)
     result = executor.run(job(tmp_path, "t"))
-    assert result.status == "complete"
-    assert result.score == pytest.approx(reference, rel=1e-6)
+    same_score(result, reference)
     attempts = (tmp_path / "t" / ATTEMPTS_FILE).read_text().splitlines()
     assert len(attempts) == 1 and "SIGKILL" in attempts[0]
 
@@ -136,7 +152,7 @@ def test_round_of_four_runs_concurrently(tmp_path, request, name, reference) -> 
     assert all(r.status == "complete" for r in results.values()), [
         r.error for r in results.values()
     ]
-    assert results[0].score == pytest.approx(reference, rel=1e-6)
+    same_score(results[0], reference)
     pids = set()
     for i in range(4):
         (line,) = (tmp_path / f"t{i}" / "worker.jsonl").read_text().splitlines()

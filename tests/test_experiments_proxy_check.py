@@ -1,6 +1,7 @@
 """`diffnas proxy-check` at tiny size: the run folder and its table, the statistics and the
 ceiling against scipy on the stored numbers, the compute against its closed form, extra scores
-against the search's own evaluation, resume, architectures from a search, and bad input."""
+against the search's own evaluation, the same score as a search's executors give, resume,
+architectures from a search, and bad input."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
 from diffnas.execute import executors
+from diffnas.execute.executors import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, evaluate_candidate
+from diffnas.execute.pool import PoolExecutor
 from diffnas.execute.table import REFERENCE, Table
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments.proxy_summary import summarise, write_summary
@@ -130,6 +134,44 @@ def test_extra_scores_reproduce_the_searchs_evaluation(study: Path, tmp_path) ->
     again = evaluate_candidate(job)  # trains afresh: bit-identical weights, same samples
     assert again.score == table.row(arch_id, "s4-kid-n8-s2", 1).score
     assert again.scores["kid"]["protocol"] == kid.protocol
+
+
+def test_a_candidate_scores_the_same_in_proxy_check_inline_and_in_a_pool_worker(
+    study: Path, tmp_path: Path
+) -> None:
+    """Issue 15's acceptance test: one feature space per dataset on every executor. The search's
+    job of a proxy-check candidate (its data spelled as a search spells it, so another
+    fingerprint) is run inline with more torch threads than a pool worker gets, each with its
+    own empty cache, so each process trains the classifier itself."""
+    table = Table.load(study / "table")
+    arch_id = table.archs()[1]
+    setting = table.setting("s2-rfid-n8-s2")
+    config = pc.load_config(study)
+    search_data = SearchConfig(data="digits", data_subset=config.data_subset).data_spec()
+    assert search_data != table.meta.data  # the proxy-check adds the space's image size
+
+    def search_job(name: str) -> EvalJob:
+        return EvalJob(
+            arch=table.arch(arch_id), objective="ddpm", data=search_data, spec=setting.spec,
+            recipe=setting.recipe, seed=1, workdir=str(tmp_path / name),
+            cache_dir=str(tmp_path / name / "cache"),
+        )  # fmt: skip
+
+    pool = PoolExecutor(workers=2, gpus=[])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(pool.threads_per_worker + 1)  # not the worker's thread count
+        inline = InlineExecutor().run(search_job("inline"))
+        torch.set_num_threads(1)
+        pooled = pool.run(search_job("pool"))
+    finally:
+        torch.set_num_threads(threads)
+        pool.close()
+    for result in (inline, pooled):
+        assert result.status == "complete", result.error
+        protocol = result.scores[setting.score.metric]["protocol"]
+        assert protocol["weights_sha256"] == setting.protocol["weights_sha256"]
+        assert result.score == pytest.approx(table.row(arch_id, setting.name, 1).score, rel=1e-6)
 
 
 def test_resume_runs_only_what_the_table_lacks(study: Path, monkeypatch) -> None:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.utils import save_image
 
-from diffnas.evaluate.features import ClassifierExtractor, SmallCNN
+from diffnas.evaluate.classifier import ClassifierExtractor, SmallCNN
 from diffnas.images import to_uint8
 
 

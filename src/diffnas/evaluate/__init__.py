@@ -1,7 +1,9 @@
 """Scores for generated images: FID/RFID and KID with pluggable feature extractors.
 
-- `features`: extractors (torch-fidelity's FID Inception; a small classifier trained on the
-  dataset's labels for offline use), uint8 N×C×H×W → float64 N×D.
+- `features`: extractors, uint8 N×C×H×W → float64 N×D: torch-fidelity's FID Inception, and
+  `get_extractor` to pick one by name.
+- `classifier`: a small CNN trained on the dataset's labels for offline use (shipped,
+  hash-pinned, for the bundled digits; reproducible training for any other dataset).
 - `frechet`: Fréchet distance and KID math.
 - `reference`: cached reference statistics.
 - `score`: `score_images` → `Score` with its `ScoreProtocol`.

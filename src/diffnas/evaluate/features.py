@@ -5,10 +5,8 @@ samples are quantised exactly like saved PNGs before they are scored) and return
 features N×D, computed in batches. `name` + `weights_sha256` identify the features: scores
 and reference statistics are only comparable when both match.
 
-The classifier is trained on one half of the dataset (a seeded split) and the other half is the
-reference (`FeatureExtractor.unseen_indices`, used by `reference.reference_stats`): features of
-images the classifier was fitted to are tighter than those of any image it has not seen, which
-would make generated images look further from the reference than they are.
+The classifier extractor (trained on the dataset's labels, shipped for the bundled digits)
+lives in `classifier.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch_fidelity.feature_extractor_inceptionv3 import (
     URL_INCEPTION_V3,
     FeatureExtractorInceptionV3,
@@ -210,211 +207,6 @@ def save_random_inception_weights(path: str | Path, *, seed: int = 0, calibrate:
     return file_sha256(path)
 
 
-def _conv_bn_relu(cin: int, cout: int) -> list[torch.nn.Module]:
-    conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-    return [conv, torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]  # BN: trains in a few epochs
-
-
-class SmallCNN(torch.nn.Module):
-    """Three conv stages → `feature_dim` penultimate features → class logits. ~0.2M parameters."""
-
-    def __init__(
-        self, in_channels: int, num_classes: int, widths=(32, 64, 128), feature_dim: int = 128
-    ) -> None:
-        super().__init__()
-        layers: list[torch.nn.Module] = []
-        channels = in_channels
-        for i, width in enumerate(widths):
-            layers += _conv_bn_relu(channels, width)
-            if i < len(widths) - 1:
-                layers += [*_conv_bn_relu(width, width), torch.nn.MaxPool2d(2)]
-            channels = width
-        layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
-        layers += [torch.nn.Linear(channels, feature_dim), torch.nn.ReLU()]
-        self.features = torch.nn.Sequential(*layers)
-        self.head = torch.nn.Linear(feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def _scale(images_uint8: torch.Tensor) -> torch.Tensor:
-    return images_uint8.float() / 127.5 - 1
-
-
-def classifier_partition(num_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the classifier's training images, the reference images) of one dataset: two disjoint
-    halves of a seeded permutation, each in dataset order."""
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
-    cut = num_images // 2
-    return order[:cut].sort().values, order[cut:].sort().values
-
-
-class ClassifierMeta(BaseModel):
-    """The `.json` next to a cached classifier's weights (what rebuilds and names it)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    arch: str
-    channels: int = Field(ge=1)
-    num_classes: int = Field(ge=2)
-    resolution: int = Field(ge=1)
-
-
-class ClassifierExtractor(FeatureExtractor):
-    """Penultimate-layer features of a SmallCNN trained on half of the dataset's labelled images."""
-
-    def __init__(self, model: SmallCNN, metadata: dict, weights_sha256: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.model = model.to(self.device).eval()
-        self.metadata = metadata  # includes heldout_accuracy, arch, seed, dataset_fingerprint
-        self.weights_sha256 = weights_sha256
-        self.name = f"classifier-{metadata['arch']}"
-        self.dim = self.model.head.in_features
-
-    def _features(self, batch: torch.Tensor) -> torch.Tensor:
-        want = (self.metadata["channels"], self.metadata["resolution"])
-        if (batch.shape[1], batch.shape[-1]) != want or batch.shape[-2] != want[1]:
-            raise UserError(
-                f"images are {tuple(batch.shape[1:])} but this classifier was trained on "
-                f"{want[0]}×{want[1]}×{want[1]} images",
-                field="images",
-            )
-        return self.model.features(_scale(batch))
-
-    def trained_on(self, dataset_fingerprint: str) -> bool:
-        return self.metadata.get("dataset_fingerprint") == dataset_fingerprint
-
-    def unseen_indices(self, num_images: int) -> torch.Tensor:
-        expected = self.metadata["dataset_num_images"]
-        if num_images != expected:
-            raise UserError(
-                f"the reference has {num_images} images but the classifier's dataset had "
-                f"{expected}; the same fingerprint must mean the same images",
-                field="reference",
-            )
-        return classifier_partition(num_images, self.metadata["seed"])[1]
-
-
-def train_classifier(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    heldout_images: torch.Tensor,
-    heldout_labels: torch.Tensor,
-    *,
-    seed: int,
-    epochs: int,
-    batch_size: int = 64,
-) -> tuple[SmallCNN, float]:
-    """Train a SmallCNN (seeded, CPU-friendly) on `images`; return it and its accuracy on the
-    held-out images."""
-    torch.manual_seed(seed)
-    x, y = _scale(images), labels.long()
-    num_classes = int(max(labels.max(), heldout_labels.max())) + 1
-    model = SmallCNN(images.shape[1], num_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    with progress_task("training the feature classifier", total=epochs) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(x))
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            bar.update(advance=1, info=f"loss {loss.item():.3f}")
-    model.eval()
-    with torch.no_grad():
-        predicted = model(_scale(heldout_images)).argmax(1)
-        accuracy = (predicted == heldout_labels.long()).float().mean().item()
-    return model, accuracy
-
-
-def classifier_extractor(
-    *,
-    cache_dir: str | Path,
-    dataset_fingerprint: str,
-    train_images: torch.Tensor | np.ndarray | None = None,
-    train_labels: torch.Tensor | np.ndarray | None = None,
-    seed: int = 0,
-    epochs: int = 5,
-    **kwargs,
-) -> ClassifierExtractor:
-    """Load the classifier for this dataset from `cache_dir`, training (and caching) it on a miss.
-
-    `train_images` are the whole dataset: the classifier trains on one seeded half
-    (`classifier_partition`) and its held-out accuracy is measured on the other half, the one
-    `reference_stats` keeps as the reference. The cache key covers the dataset fingerprint,
-    the architecture/training recipe and the seed.
-    """
-    from safetensors.torch import load_file, save_file
-
-    from diffnas.runs import read_file, write_json
-
-    arch = f"smallcnn32-64-128-bn-f128-e{epochs}"
-    recipe = f"{dataset_fingerprint}|{arch}|{seed}|half"  # "half": trained on half the dataset
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir)
-    weights, meta_path = (cache_dir / f"classifier-{key}.{ext}" for ext in ("safetensors", "json"))
-    if weights.is_file() and meta_path.is_file():
-        fix = "delete it and its .safetensors to train the classifier again"
-        meta = read_file(meta_path, ClassifierMeta, "cached classifier", fix=fix)
-        model = SmallCNN(meta.channels, meta.num_classes)
-        try:
-            model.load_state_dict(load_file(weights))
-        except Exception as err:  # safetensors' and torch's errors on a damaged file vary
-            raise UserError(
-                f"cached classifier weights {str(weights)!r} are damaged ({type(err).__name__}); "
-                "delete them and their .json to train the classifier again",
-                field="cache_dir",
-            ) from None
-        metadata = meta.model_dump(mode="json")
-        return ClassifierExtractor(model, metadata, file_sha256(weights), **kwargs)
-    if train_images is None or train_labels is None:
-        raise UserError(
-            f"no cached classifier for dataset {dataset_fingerprint!r} in {str(cache_dir)!r}: "
-            "train_images and train_labels are needed to train one (the dataset must have labels)",
-            field="train_labels",
-        )
-    images = as_uint8_images(train_images, "train_images")
-    labels = torch.as_tensor(np.asarray(train_labels)).long()
-    if labels.shape != (len(images),) or int(labels.min()) < 0:
-        raise UserError(
-            f"train_labels must be {len(images)} class indices >= 0, got shape {tuple(labels.shape)}",
-            field="train_labels",
-        )
-    if len(images) < 4:
-        raise UserError(
-            f"train_images has {len(images)} images; the classifier needs at least 4 (half to "
-            "train on, half kept unseen as the reference)",
-            field="train_images",
-        )
-    train_part, reference_part = classifier_partition(len(images), seed)
-    model, accuracy = train_classifier(
-        images[train_part], labels[train_part], images[reference_part], labels[reference_part],
-        seed=seed, epochs=epochs,
-    )  # fmt: skip
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
-    meta = {
-        "arch": arch,
-        "seed": seed,
-        "epochs": epochs,
-        "dataset_fingerprint": dataset_fingerprint,
-        "num_classes": model.head.out_features,
-        "channels": images.shape[1],
-        "resolution": images.shape[-1],
-        "dataset_num_images": len(images),
-        "num_train_images": len(train_part),  # the rest is the reference: never trained on
-        "heldout_accuracy": accuracy,
-        "weights_sha256": file_sha256(weights),
-    }
-    write_json(meta_path, meta)
-    return ClassifierExtractor(model, meta, meta["weights_sha256"], **kwargs)
-
-
 def get_extractor(
     name: str,
     *,
@@ -426,7 +218,7 @@ def get_extractor(
     cache_dir: str | Path | None = None,
     dataset_fingerprint: str | None = None,
     seed: int = 0,
-    epochs: int = 5,
+    epochs: int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
 ) -> FeatureExtractor:
@@ -437,6 +229,9 @@ def get_extractor(
         )
         return InceptionExtractor(path, sha, device=device, batch_size=batch_size)
     if name == "classifier":
+        # imported here: classifier.py builds on this module's FeatureExtractor
+        from diffnas.evaluate.classifier import DEFAULT_EPOCHS, classifier_extractor
+
         if cache_dir is None or not dataset_fingerprint:
             raise UserError(
                 "the classifier extractor needs cache_dir and dataset_fingerprint",
@@ -448,7 +243,7 @@ def get_extractor(
             train_images=train_images,
             train_labels=train_labels,
             seed=seed,
-            epochs=epochs,
+            epochs=DEFAULT_EPOCHS if epochs is None else epochs,
             device=device,
             batch_size=batch_size,
         )
