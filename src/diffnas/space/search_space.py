@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from diffnas.config_text import DocumentTooLarge, DuplicateKey, load_yaml, read_text
 from diffnas.errors import ArchitectureError, UserError, pydantic_message
 from diffnas.space.arch import (
     MAX_BASE_CHANNELS,
@@ -60,7 +61,7 @@ Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 class Budget(BaseModel):
     """Compute budget per image and forward pass at the space's resolution (MACs; FLOPs = 2 x MACs)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_gmacs: float = Field(..., gt=0, description="upper bound, GMACs (1e9 multiply-accumulates)")
     min_gmacs: float = Field(
@@ -84,7 +85,7 @@ class SearchSpace(BaseModel):
     and every choice lies inside `ArchConfig`'s bounds for its field.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(..., description="preset or file name, shown in prompts and reports")
     description: str = Field("", description="one line on what the space is for")
@@ -378,7 +379,11 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             field="space",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_text(path))
+    except (DocumentTooLarge, DuplicateKey) as err:
+        raise UserError(
+            f"Search space file {str(path)!r} is refused: {err}.", field="space"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(
             f"Search space file {str(path)!r} is not a text file (YAML expected).", field="space"
