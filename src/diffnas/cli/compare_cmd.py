@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import compare as cmp
 from diffnas.runs import next_run_dir, refuse_on_resume
@@ -25,19 +26,34 @@ def compare(
         help="Comma-separated: diffnas, llm-no-memory, random, tpe, evolution "
         "(default random,tpe,evolution).",
     ),
-    seeds: int | None = typer.Option(None, help="Seeds per proposer: 0 .. N-1 (default 3)."),
+    seeds: int | None = typer.Option(
+        None, min=1, max=L.MAX_SEEDS, help="Seeds per proposer: 0 .. N-1 (default 3)."
+    ),
     space: str | None = typer.Option(None, help="Space preset or YAML file (default tiny)."),
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),
-    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
-    data_image_size: int | None = typer.Option(
-        None, help="Resize the images (default: the space's image size)."
+    data_subset: int | None = typer.Option(
+        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
     ),
-    rounds: int | None = typer.Option(None, help="Proposal rounds R of every search (default 3)."),
-    per_round: int | None = typer.Option(None, help="Candidates per round K (default 2)."),
-    proxy_steps: int | None = typer.Option(None, help="Proxy recipe steps (default 20k)."),
-    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 128)."),
+    data_image_size: int | None = typer.Option(
+        None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
+        help="Resize the images (default: the space's image size).",
+    ),
+    rounds: int | None = typer.Option(
+        None, min=1, max=L.MAX_ROUNDS, help="Proposal rounds R of every search (default 3)."
+    ),
+    per_round: int | None = typer.Option(
+        None, min=1, max=32, help="Candidates per round K (default 2)."
+    ),
+    proxy_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Proxy recipe steps (default 20k)."
+    ),
+    proxy_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 128)."
+    ),
     metric: str | None = typer.Option(None, help="Proxy score: rfid (default) | kid | loss."),
     halving_rungs: int | None = typer.Option(
         None, help="Successive halving in every search: fidelity levels (default 1 = off)."
@@ -45,8 +61,12 @@ def compare(
     halving_eta: int | None = typer.Option(
         None, help="Successive halving: about 1 in eta goes on per rung (default 3)."
     ),
-    score_samples: int | None = typer.Option(None, help="Proxy score: generated images N."),
-    score_steps: int | None = typer.Option(None, help="Proxy score: sampler steps S."),
+    score_samples: int | None = typer.Option(
+        None, min=2, max=L.MAX_SAMPLES, help="Proxy score: generated images N."
+    ),
+    score_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Proxy score: sampler steps S."
+    ),
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     llm: str | None = typer.Option(
@@ -58,10 +78,13 @@ def compare(
     ),
     structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
     llm_max_usd: float | None = typer.Option(
-        None, help="Hard LLM budget of each search in USD (estimated)."
+        None, min=0.0, max=L.MAX_LLM_USD, help="Hard LLM budget of each search in USD (estimated)."
     ),
     time_budget: float | None = typer.Option(
-        None, help="Each search stops proposing after this many seconds."
+        None,
+        min=0.0,
+        max=L.MAX_DURATION_S,
+        help="Each search stops proposing after this many seconds.",
     ),
     executor: str | None = typer.Option(None, help="inline (default) | subprocess"),
     device: str | None = typer.Option(None, help="auto (default) | cpu | cuda[:N]"),

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments import proxy_summary as summary_mod
@@ -27,19 +28,30 @@ def proxy_check(
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),
-    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
-    data_image_size: int | None = typer.Option(
-        None, help="Resize the images (default: the space's image size)."
+    data_subset: int | None = typer.Option(
+        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
     ),
-    archs: int | None = typer.Option(None, help="Architectures compared (default 8, at least 3)."),
-    arch_seed: int | None = typer.Option(None, help="Seed of the uniform draws (default 0)."),
+    data_image_size: int | None = typer.Option(
+        None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
+        help="Resize the images (default: the space's image size).",
+    ),
+    archs: int | None = typer.Option(
+        None, min=3, max=1000, help="Architectures compared (default 8, at least 3)."
+    ),
+    arch_seed: int | None = typer.Option(
+        None, min=0, max=L.MAX_SEED, help="Seed of the uniform draws (default 0)."
+    ),
     archs_from: str | None = typer.Option(
         None, help="Take the architectures from this search run folder's trials instead."
     ),
     proxy_steps: str | None = typer.Option(
         None, help="Proxy run lengths, comma-separated (default 100,400)."
     ),
-    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
+    proxy_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 32)."
+    ),
     metrics: str | None = typer.Option(
         None, help="Proxy scores among rfid,kid,loss (default all three)."
     ),
@@ -53,20 +65,28 @@ def proxy_check(
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
-    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
+    reference_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Reference run length (default 1500)."
+    ),
     reference_batch_size: int | None = typer.Option(
-        None, help="Reference batch size (default 32)."
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Reference batch size (default 32)."
     ),
     reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
     reference_samples: int | None = typer.Option(
-        None, help="Reference score's generated images (default 1000)."
+        None, min=2, max=L.MAX_SAMPLES, help="Reference score's generated images (default 1000)."
     ),
     reference_score_steps: int | None = typer.Option(
-        None, help="Reference score's sampler steps (default 50)."
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Reference score's sampler steps (default 50)."
     ),
-    top_k: int | None = typer.Option(None, help="k of the top-k overlap (default 3)."),
-    bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 2000)."),
-    seed: int | None = typer.Option(None, help="Seeds training and sampling (default 0)."),
+    top_k: int | None = typer.Option(
+        None, min=1, max=1000, help="k of the top-k overlap (default 3)."
+    ),
+    bootstrap: int | None = typer.Option(
+        None, min=100, max=1_000_000, help="Bootstrap resamples (default 2000)."
+    ),
+    seed: int | None = typer.Option(
+        None, min=0, max=L.MAX_SEED, help="Seeds training and sampling (default 0)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(

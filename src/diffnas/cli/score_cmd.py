@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.score import Score, check_scoring
@@ -65,24 +66,32 @@ class SampleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(description="ema.pt the images come from")
-    num: int = Field(ge=1, description="images to draw")
+    num: int = Field(ge=1, le=L.MAX_SAMPLES, description="images to draw")
     sampler: str = Field(description="ddim | ddpm | respaced")
-    steps: int | None = Field(description="sampler steps (ddpm: all T)")
-    seed: int = Field(description="seed of the initial noise")
-    batch_size: int = Field(ge=1, description="images per sampling batch")
+    steps: int | None = Field(
+        ge=1, le=L.MAX_SAMPLER_STEPS, description="sampler steps (ddpm: all T)"
+    )
+    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
+    batch_size: int = Field(ge=1, le=L.MAX_BATCH_SIZE, description="images per sampling batch")
     device: str = Field(description="auto | cpu | cuda[:N]")
 
 
 def sample(
     ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
-    num: int = typer.Option(64, "-n", "--num", help="Images to draw."),
+    num: int = typer.Option(64, "-n", "--num", min=1, max=L.MAX_SAMPLES, help="Images to draw."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
     steps: int | None = typer.Option(
-        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+        None,
+        "--steps",
+        min=1,
+        max=L.MAX_SAMPLER_STEPS,
+        help="Sampler steps (default: 50; ddpm: all).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=L.MAX_SEED, help="Seed of the initial noise."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Images per batch."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     dry_run: bool = typer.Option(
@@ -144,7 +153,7 @@ class ScoreOptions(BaseModel):
     checkpoint: str = Field(description="ema.pt the images come from")
     data: DataSpec = Field(description="reference images")
     score: ScoreSpec = Field(description="metric, extractor, N, sampler and steps")
-    seed: int = Field(description="seed of the initial noise")
+    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
     device: str = Field(description="auto | cpu | cuda[:N]")
     cache_dir: str = Field(description="reference statistics and classifier weights")
 
@@ -153,10 +162,16 @@ def score(
     ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     metric: str = typer.Option("rfid", "--metric", help="rfid | fid | kid"),
-    num: int = typer.Option(1000, "-n", "--num", help="Generated images N."),
+    num: int = typer.Option(
+        1000, "-n", "--num", min=2, max=L.MAX_SAMPLES, help="Generated images N."
+    ),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
     steps: int | None = typer.Option(
-        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+        None,
+        "--steps",
+        min=1,
+        max=L.MAX_SAMPLER_STEPS,
+        help="Sampler steps (default: 50; ddpm: all).",
     ),
     data: str | None = typer.Option(
         None, "--data", help="Reference images (default: the checkpoint's training data)."
@@ -165,8 +180,10 @@ def score(
     inception_weights: str | None = typer.Option(
         None, "--inception-weights", help="FID Inception weights file (offline)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Sampling batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=L.MAX_SEED, help="Seed of the initial noise."),
+    batch_size: int = typer.Option(
+        256, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Sampling batch."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     cache_dir: Path | None = typer.Option(

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from diffnas.limits import MAX_SEED
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import list_presets, load_space
@@ -50,7 +51,7 @@ def sample(
     n: int = typer.Option(
         5, "-n", "--num", min=1, max=1000, help="How many architectures to draw."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Draw architectures uniformly from a space, with their cost and budget verdict."""

@@ -16,6 +16,7 @@ import torch
 import typer
 from rich.console import Console
 
+from diffnas import limits as L
 from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
@@ -80,11 +81,21 @@ def train(
         None, "--objective", help="ddpm | iddpm (default: iddpm if learn_sigma else ddpm)"
     ),
     recipe: str | None = typer.Option(None, "--recipe", help="proxy | full (default: proxy)"),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps."),
-    ema: float | None = typer.Option(None, "--ema", help="EMA decay (cap)."),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, max=L.MAX_TRAIN_STEPS, help="Optimizer steps."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Images per step."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", min=0.0, max=1.0, help="Peak learning rate (in (0, 1])."
+    ),
+    warmup: int | None = typer.Option(
+        None, "--warmup", min=0, max=L.MAX_TRAIN_STEPS, help="Warm-up steps."
+    ),
+    ema: float | None = typer.Option(
+        None, "--ema", min=0.0, max=1.0, help="EMA decay (cap), in [0, 1)."
+    ),
     bf16_cpu: bool | None = typer.Option(
         None,
         "--bf16-cpu/--no-bf16-cpu",
@@ -92,15 +103,21 @@ def train(
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
-    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps."),
-    log_every: int | None = typer.Option(None, "--log-every", help="Steps."),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", min=1, max=L.MAX_TRAIN_STEPS, help="Steps."
+    ),
+    log_every: int | None = typer.Option(
+        None, "--log-every", min=1, max=L.MAX_TRAIN_STEPS, help="Steps."
+    ),
     sets: list[str] = typer.Option(
         [], "--set", help="Recipe field override key=value (JSON value); diffusion.KEY too."
     ),
     data: str | None = typer.Option(
         None, "--data", help="digits | cifar10[:ROOT] | npz:PATH | DIR (default: digits)"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed (default: 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, max=L.MAX_SEED, help="Seed (default: 0)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (default: auto)"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     dry_run: bool = typer.Option(

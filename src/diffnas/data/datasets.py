@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.errors import UserError
+from diffnas.limits import FINITE, MAX_CLASSES, MAX_IMAGE_SIZE, MAX_IMAGES, MAX_SEED
 
 DataKind = Literal["digits", "npz", "imagefolder", "cifar10", "fashion-mnist"]
 DATA_KINDS: tuple[str, ...] = get_args(DataKind)
@@ -30,7 +31,7 @@ DATA_KINDS: tuple[str, ...] = get_args(DataKind)
 class DataSpec(BaseModel):
     """Which images to load and how; round-trips through JSON so a run folder records it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     kind: DataKind = Field(
         "digits", description="digits | npz | imagefolder | cifar10 | fashion-mnist"
@@ -42,12 +43,15 @@ class DataSpec(BaseModel):
         "train", description="digits/cifar10/fashion-mnist split; npz/imagefolder: all"
     )
     image_size: int | None = Field(
-        None, ge=4, description="resize to this many pixels square (None: as stored; digits: 16)"
+        None,
+        ge=4,
+        le=MAX_IMAGE_SIZE,
+        description="resize to this many pixels square (None: as stored; digits: 16)",
     )
     subset: int | None = Field(
-        None, ge=1, description="keep N images, chosen by a seeded permutation"
+        None, ge=1, le=MAX_IMAGES, description="keep N images, chosen by a seeded permutation"
     )
-    subset_seed: int = Field(0, description="seed of the subset permutation")
+    subset_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the subset permutation")
     hflip: bool = Field(
         False, description="append mirrored copies (doubles the set; not for digits)"
     )
@@ -183,11 +187,18 @@ def _npz(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     if x.ndim == 3:
         x = x[..., None]
     if y is not None and (
-        y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any()
+        y.ndim != 1
+        or len(y) != len(x)
+        or not np.issubdtype(y.dtype, np.integer)
+        or (y < 0).any()
+        or (y >= MAX_CLASSES).any()  # compared in y's own dtype: no int64 cast to wrap first
     ):
+        shown = f"{y.dtype} {y.shape}"
+        if y.ndim == 1 and len(y) and np.issubdtype(y.dtype, np.integer):
+            shown += f" with values {y.min()} .. {y.max()}"
         raise UserError(
-            f"--data: {str(path)!r} array 'y' must hold one integer class label >= 0 per image "
-            f"(shape ({len(x)},)), got {y.dtype} {y.shape}.",
+            f"--data: {str(path)!r} array 'y' must hold one integer class label per image, "
+            f"each in 0 .. {MAX_CLASSES - 1} (shape ({len(x)},)), got {shown}.",
             field="data",
         )
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None

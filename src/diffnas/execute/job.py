@@ -24,6 +24,7 @@ from diffnas.errors import UserError
 from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.reference import reference_stats
 from diffnas.evaluate.score import Score, score_images, score_label
+from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_SAMPLER_STEPS, MAX_SAMPLES, MAX_SEED
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
 from diffnas.train.checkpoint import restore_ema
@@ -39,7 +40,7 @@ LOSS_LABEL = "training loss"
 class ScoreSpec(BaseModel):
     """The scoring protocol: which metric, features, how many samples, which sampler."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     metric: Literal["rfid", "fid", "kid", "loss"] = Field(
         "rfid",
@@ -50,10 +51,12 @@ class ScoreSpec(BaseModel):
         "classifier",
         description="classifier: offline CNN on the data's labels; inception: standard FID",
     )
-    num_samples: int = Field(1000, ge=2, description="generated images N")
+    num_samples: int = Field(1000, ge=2, le=MAX_SAMPLES, description="generated images N")
     sampler: Literal["ddim", "ddpm", "respaced"] = Field("ddim", description="sampler")
-    steps: int | None = Field(50, ge=1, description="sampler steps S (ddpm: all T)")
-    batch_size: int = Field(256, ge=1, description="sampling batch")
+    steps: int | None = Field(
+        50, ge=1, le=MAX_SAMPLER_STEPS, description="sampler steps S (ddpm: all T)"
+    )
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH_SIZE, description="sampling batch")
     inception_weights: str | None = Field(None, description="FID Inception weights file (offline)")
 
     @property
@@ -65,7 +68,7 @@ class ScoreSpec(BaseModel):
 class EvalSpec(BaseModel):
     """How candidates are trained and scored at one fidelity (proxy or final)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     recipe: Literal["proxy", "full"] = Field("proxy", description="training recipe preset")
     recipe_overrides: dict[str, Any] = Field(
@@ -119,7 +122,7 @@ class EvalJob(BaseModel):
     data: DataSpec
     spec: EvalSpec  # scoring protocol and device; its recipe fields are resolved into `recipe`
     recipe: TrainRecipe  # fully resolved (`EvalSpec.train_recipe`), recorded in job.json
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     workdir: str
     cache_dir: str  # reference statistics and classifier weights, shared by all candidates
     # train only to this step of `recipe` and score there (a successive-halving rung); the LR

@@ -17,7 +17,7 @@ was interrupted):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -31,6 +31,7 @@ from diffnas.experiments.inputs import (
     load_space_data,
     word_list,
 )
+from diffnas.limits import MAX_SEED, MAX_SEEDS
 from diffnas.propose.llm.factory import check_structured, parse_spec
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.report.markdown import markdown_table
@@ -53,7 +54,9 @@ class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     proposers: list[str] = Field(["random", "tpe", "evolution"], min_length=1)
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        [0, 1, 2], min_length=1, max_length=MAX_SEEDS
+    )
     search: SearchConfig = Field(
         default_factory=lambda: SearchConfig(promote=0),
         description="the options every search shares; proposer and seed are set per run",

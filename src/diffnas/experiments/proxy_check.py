@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -50,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 
+from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, ImageData, load_images, parse_data
 from diffnas.errors import UserError
 from diffnas.evaluate.score import score_label
@@ -160,24 +161,40 @@ class ProxyCheckConfig(BaseModel):
 
     space: str = Field("tiny", description="space preset or YAML file")
     data: str = Field("digits", description="--data spelling")
-    data_subset: int | None = Field(None, ge=1, description="train on a subset of N images")
+    data_subset: int | None = Field(
+        None, ge=1, le=L.MAX_IMAGES, description="train on a subset of N images"
+    )
     data_image_size: int | None = Field(
-        None, ge=4, description="resize the data to this size (None: the space's image size)"
+        None,
+        ge=4,
+        le=L.MAX_IMAGE_SIZE,
+        description="resize the data to this size (None: the space's image size)",
     )
     num_archs: int = Field(8, ge=3, le=1000, description="architectures compared")
-    arch_seed: int = Field(0, description="seed of the uniform architecture draws")
+    arch_seed: int = Field(
+        0, ge=0, le=L.MAX_SEED, description="seed of the uniform architecture draws"
+    )
     archs_from: str | None = Field(
         None, description="take the architectures from this search run folder instead"
     )
     seed: int = Field(
-        0, description="seeds training and sampling (one seed for all, as in a search)"
+        0,
+        ge=0,
+        le=L.MAX_SEED,
+        description="seeds training and sampling (one seed for all, as in a search)",
     )
-    proxy_steps: list[int] = Field([100, 400], min_length=1, description="proxy run lengths")
+    proxy_steps: list[Annotated[int, Field(le=L.MAX_TRAIN_STEPS)]] = Field(
+        [100, 400], min_length=1, max_length=16, description="proxy run lengths"
+    )
     metrics: list[ProxyMetric] = Field(
         ["rfid", "kid", "loss"], min_length=1, description="proxy scores"
     )
-    score_samples: list[int] = Field([250, 1000], min_length=1, description="proxy N")
-    score_steps: list[int] = Field([20], min_length=1, description="proxy sampler steps S")
+    score_samples: list[Annotated[int, Field(le=L.MAX_SAMPLES)]] = Field(
+        [250, 1000], min_length=1, max_length=16, description="proxy N"
+    )
+    score_steps: list[Annotated[int, Field(le=L.MAX_SAMPLER_STEPS)]] = Field(
+        [20], min_length=1, max_length=16, description="proxy sampler steps S"
+    )
     proxy: EvalSpec = Field(
         default_factory=_default_proxy,
         description="proxy recipe and scoring protocol; steps, metric, N and S come from the lists",
@@ -185,8 +202,10 @@ class ProxyCheckConfig(BaseModel):
     reference: EvalSpec = Field(
         default_factory=_default_reference, description="reference recipe and score"
     )
-    top_k: int = Field(3, ge=1, description="k of the top-k overlap")
-    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of the architectures")
+    top_k: int = Field(3, ge=1, le=1000, description="k of the top-k overlap")
+    bootstrap: int = Field(
+        2000, ge=100, le=1_000_000, description="bootstrap resamples of the architectures"
+    )
 
     @field_validator("proxy_steps", "score_samples", "score_steps")
     @classmethod

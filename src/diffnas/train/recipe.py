@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_TRAIN_STEPS
 from diffnas.train.diffusion import Objective
 from diffnas.train.precision import cpu_bf16_support
 
@@ -35,12 +36,14 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class TrainRecipe(BaseModel):
     """Every knob of a training run. Defaults are the proxy recipe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **FINITE)
 
     name: str = Field("proxy", description="Label stored with checkpoints and metrics.")
-    steps: int = Field(20_000, ge=1, description="Optimizer steps in the whole run.")
+    steps: int = Field(
+        20_000, ge=1, le=MAX_TRAIN_STEPS, description="Optimizer steps in the whole run."
+    )
     batch_size: int = Field(
-        128, ge=1, description="Images per optimizer step (128 in both papers)."
+        128, ge=1, le=MAX_BATCH_SIZE, description="Images per optimizer step (128 in both papers)."
     )
     lr: float = Field(
         4e-4, gt=0, le=1.0, description="Peak learning rate (DDPM 2e-4, IDDPM 1e-4, proxy 2× DDPM)."
@@ -57,9 +60,14 @@ class TrainRecipe(BaseModel):
         0.1, ge=0, le=1, description="Floor of the cosine decay as a fraction of `lr`."
     )
     adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW β1, β2, each in [0, 1).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0 in both papers).")
+    weight_decay: float = Field(
+        0.0, ge=0, le=10.0, description="AdamW weight decay (0 in both papers)."
+    )
     grad_clip: float | None = Field(
-        1.0, gt=0, description="Clip the global gradient norm to this (DDPM 1.0); None = off."
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Clip the global gradient norm to this (DDPM 1.0); None = off.",
     )
     ema_decay: float = Field(
         0.9995,
@@ -79,6 +87,8 @@ class TrainRecipe(BaseModel):
     )
     dropout: float | None = Field(
         None,
+        ge=0.0,
+        lt=1.0,
         description="Dropout the recipe expects (IDDPM 0.3, DDPM 0.1 on CIFAR-10). Informational: "
         "dropout lives in the architecture, the trainer does not change the model.",
     )
@@ -110,10 +120,16 @@ class TrainRecipe(BaseModel):
         "(needs the `tensorboard` package: pip install -e '.[tensorboard]').",
     )
     log_every: int = Field(
-        100, ge=1, description="Steps between metric records (the only host syncs in the loop)."
+        100,
+        ge=1,
+        le=MAX_TRAIN_STEPS,
+        description="Steps between metric records (the only host syncs in the loop).",
     )
     checkpoint_every: int = Field(
-        5_000, ge=1, description="Steps between checkpoints (one is always written at the end)."
+        5_000,
+        ge=1,
+        le=MAX_TRAIN_STEPS,
+        description="Steps between checkpoints (one is always written at the end).",
     )
 
     @model_validator(mode="after")
