@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import compare as cmp
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
-console = Console()
+console = output_console()
 
 
 def compare(
@@ -104,20 +103,22 @@ def compare(
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = cmp.build_config(options)
     check_device(config.search.proxy.device)
-    config, images = cmp.prepare(config)
+    config, images = cmp.prepare(config, dry_run=dry_run)
     score = config.search.proxy.score
-    check_scoring(images, score.extractor, score.inception_weights)
+    check_scoring(images, score.extractor, score.inception_weights, allow_download=not dry_run)
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print("searches: " + ", ".join(name for _, _, name in config.runs()))
         return
     run_dir = resume or next_run_dir(runs, "compare", Path(config.search.space).stem)
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     summary = cmp.run_compare(config, run_dir, console)
-    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    wide = output_console()
     title = escape(f"Best {summary['score_label']} found, over seeds")  # "[classifier]" is text
     table = Table(*cmp.TABLE_HEADER, title=title)
     for row in cmp.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)
-    console.print(f"Files: {run_dir} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)")
+    console.print(
+        f"Files: {escape(str(run_dir))} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)"
+    )

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
-console = Console()
+console = output_console()
 
 
 def proxy_check(
@@ -106,13 +105,15 @@ def proxy_check(
     check_device(config.proxy.device)
     space, images, chosen = pc.prepare(config)
     for spec in (config.proxy, config.reference):
-        check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+        check_scoring(
+            images, spec.score.extractor, spec.score.inception_weights, allow_download=not dry_run
+        )
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print_json(data=pc.plan(config, space, chosen))
         return
     run_dir = resume or next_run_dir(runs, "proxy-check", Path(config.space).stem)
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     summary = pc.ProxyCheck(config, run_dir, log=lambda text: console.print(escape(text))).run(
         chosen
     )
@@ -123,7 +124,7 @@ def proxy_check(
 
 
 def show_summary(summary: dict) -> None:
-    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    wide = output_console()
     table = Table(
         *summary_mod.TABLE_HEADER,
         title=escape(  # "FID[classifier]" is text, not markup

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.score import Score, check_scoring
@@ -38,7 +38,7 @@ from diffnas.train.checkpoint import Trained, load_trained
 from diffnas.train.device import check_device, resolve_device
 from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
 
-console = Console(soft_wrap=True, highlight=False)
+console = output_console(soft_wrap=True, highlight=False)
 SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
 
 
@@ -105,7 +105,7 @@ def sample(
         opts = load_options(resume, SampleOptions, kind="sample")
         run_dir = resume
         if (resume / "sample.json").is_file():
-            console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)")
+            console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)", markup=False)
             return
     elif ckpt is None:
         raise UserError("give a checkpoint (train run folder or ema.pt) or --resume", field="ckpt")
@@ -236,11 +236,14 @@ def score(
         f"the model {trained.label}",
         "give --data of that shape",
     )
-    check_scoring(images, spec.extractor, spec.inception_weights)
+    check_scoring(images, spec.extractor, spec.inception_weights, allow_download=not dry_run)
     if dry_run:
         console.print_json(opts.model_dump_json())
         print_sampling_plan(trained, spec.num_samples, spec.steps)
-        console.print(f"reference: {len(images):,} {images.name} images; dry run: nothing written")
+        console.print(
+            f"reference: {len(images):,} {images.name} images; dry run: nothing written",
+            markup=False,
+        )
         return
     if resume is None:
         run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
@@ -22,7 +22,7 @@ from diffnas.search.loop import SearchRun
 from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
 from diffnas.train.options import parse_sets
 
-console = Console()
+console = output_console()
 
 
 def _config_error(err: ValidationError) -> UserError:
@@ -247,18 +247,27 @@ def search(
         print_plan(plan)
         return
     plan.validate()
+    print_notes(plan)
     if run_dir is None:
         run_dir = next_run_dir(runs, "search", f"{Path(config.space).stem}-{config.proposer}")
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     summary = SearchRun(config, run_dir, console=console).run()
     show_status(run_dir)
     console.print(
-        f"stopped: {escape(summary['stop_reason'])}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
+        f"stopped: {escape(summary['stop_reason'])}. Files: {escape(str(run_dir))} (study.db, rounds/, trials/, llm/calls.jsonl)"
     )
+    if summary.get("all_requests_failed"):
+        # a fault, not bad input: exit 1, and the folder stays for --resume once it answers
+        console.print(
+            f"[red]search failed: the LLM answered none of {summary['failed_requests']} "
+            f"request(s); fix the endpoint, then diffnas search --resume "
+            f"{escape(str(run_dir))}[/red]"
+        )
+        raise typer.Exit(1)
 
 
 def print_plan(plan: SearchPlan) -> None:
-    """The resolved options and a table of the stages with their estimated compute."""
+    """The resolved options and a table of the stages with their estimated compute and memory."""
     stages = plan.stages()
     console.print_json(json.dumps(plan.config.model_dump(mode="json")))
     table = Table(
@@ -266,12 +275,24 @@ def print_plan(plan: SearchPlan) -> None:
         "count",
         "per candidate",
         "PFLOPs (est.)",
+        "memory (est.)",
         title="Plan (FLOPs = 2 x MACs; at the reference's cost)",
     )
     for stage in stages:
         pflops = "-" if stage.pflops is None else f"{stage.pflops:.3g}"
-        table.add_row(stage.stage, stage.count, stage.per_candidate, pflops)
+        memory = "-" if stage.memory is None else f"{stage.memory / 2**30:.2f} GiB"
+        table.add_row(
+            escape(stage.stage), escape(stage.count), escape(stage.per_candidate), pflops, memory
+        )
     console.print(table)
+    print_notes(plan)
+
+
+def print_notes(plan: SearchPlan) -> None:
+    """The recipes' adaptations as notes, and their warnings in yellow."""
+    for note in plan.notes():
+        colour = "yellow" if note.startswith("warning:") else "dim"
+        console.print(f"[{colour}]{escape(note)}[/{colour}]")
 
 
 def show_status(run_dir: Path) -> None:

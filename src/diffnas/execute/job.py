@@ -91,6 +91,13 @@ class EvalSpec(BaseModel):
         """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)
         for the device the evaluation runs on: by default this spec's `device` on this machine.
         A job carries its result, so the evaluation trains with exactly what was resolved here."""
+        return self.resolve(objective, data_kind, device_type)[0]
+
+    def resolve(
+        self, objective: Objective, data_kind: str = "", device_type: str | None = None
+    ) -> tuple[TrainRecipe, list[str]]:
+        """`train_recipe` and the notes of what was adapted (a shortened warm-up, the EMA
+        warmed up for a short run, ...), for the plan to print."""
         if device_type is None:
             try:
                 device_type = resolve_device(self.device).type
@@ -98,7 +105,7 @@ class EvalSpec(BaseModel):
                 raise UserError(
                     f"device {self.device!r} is unknown; use auto, cpu or cuda[:N]", field="device"
                 ) from None
-        recipe, _ = resolve_recipe(
+        recipe, notes = resolve_recipe(
             self.recipe,
             objective,
             self.recipe_overrides,
@@ -109,7 +116,7 @@ class EvalSpec(BaseModel):
             # the last logged loss is the score: the mean of the run's last tenth, as
             # `diffnas proxy-check` measures it (log_every changes no weights)
             recipe = recipe.model_copy(update={"log_every": max(1, recipe.steps // 10)})
-        return recipe
+        return recipe, notes
 
 
 class EvalJob(BaseModel):

@@ -9,6 +9,7 @@ exports the JSON schema that constrains an LLM's structured output.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,9 @@ from diffnas.space.arch import (
 )
 
 PRESET_DIR = Path(__file__).parent / "presets"
+# The most values one searched dimension may have (channel_mult lists, attention subsets);
+# the presets have at most 55 and 16.
+MAX_CHOICES = 10_000
 
 # The dimensions an LLM (or any proposer) chooses; the rest are fixed by the space.
 SEARCHED_FIELDS = (
@@ -118,6 +122,31 @@ class SearchSpace(BaseModel):
     resblock_updown: list[bool] = Field(default_factory=lambda: [False], min_length=1)
     norm_groups: list[NormGroups] = Field(default_factory=lambda: [32], min_length=1)
     budget: Budget
+
+    @model_validator(mode="after")
+    def _countable(self) -> SearchSpace:
+        """Each dimension's choices are listed as one Optuna categorical per trial (and the
+        edit mode enumerates them): a list of multipliers over many levels multiplies out to
+        billions of channel_mult lists, which would be enumerated before the first candidate."""
+        for field, count in (
+            ("channel_mult", self.num_mult_lists()),
+            ("attention_resolutions", 2 ** len(set(self.attention_resolutions))),
+        ):
+            if count > MAX_CHOICES:
+                raise ValueError(
+                    f"{field} has {count:,} possible values in this space, more than the "
+                    f"{MAX_CHOICES:,} allowed; give fewer choices (num_levels, "
+                    "channel_mult_values, attention_resolutions)"
+                )
+        return self
+
+    def num_mult_lists(self) -> int:
+        """How many channel_mult lists the space allows: sum over the level counts n of
+        v**n, or C(v + n - 1, n) non-decreasing ones (multisets), v the multipliers."""
+        v = len(set(self.channel_mult_values))
+        if self.mult_non_decreasing:
+            return sum(math.comb(v + n - 1, n) for n in set(self.num_levels))
+        return sum(v**n for n in set(self.num_levels))
 
     @property
     def learn_sigma(self) -> bool:

@@ -207,6 +207,16 @@ class TrainRecipe(BaseModel):
         return cls.full_iddpm(**overrides) if objective == "iddpm" else cls.full_ddpm(**overrides)
 
 
+#: A fixed EMA decay is warmed up (see `resolve_recipe`) when the initial weights would still
+#: weigh more than this in the EMA at the end of the run.
+EMA_INITIAL_SHARE = 0.01
+
+
+def ema_initial_share(decay: float, steps: int) -> float:
+    """The weight of the initial weights in an EMA of fixed `decay` after `steps` updates."""
+    return decay**steps
+
+
 def resolve_recipe(
     preset: str,
     objective: Objective,
@@ -218,6 +228,11 @@ def resolve_recipe(
     """A preset with the user's overrides, adapted where the user said nothing; plus a note per adaptation.
 
     - a short `steps` shortens the default warm-up to a tenth of the run;
+    - a short `steps` turns on the EMA warm-up of a preset without one (the full recipes'
+      fixed 0.9999) when the initial weights would still weigh more than `EMA_INITIAL_SHARE`
+      in the EMA at the end (0.9999**1000 = 90 % after 1,000 steps: the sampled model would
+      be mostly noise), as the proxy recipe does; set `ema_warmup` or `ema_decay` to keep
+      yours (a note then says what the EMA holds);
     - digits get no horizontal flips (a mirrored digit is not a digit);
     - channels-last is off on CPU (measured ~10 % slower there);
     - `bf16_cpu="auto"` becomes true or false by this machine's CPU (native bf16 or not), so the
@@ -236,6 +251,24 @@ def resolve_recipe(
     ):
         overrides["warmup_steps"] = steps // 10
         notes.append(f"warm-up capped at 10% of the {steps}-step run: {steps // 10} steps")
+    if isinstance(steps, int) and steps > 0:
+        decay = overrides.get("ema_decay", base.ema_decay)
+        warmup = overrides.get("ema_warmup", base.ema_warmup)
+        share = ema_initial_share(decay, steps) if isinstance(decay, float) else 0.0
+        if not warmup and share > EMA_INITIAL_SHARE:
+            if "ema_warmup" in overrides or "ema_decay" in overrides:
+                notes.append(
+                    f"warning: EMA decay {decay:g} without warm-up over {steps} steps: the "
+                    f"initial weights still make up {share:.0%} of the EMA model that is "
+                    "sampled and scored (ema_warmup=true warms it up)"
+                )
+            else:
+                overrides["ema_warmup"] = True
+                notes.append(
+                    f"EMA warm-up on for the {steps}-step run: with decay {decay:g} and no "
+                    f"warm-up its EMA would still be {share:.0%} the initial weights "
+                    "(set ema_warmup=false to keep the preset's)"
+                )
     if data_kind == "digits" and "random_hflip" not in overrides:
         overrides["random_hflip"] = False
         notes.append("no horizontal flips on digits (a mirrored digit is not a digit)")
