@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from diffnas.console import output_console
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.references import REFERENCE_ARCHS, resolve_arch
 from diffnas.space.search_space import load_space
 
-console = Console()
+console = output_console()
 
 
 def cost(

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 import typer
-from rich.console import Console
 
 from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
@@ -39,8 +39,8 @@ from diffnas.train.options import TrainOptions, parse_sets
 from diffnas.train.recipe import resolve_recipe
 from diffnas.train.trainer import STATUS
 
-console = Console(soft_wrap=True, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+console = output_console(soft_wrap=True, highlight=False)
+err_console = output_console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def print_plan(opts: TrainOptions, data: ImageData) -> None:
@@ -67,8 +67,8 @@ def summarize(status: dict[str, Any], run_dir: Path) -> None:
         f"last loss: {'-' if loss is None else f'{loss:.4f}'}  "
         f"img/s: {'-' if ips is None else f'{ips:.0f}'}"
     )
-    console.print(f"run folder: {run_dir}")
-    console.print(f"checkpoint: {status.get('ema_checkpoint') or '-'}")
+    console.print(f"run folder: {run_dir}", markup=False)
+    console.print(f"checkpoint: {status.get('ema_checkpoint') or '-'}", markup=False)
 
 
 def train(
@@ -178,14 +178,16 @@ def train(
         images, (arch_cfg.in_channels, arch_cfg.image_size), f"the architecture {label}"
     )
     for note in notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     if dry_run:
         print_plan(opts, images)
-        console.print(f"dry run: nothing written (a run would create a folder under {runs}/)")
+        console.print(
+            f"dry run: nothing written (a run would create a folder under {runs}/)", markup=False
+        )
         return
     run_dir = next_run_dir(runs, "train", label.removesuffix(Path(label).suffix))
     write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {run_dir}", markup=False)
     _run(opts, images, run_dir, device)
 
 
@@ -205,7 +207,7 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
             field="status.json",
         )
     if status and status["status"] == "complete" and status["step"] >= opts.recipe.steps:
-        console.print(f"already complete: {run_dir} (nothing to do)")
+        console.print(f"already complete: {run_dir} (nothing to do)", markup=False)
         summarize(status, run_dir)
         return
     images = load_images(opts.data)
@@ -215,7 +217,7 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
     if dry_run:
         print_plan(opts, images)
         step = status["step"] if status else 0
-        console.print(f"dry run: would resume {run_dir} from step {step}")
+        console.print(f"dry run: would resume {run_dir} from step {step}", markup=False)
         return
     _run(opts, images, run_dir, device)
 

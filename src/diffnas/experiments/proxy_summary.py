@@ -11,6 +11,7 @@ from diffnas.execute.job import ScoreSpec
 from diffnas.experiments.compute import sampling_flops, training_flops
 from diffnas.experiments.ranking import Agreement, Estimate, agreement
 from diffnas.report.markdown import markdown_table
+from diffnas.report.plots import text
 from diffnas.runs import write_json
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.diffusion import DiffusionConfig
@@ -202,9 +203,9 @@ def scatter_plot(summary: dict[str, Any], path: Path) -> None:
         for p in points:
             ax.annotate(str(p["index"]), (p["proxy"], p["reference"]), fontsize=7)
         tau = Estimate.model_validate(row["agreement"]["kendall_tau"]).text()
-        ax.set_title(f"{row['label']}\ntau {tau}", fontsize=8)
+        ax.set_title(text(f"{row['label']}\ntau {tau}"), fontsize=8)
         ax.set_xlabel("proxy", fontsize=8)
-        ax.set_ylabel(summary["reference_label"], fontsize=8)
+        ax.set_ylabel(text(summary["reference_label"]), fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
