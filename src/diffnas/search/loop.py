@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diffnas import __version__
+from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
@@ -91,7 +92,7 @@ class SearchRun:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.console = console or Console()
+        self.console = console or output_console()
         self.space: SearchSpace = load_space(config.space)
         self.data: DataSpec = config.data_spec()
         self.executor = executor or make_executor(
@@ -104,6 +105,7 @@ class SearchRun:
         )
         self._llm_backend = llm_backend
         self._sleep = sleep
+        self.failed_requests: list[str] = []  # this run's LLM requests that got no answer
 
     # ----- set-up -----
     def _make_backend(self) -> LLMBackend | None:
@@ -202,9 +204,18 @@ class SearchRun:
             stop_reason = asynchronous.run_async(self, proposer, start)
         else:
             stop_reason = self._run_rounds(proposer, start)
+        all_failed = self._all_requests_failed()
+        if all_failed:
+            stop_reason = (
+                f"every LLM request failed ({len(self.failed_requests)} of "
+                f"{len(self.failed_requests)}), nothing was proposed; last error: "
+                f"{self.failed_requests[-1]}"
+            )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
         summary = self._summary(stop_reason, finals, backend)
+        summary["failed_requests"] = len(self.failed_requests)
+        summary["all_requests_failed"] = all_failed
         write_json(self.run_dir / SUMMARY_FILE, summary)
         self._event("end")
         return summary
@@ -221,6 +232,12 @@ class SearchRun:
             if entries is not None:
                 self._evaluate_round(r, entries)
         return "all rounds done"
+
+    def _all_requests_failed(self) -> bool:
+        """Every request this run made failed and no earlier one was answered: the search
+        proposed nothing (a dead endpoint, a server refusing every request)."""
+        answered = any((self.run_dir / "rounds").glob("round-*.json"))
+        return bool(self.failed_requests) and not answered
 
     def time_spent(self, start: float) -> str | None:
         """The stop reason once the time budget is spent."""
@@ -250,6 +267,7 @@ class SearchRun:
             return None, stop_reason
         except LLMUnavailable as err:
             message = self._safe_text(err)
+            self.failed_requests.append(message)
             self.console.print(
                 f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
             )

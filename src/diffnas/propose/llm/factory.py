@@ -30,8 +30,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def check_structured(provider: str, structured: str | None) -> str:
-    """The structured-output mode for `provider` (default json_schema), or a `UserError`."""
-    mode = structured or "json_schema"
+    """The structured-output mode for `provider` (default: openai `auto`, which finds what the
+    endpoint takes; anthropic `json_schema`), or a `UserError`."""
+    mode = structured or ("auto" if provider == "openai" else "json_schema")
     allowed = {"openai": STRUCTURED_MODES, "anthropic": ("json_schema", "text")}.get(provider)
     if allowed is None:
         if structured is not None:
