@@ -43,7 +43,8 @@ def test_a_key_echoed_by_the_endpoint_is_in_no_file_and_no_printed_line(
         summary = SearchRun(cfg.model_copy(update={"rounds": 2, "promote": 0}), run_dir).run()
     sent = json.dumps(server.headers)
     assert KEY in sent  # the endpoint did get (and echo) the key
-    assert summary["stop_reason"] == "all rounds done" and summary["trials"] == 0
+    assert summary["trials"] == 0 and summary["all_requests_failed"]
+    assert summary["stop_reason"].startswith("every LLM request failed (2 of 2)")
     out, err = capfd.readouterr()
     assert "HTTP 401" in out and "[REDACTED]" in out  # the failure is still explained
     for text in (out, err):
@@ -147,3 +148,39 @@ def test_kid_search_prompts_name_kid(tmp_path: Path) -> None:
     assert "KID[classifier] " in memory_prompt.split("Search memory")[1]  # trial 0's score
     for request in (first, second):
         assert "rfid" not in json.dumps(request["messages"]).lower()
+
+
+def test_a_search_whose_every_request_failed_says_so_and_exits_1(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from diffnas.cli.main import run
+
+    monkeypatch.chdir(tmp_path)
+    with OpenAILoopback() as server:
+        for _ in range(2):
+            server.push_fault(status=400)  # a bad request stays bad: not retried
+        args = [
+            "search", "--llm", "openai:m", "--base-url", server.base_url, "--rounds", "2",
+            "--per-round", "1", "--data-subset", "64", "--proxy-steps", "2",
+            "--proxy-batch-size", "4", "--score-samples", "4", "--score-steps", "2",
+            "--promote", "0", "--device", "cpu",
+        ]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["diffnas", *args])
+        with pytest.raises(SystemExit) as exit_:
+            run()
+    out = capsys.readouterr().out
+    assert exit_.value.code == 1  # a fault, not bad input (2) and not success (0)
+    assert "every LLM request failed (2 of 2)" in out
+    assert "answered none of 2 request(s)" in out and "--resume" in out
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["all_requests_failed"] and summary["failed_requests"] == 2
+
+
+def test_a_search_with_one_failed_round_is_not_a_failed_search(tmp_path: Path) -> None:
+    with OpenAILoopback() as server:
+        server.push_fault(status=400)
+        server.push_text(answer(SMALL))
+        cfg = config(llm="openai:m", base_url=server.base_url, rounds=2, per_round=1, promote=0)
+        summary = SearchRun(cfg, tmp_path / "run").run()
+    assert summary["failed_requests"] == 1 and not summary["all_requests_failed"]
+    assert summary["stop_reason"] == "all rounds done"

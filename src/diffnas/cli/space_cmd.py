@@ -39,7 +39,7 @@ def show(
     if schema:
         print(json.dumps(s.arch_json_schema(), indent=2))
         return
-    console.print(s.describe(), highlight=False)
+    console.print(s.describe(), markup=False, highlight=False)
     if s.reference:
         ref = get_reference(s.reference)
         _, verdict = budget_verdict(measure_cost(ref), s.budget)
