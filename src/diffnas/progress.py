@@ -109,8 +109,8 @@ class Task:
         if self._mode == "rich":
             assert _live is not None and self._id is not None
             _live.update(self._id, completed=self.completed, info=escape(self.info))
-        elif self._mode == "plain":
-            _plain_line(self._line())
+        elif self._mode == "plain" and time.monotonic() - _last_line >= PLAIN_INTERVAL_S:
+            _plain_line(self._line())  # checked again under the lock; the line built only when due
 
     def eta(self) -> float | None:
         """Seconds left at this run's rate so far; None without a total or progress."""

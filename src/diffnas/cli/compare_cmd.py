@@ -75,7 +75,10 @@ def compare(
     api_key_env: str | None = typer.Option(
         None, help="Environment variable with the API key (never stored)."
     ),
-    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    structured: str | None = typer.Option(
+        None,
+        help="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    ),
     llm_max_usd: float | None = typer.Option(
         None, min=0.0, max=L.MAX_LLM_USD, help="Hard LLM budget of each search in USD (estimated)."
     ),

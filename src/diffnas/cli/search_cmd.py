@@ -53,7 +53,10 @@ def search(
     api_key_env: str | None = typer.Option(
         None, help="Environment variable with the API key (never stored)."
     ),
-    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    structured: str | None = typer.Option(
+        None,
+        help="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    ),
     llm_timeout: float = typer.Option(
         120.0, min=0.001, max=L.MAX_LLM_TIMEOUT_S, help="Seconds before one LLM request times out."
     ),

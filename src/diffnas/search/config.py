@@ -46,7 +46,10 @@ class SearchConfig(BaseModel):
     llm: str = Field("local", description="local | openai:MODEL | anthropic:MODEL")
     base_url: str | None = Field(None, description="OpenAI/Anthropic-compatible endpoint")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    structured: str | None = Field(None, description="openai: json_schema | json_object | text")
+    structured: str | None = Field(
+        None,
+        description="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    )
     llm_timeout_s: float = Field(
         120.0, gt=0, le=MAX_LLM_TIMEOUT_S, description="seconds before one LLM request times out"
     )
