@@ -247,7 +247,8 @@ class OpenAILoopback(_Loopback):
         }
 
     def error_body(self, reply: Reply) -> Any:
-        return {"error": {"message": f"loopback fault {reply.status}", "type": "loopback"}}
+        detail = f": {reply.text}" if reply.text and reply.text != "{}" else ""
+        return {"error": {"message": f"loopback fault {reply.status}{detail}", "type": "loopback"}}
 
 
 class AnthropicLoopback(_Loopback):

@@ -36,6 +36,23 @@ def test_cost_table_of_all_references_and_budget() -> None:
     assert "52.5 M" in result.output and "within" in result.output
 
 
+def test_off_a_terminal_nothing_wraps_at_80_columns(tmp_path) -> None:
+    """In a log (stdout a pipe) the cost table's title and a space's long lines stay whole."""
+    title = "Cost of one forward pass per image (FLOPs = 2 x MACs)"
+    cost = diffnas("cost", "tiny-digits")
+    assert cost.returncode == 0 and title in cost.stdout.splitlines()[0]
+    space = tmp_path / "s.yaml"
+    long = "a description " + "with [bold]markup[/] and $math$ " * 5
+    space.write_text(
+        "name: s\nimage_size: 16\nin_channels: 1\nbase_channels: [16]\nnum_levels: [2]\n"
+        "channel_mult_values: [1, 2]\nnum_res_blocks: [1]\nhead_channels: [16]\n"
+        f"norm_groups: [8]\ndescription: '{long}'\nbudget: {{max_gmacs: 1}}\n"
+    )
+    shown = diffnas("space", "show", str(space))
+    assert shown.returncode == 0, shown.stderr
+    assert f"Search space 's': {long.rstrip()}" in shown.stdout.splitlines()  # one line
+
+
 def test_space_show_sample_and_schema() -> None:
     shown = runner.invoke(app, ["space", "show", "tiny"])
     assert (

@@ -187,3 +187,46 @@ def test_fashion_mnist_corrupt_gzip_and_mismatched_counts(tmp_path) -> None:
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(3), gz=True)
     with pytest.raises(UserError, match="holds 4 images but t10k-labels-idx1-ubyte 3 labels"):
         load_images(DataSpec(kind="fashion-mnist", path=str(tmp_path), split="test"))
+
+
+def test_a_damaged_image_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch) -> None:
+    (tmp_path / "a").mkdir()
+    good = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for i in range(3):
+        Image.fromarray(good).save(tmp_path / "a" / f"{i}.png")
+    (tmp_path / "a" / "z.png").write_bytes((tmp_path / "a" / "0.png").read_bytes()[:300])
+    decoded: list[str] = []
+    convert = Image.Image.convert
+
+    def counting(self, *args, **kwargs):
+        decoded.append(getattr(self, "filename", ""))
+        return convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", counting)
+    with pytest.raises(UserError, match="z.png"):
+        load_images(DataSpec(kind="imagefolder", path=str(tmp_path), split="all"))
+    assert decoded == []  # the three good images were never decoded into the set
+
+
+def test_the_shape_is_read_from_headers_without_the_pixels(tmp_path) -> None:
+    from diffnas.data.datasets import data_shape
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((7, 12, 12, 3), np.uint8))
+    shape = data_shape(DataSpec(kind="npz", path=str(tmp_path / "d.npz"), image_size=24))
+    assert (shape.count, shape.channels, shape.stored_size, shape.size) == (7, 3, 12, 24)
+    # float32 stored and resized images plus the uint8 copy of the resized ones
+    assert shape.load_bytes() == 4 * 7 * 3 * 12**2 + 4 * 7 * 3 * 24**2 + 7 * 3 * 24**2
+    digits = data_shape(DataSpec(kind="digits", subset=100, hflip=True))
+    assert (digits.count, digits.channels, digits.size) == (200, 1, 16)
+    assert len(load_images(DataSpec(kind="digits"))) == data_shape(DataSpec()).count
+    assert data_shape(DataSpec(kind="npz", path=str(tmp_path / "missing.npz"))) is None
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array([0, 1, 2, 100_000]), np.array([0, 1, 2, 2**63], np.uint64)]
+)
+def test_labels_past_the_class_bound_are_refused_before_any_cast(tmp_path, labels) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=labels)
+    with pytest.raises(UserError, match=r"each in 0 \.\. 99999") as err:
+        load_images(DataSpec(kind="npz", path=str(tmp_path / "d.npz"), split="all"))
+    assert str(int(labels.max())) in str(err.value)  # the value as stored, not wrapped

@@ -19,7 +19,13 @@ from diffnas.propose.llm import (
     calls_path,
     make_backend,
 )
-from doubles import AnthropicLoopback, KeyEchoingAnthropic, KeyEchoingOpenAI, OpenAILoopback
+from doubles import (
+    AnthropicLoopback,
+    KeyEchoingAnthropic,
+    KeyEchoingOpenAI,
+    OpenAILoopback,
+    Reply,
+)
 
 SECRET = "sk-faults-SECRET-0123456789"
 POLICY = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=10.0, jitter=0.5)
@@ -183,3 +189,80 @@ def test_a_key_echoed_in_an_error_body_is_redacted_at_the_source(loopback, tmp_p
     for text in texts:  # the exception chain does not carry the SDK's unredacted error either
         assert SECRET[:12] not in text
     assert SECRET[:12] not in calls_path(tmp_path).read_text()
+
+
+# ----- structured output: what an OpenAI-compatible server takes -----
+SCHEMA = {"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"]}
+SCHEMA_REQUEST = REQUEST.model_copy(update={"json_schema": SCHEMA})
+LLAMA_CPP_500 = (  # llama_cpp.server's answer to OpenAI's json_schema response format
+    "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\"}"
+)
+
+
+def llama_cpp_like(body: dict) -> Reply:
+    """Refuses `json_schema` with HTTP 500 as llama_cpp.server does; takes the rest."""
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        return Reply(text=LLAMA_CPP_500, status=500)
+    return Reply(text='{"k": 1}')
+
+
+def test_auto_steps_down_once_without_spending_retries() -> None:
+    from diffnas.propose.llm.openai_backend import OpenAIBackend
+
+    notices: list[str] = []
+    with OpenAILoopback(responder=llama_cpp_like) as server:
+        backend = OpenAIBackend(
+            "m", base_url=server.base_url, retry=POLICY, sleep=[].append, notify=notices.append
+        )
+        first = backend.complete(SCHEMA_REQUEST)
+        second = backend.complete(SCHEMA_REQUEST)
+        bodies = list(server.requests)
+    assert first.text == second.text == '{"k": 1}'
+    assert [b.get("response_format", {}).get("type") for b in bodies] == [
+        "json_schema", "json_object", "json_object",
+    ]  # fmt: skip
+    assert bodies[1]["response_format"]["schema"] == SCHEMA  # llama.cpp's own form
+    assert first.attempts == 1 and "HTTP 500" in first.errors[0] and second.errors == []
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert "refused structured output json_schema" in notices[0] and "schema_object" in notices[0]
+
+
+def test_auto_goes_down_to_text_and_a_plain_5xx_is_still_retried() -> None:
+    from diffnas.propose.llm.openai_backend import OpenAIBackend
+
+    def refuses_every_format(body: dict) -> Reply:
+        if "response_format" in body:
+            return Reply(text="response_format is not supported", status=400)
+        return Reply(text='{"k": 2}')
+
+    with OpenAILoopback(responder=refuses_every_format) as server:
+        server.push_fault(status=503)  # unavailable: a fault, retried after a backoff
+        sleeps: list[float] = []
+        backend = OpenAIBackend(
+            "m", base_url=server.base_url, retry=POLICY, sleep=sleeps.append, notify=[].append
+        )
+        response = backend.complete(SCHEMA_REQUEST)
+        bodies = list(server.requests)
+    assert backend.structured == "text" and response.text == '{"k": 2}'
+    assert len(sleeps) == 1  # only the 503 waited; the refusals stepped down at once
+    assert "JSON Schema" in bodies[-1]["messages"][0]["content"]  # the schema in the prompt
+
+
+def test_an_explicit_mode_is_kept_and_its_refusal_names_auto() -> None:
+    from diffnas.propose.llm.openai_backend import OpenAIBackend
+
+    with OpenAILoopback(responder=llama_cpp_like) as server:
+        backend = OpenAIBackend(
+            "m", base_url=server.base_url, structured="json_schema", retry=POLICY,
+            sleep=[].append,
+        )  # fmt: skip
+        with pytest.raises(LLMUnavailable, match="--structured auto") as err:
+            backend.complete(SCHEMA_REQUEST)
+        guided = OpenAIBackend(
+            "m", base_url=server.base_url, structured="guided_json", retry=POLICY
+        )
+        guided.complete(SCHEMA_REQUEST)
+        body = server.last_request
+    assert err.value.attempts == 1
+    assert body["guided_json"] == SCHEMA and "response_format" not in body  # vLLM's field

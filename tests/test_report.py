@@ -130,13 +130,17 @@ def test_report_holds_every_trial_of_every_run(searches, report) -> None:
 
 def test_every_plot_is_a_png_and_every_image_a_data_uri_that_decodes(report) -> None:
     names = sorted(p.name for p in report.plots)
-    assert names == ["best-so-far.png", "proxy-vs-final.png", "score-vs-macs.png"]
+    assert names == [
+        "best-so-far.png", "proxy-vs-final.png", "score-vs-macs.png",
+        "winner-samples-0.png", "winner-samples-1.png",
+    ]  # fmt: skip
     for path in report.plots:
-        assert png(path.read_bytes()).size[0] > 300
+        if not path.name.startswith("winner-samples"):  # the grids are as small as the images
+            assert png(path.read_bytes()).size[0] > 300
     parser = Images()
     parser.feed(report.html.read_text())
-    # 3 plots + 3 + 2 sample grids
-    assert len(parser.sources) == 8
+    # 2 answers' grids + 3 plots + 3 + 2 proxy sample grids + the 2 promoted ones' final grids
+    assert len(parser.sources) == 12
     for src in parser.sources:
         assert src.startswith("data:image/png;base64,")
         png(base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True))
@@ -148,7 +152,65 @@ def test_llm_text_is_shown_escaped_never_as_markup(report) -> None:
     html = report.html.read_text()
     assert "<script>" not in html and "alert(" in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
-    assert "<script>" not in report.markdown.read_text()
+    markdown = report.markdown.read_text()
+    assert "<script>" not in markdown
+    assert r"wider at \[/red\] 8x8" in markdown  # a literal bracket, not a link's
+
+
+def test_the_answer_comes_first_with_the_winner_its_final_score_and_compute(
+    searches, report
+) -> None:
+    html, markdown = report.html.read_text(), report.markdown.read_text()
+    llm = load_search(searches[0])
+    promoted = [t for t in llm.trials if t.final is not None]
+    assert len(promoted) == 2
+    winner = min(promoted, key=lambda t: t.final.value)  # the lower final FID wins
+    answers = html.split('<section class="answer">')[1:]
+    assert len(answers) == 2 and html.index("<section") < html.index("<h2>Plots</h2>")
+    first = answers[0].split("</section>")[0]
+    assert f"Trial {winner.number} won" in first and f"{winner.final.value:.4g}" in first
+    hours = llm.summary["compute"]["cpu_hours"]  # the search's own accounting
+    assert f"total compute: {hours:.4g} CPU-hours" in first
+    assert "Best so far" in answers[1]  # the random search promoted none
+    assert markdown.index("## Answer: ") < markdown.index("![Proxy score against compute]")
+    # the grid beside the answer is the winner's after its final training, byte for byte
+    final_grid = searches[0] / "final" / f"{winner.number:05d}" / "samples.png"
+    grid = report.markdown.parent / "plots" / "winner-samples-0.png"
+    assert grid.read_bytes() == final_grid.read_bytes()
+    assert "(plots/winner-samples-0.png)" in markdown
+    encoded = base64.b64encode(final_grid.read_bytes()).decode()
+    assert first.count(encoded) == 1
+
+
+def test_no_proxy_against_final_plot_from_one_point(searches) -> None:
+    record = load_search(searches[0])
+    assert plots.proxy_vs_final([record]) is not None  # two promoted candidates
+    promoted = [t for t in record.trials if t.final is not None]
+    promoted[0].final = None
+    assert plots.proxy_vs_final([record]) is None
+
+
+def test_user_text_is_literal_in_plots_markdown_and_the_terminal(searches, tmp_path) -> None:
+    """A run folder named like mathtext, a proxy study's labels in `$`, Markdown syntax: the
+    report is written (matplotlib once raised inside savefig) and shows them as typed."""
+    import shutil
+
+    name = "$x^$ [red] *b* `c` $\\frac$"
+    copy = tmp_path / name
+    shutil.copytree(searches[1], copy)
+    pairs = {"proxy_label": "$RFID^$", "reference_label": "FID [/bold]",
+             "pairs": [{"proxy": 1, "reference": 2, "label": "$a_$"},
+                       {"proxy": 2, "reference": 1, "label": "b$"}]}  # fmt: skip
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    files = write_report([copy, searches[0]], tmp_path / "out", tmp_path / "pairs.json")
+    for path in files.plots:
+        png(path.read_bytes())
+    markdown = files.markdown.read_text()
+    assert r"\$x^\$ \[red\] \*b\* \`c\`" in markdown
+    assert plots.text("$x^$") == r"\$x^\$"  # matplotlib's literal dollar
+    console = Console(width=200, record=True, force_terminal=False)
+    print_status(copy, console)  # the title names the folder: text, not markup
+    assert name in console.export_text()
 
 
 def test_ledger_counts_calls_tokens_cost_and_latency(searches, report) -> None:
@@ -173,7 +235,7 @@ def test_report_page_renders_in_headless_chromium_without_errors(report, tmp_pat
         pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
     page = render(report.html.resolve().as_uri(), width=1200, height=2000)
     assert page.errors == []
-    assert page.images == 8 and page.broken_images == []
+    assert page.images == 12 and page.broken_images == []
     assert page.title.startswith("diffnas report")
     shot = png(page.screenshot)
     assert shot.size == (1200, 2000)
@@ -274,6 +336,37 @@ def test_exported_trial_loads_in_diffusers_and_makes_images(searches, tmp_path) 
     assert scores["results"]["proxy"]["scores"]["rfid"]["label"] == "RFID[classifier]"
 
 
+def test_ddim_pipeline_samples_as_diffnas_scored_with_the_flag_its_readme_names(
+    searches, tmp_path
+) -> None:
+    """The export's README says DDIMPipeline needs use_clipped_model_output=True to sample as
+    diffnas's DDIM (IDDPM's ddim_sample) does: with it the images are ours, without it not."""
+    from diffusers import DDIMPipeline
+
+    from diffnas.train.checkpoint import load_trained
+    from diffnas.train.sampling import sample_images
+
+    run_dir = searches[0]
+    best = load_search(run_dir).summary["best_trial"]
+    export_trial(run_dir, best, tmp_path / "pipe")
+    assert "use_clipped_model_output=True" in (tmp_path / "pipe" / "README.md").read_text()
+    trained = load_trained(run_dir / "final" / f"{best:05d}" / "train" / "ema.pt")
+    ours = sample_images(trained.model, trained.diffusion, 4, steps=5, seed=3, batch_size=4)
+    pipe = DDIMPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+
+    def theirs(clipped: bool) -> np.ndarray:
+        out = pipe(
+            batch_size=4, num_inference_steps=5, eta=0.0, output_type="np",
+            generator=torch.Generator().manual_seed(3), use_clipped_model_output=clipped,
+        ).images  # fmt: skip
+        return (out * 255).round().astype(np.uint8)  # diffusers' own PIL conversion
+
+    expected = ours.permute(0, 2, 3, 1).numpy()
+    assert np.abs(theirs(True).astype(int) - expected).max() <= 1
+    assert np.abs(theirs(False).astype(int) - expected).max() > 1
+
+
 def test_export_of_proxy_weights_and_refusals(searches, tmp_path) -> None:
     run_dir = searches[0]
     record = load_search(run_dir)
@@ -304,6 +397,23 @@ def test_each_trained_trial_has_its_sample_grid_as_an_optuna_artifact(searches) 
             stored = f.read()
         assert stored == (run_dir / "trials" / f"{trial.number:05d}" / "samples.png").read_bytes()
     assert f"--artifact-dir {(run_dir / ARTIFACT_DIR).resolve()}" in dashboard_command(run_dir)
+
+
+def test_every_searched_field_is_a_parameter_of_every_trial(searches) -> None:
+    """optuna-dashboard lists a trial's params and plots the fields every finished trial
+    shares with equal distributions (Optuna's intersection search space): all ten."""
+    from optuna.search_space import intersection_search_space
+
+    from diffnas.space.search_space import SEARCHED_FIELDS
+
+    for run_dir in searches:
+        study = study_mod.open_study(run_dir)
+        trials = study.get_trials(deepcopy=False)
+        trained = [t for t in trials if t.user_attrs.get("status") != "rejected"]
+        assert trained
+        for t in trained:
+            assert set(t.params) == set(SEARCHED_FIELDS), (t.number, sorted(t.params))
+        assert set(intersection_search_space(trained)) == set(SEARCHED_FIELDS)
 
 
 # ----- the command line -----

@@ -149,3 +149,13 @@ def test_kid_search_prompts_name_kid(tmp_path: Path) -> None:
     assert "KID[classifier] " in memory_prompt.split("Search memory")[1]  # trial 0's score
     for request in (first, second):
         assert "rfid" not in json.dumps(request["messages"]).lower()
+
+
+def test_a_search_with_one_failed_round_is_not_a_failed_search(tmp_path: Path) -> None:
+    with OpenAILoopback() as server:
+        server.push_fault(status=400)
+        server.push_text(answer(SMALL))
+        cfg = config(llm="openai:m", base_url=server.base_url, rounds=2, per_round=1, promote=0)
+        summary = SearchRun(cfg, tmp_path / "run").run()
+    assert summary["rounds_failed"] == 1  # the exit 1 of test_cli_bad_input_readback: not met
+    assert summary["stop_reason"] == "all rounds done"

@@ -149,7 +149,10 @@ def test_space_choices_are_non_empty_and_within_arch_bounds(
     tmp_path, extra: str, field: str, fragment: str
 ) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(SPACE_YAML + extra + "\n")
+    # the extra line replaces the space's own (a key given twice is refused)
+    key = extra.split(":")[0]
+    kept = [line for line in SPACE_YAML.splitlines() if not line.startswith(f"{key}:")]
+    path.write_text("\n".join([*kept, extra]) + "\n")
     with pytest.raises(UserError) as err:
         load_space(path)
     assert f"{field}=" in str(err.value) and fragment in str(err.value)

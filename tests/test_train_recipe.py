@@ -65,3 +65,38 @@ def test_bad_bf16_cpu_value_is_a_user_error() -> None:
             "proxy", "ddpm", {"bf16_cpu": "sometimes"}, data_kind="npz", device_type="cpu"
         )
     assert TrainRecipe().bf16_cpu == "auto"
+
+
+def test_a_short_full_run_warms_its_ema_up_and_says_why() -> None:
+    """0.9999 without warm-up keeps 0.9999**steps of the initial weights in the EMA: 90 % after
+    1,000 steps (closed form), so a short full run gets the proxy's warm-up, with a note."""
+    recipe, notes = resolve_recipe(
+        "full", "ddpm", {"steps": 1000}, data_kind="cifar10", device_type="cuda"
+    )
+    assert recipe.ema_warmup and recipe.ema_decay == 0.9999
+    assert any("EMA warm-up on" in n and "90%" in n for n in notes), notes
+    # the paper's length: 0.9999**800000 is 0; the preset stays as published
+    recipe, notes = resolve_recipe("full", "ddpm", {}, data_kind="cifar10", device_type="cuda")
+    assert not recipe.ema_warmup and not any("EMA" in n for n in notes)
+    # 0.9999**50000 = 0.7 %: past the 1 % share, nothing to adapt
+    recipe, _ = resolve_recipe("full", "ddpm", {"steps": 50_000}, data_kind="", device_type="cuda")
+    assert not recipe.ema_warmup
+
+
+def test_a_short_run_told_to_keep_its_fixed_ema_gets_a_warning() -> None:
+    recipe, notes = resolve_recipe(
+        "full", "iddpm", {"steps": 1000, "ema_warmup": False}, data_kind="", device_type="cuda"
+    )
+    assert not recipe.ema_warmup
+    assert any(n.startswith("warning: EMA decay 0.9999") and "90%" in n for n in notes), notes
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [("weight_decay", "inf", "finite"), ("lr", float("nan"), "finite"),
+     ("batch_size", 10**8, "4096"), ("steps", 10**9, "10000000"), ("grad_clip", 1e300, "1000000")],
+)  # fmt: skip
+def test_every_number_of_a_recipe_is_finite_and_bounded(key, value, fragment) -> None:
+    with pytest.raises(UserError, match=key) as err:
+        resolve_recipe("proxy", "ddpm", {key: value}, data_kind="", device_type="cpu")
+    assert fragment in str(err.value)

@@ -7,7 +7,10 @@
 Three modes, chosen once per process:
 - `rich`: live bars on a terminal;
 - `plain`: one line every `PLAIN_INTERVAL_S` seconds and one at the end, when stderr is not a
-  terminal (a log file, CI, a pipe, a search's child process), so logs stay short and greppable;
+  terminal (a log file, CI, a pipe, a search's child process), so logs stay short and greppable.
+  The interval line comes whether or not the step reports progress meanwhile: a timer thread
+  writes it for the innermost open task (with its outer tasks' names, its count and an ETA),
+  so a search waiting on child processes, or one slow training step, still logs every 30 s;
 - `quiet`: nothing (`diffnas --quiet ...`).
 Progress goes to stderr, so stdout keeps only results (`--json`, tables) whatever the mode.
 
@@ -18,6 +21,7 @@ search trial) become extra rows of the live display that is already up, not a se
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +41,25 @@ from rich.progress import (
 
 Mode = Literal["rich", "plain", "quiet"]
 PLAIN_INTERVAL_S = 30.0  # a long run logs a line this often, a short one only its end
+_TICK_S = 0.25  # how often the plain mode's timer looks whether a line is due
 
 _forced: Mode | None = None  # set by `set_mode` / `set_quiet`; None = decided from stderr
 _live: Progress | None = None  # the live display of the open rich tasks
 _open = 0  # tasks shown now (rich or plain); the outermost one reports its end
+_plain: list[Task] = []  # the open plain tasks, outermost first
+_lock = threading.Lock()  # plain lines: one writer at a time, one line per interval
+_last_line = 0.0  # when the last plain line was written (monotonic)
+_ticker: tuple[threading.Thread, threading.Event] | None = None
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `3 min 20 s`, `2 h 5 min`: how long, to the precision a log line needs."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def set_quiet(quiet: bool) -> None:
@@ -71,7 +90,8 @@ class Task:
         self.info = ""
         self._mode = shown
         self._id = None
-        self._start = self._last_line = time.monotonic()
+        self._start = time.monotonic()
+        self._started_at = completed  # a resumed run's rate counts only this run's units
         if shown == "rich":
             assert _live is not None
             self._id = _live.add_task(
@@ -89,15 +109,26 @@ class Task:
         if self._mode == "rich":
             assert _live is not None and self._id is not None
             _live.update(self._id, completed=self.completed, info=escape(self.info))
-        elif self._mode == "plain" and time.monotonic() - self._last_line >= PLAIN_INTERVAL_S:
-            self._last_line = time.monotonic()
-            print(self._line(), file=sys.stderr, flush=True)
+        elif self._mode == "plain" and time.monotonic() - _last_line >= PLAIN_INTERVAL_S:
+            _plain_line(self._line())  # checked again under the lock; the line built only when due
+
+    def eta(self) -> float | None:
+        """Seconds left at this run's rate so far; None without a total or progress."""
+        done = self.completed - self._started_at
+        elapsed = time.monotonic() - self._start
+        if self.total is None or done <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, (self.total - self.completed) * elapsed / done)
 
     def _line(self, end: str = "") -> str:
         count = f" {self.completed}/{self.total}" if self.total is not None else ""
         info = f", {self.info}" if self.info else ""
         elapsed = time.monotonic() - self._start
-        when = f"{end} {elapsed:.1f} s" if end else f"{elapsed:.0f} s"
+        if end:
+            when = f"{end} {elapsed:.1f} s"
+        else:
+            eta = self.eta()
+            when = f"{elapsed:.0f} s" + (f", ETA {duration(eta)}" if eta is not None else "")
         colon = ":" if count or info else ""
         return f"{self.description}{colon}{count}{info} ({when})"
 
@@ -107,13 +138,55 @@ class Task:
         outermost = _open == 1
         line = self._line("stopped after" if failed else "done in")
         if self._mode == "plain" and outermost:
-            print(line, file=sys.stderr, flush=True)
+            _plain_line(line, force=True)
         elif self._mode == "rich":
             assert _live is not None and self._id is not None
             _live.remove_task(self._id)
             if outermost:
                 mark = "[red]✗[/red]" if failed else "[green]✓[/green]"
                 _live.console.print(f"{mark} {escape(line)}")
+
+
+def _plain_line(line: str, *, force: bool = False) -> None:
+    """Write `line` when an interval has passed since the last plain line (or `force`)."""
+    global _last_line
+    with _lock:
+        now = time.monotonic()
+        if force or now - _last_line >= PLAIN_INTERVAL_S:
+            _last_line = now
+            print(line, file=sys.stderr, flush=True)
+
+
+def _tick(stop: threading.Event) -> None:
+    """The plain mode's timer: the innermost open task's line, each interval without one."""
+    while not stop.wait(_TICK_S):
+        if PLAIN_INTERVAL_S <= 0:
+            continue  # a caller logging every update needs no timer
+        with _lock:
+            tasks = list(_plain)
+            due = time.monotonic() - _last_line >= PLAIN_INTERVAL_S
+        if tasks and due:
+            outer = "".join(f"{t.description} > " for t in tasks[:-1])
+            _plain_line(outer + tasks[-1]._line())
+
+
+def _start_ticker() -> None:
+    global _ticker, _last_line
+    if _ticker is None:
+        stop = threading.Event()
+        thread = threading.Thread(target=_tick, args=(stop,), name="progress-ticker", daemon=True)
+        _ticker = (thread, stop)
+        _last_line = time.monotonic()  # the first line is due an interval after the start
+        thread.start()
+
+
+def _stop_ticker() -> None:
+    global _ticker
+    if _ticker is not None:
+        thread, stop = _ticker
+        _ticker = None
+        stop.set()
+        thread.join()
 
 
 def _start_live() -> Progress:
@@ -153,14 +226,23 @@ def task(
     if shown != "quiet":
         _open += 1
     bar = Task(description, total, completed, shown)
+    if shown == "plain":
+        with _lock:
+            _plain.append(bar)
+        _start_ticker()
     failed = True
     try:
         yield bar
         failed = False
     finally:
+        if shown == "plain":
+            with _lock:
+                _plain.remove(bar)
         bar._finish(failed)
         if shown != "quiet":
             _open -= 1
+        if not _plain:
+            _stop_ticker()
         if _open == 0 and _live is not None:
             _live.stop()
             _live = None

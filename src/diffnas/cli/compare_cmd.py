@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import compare as cmp
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
-console = Console()
+console = output_console()
 
 
 def compare(
@@ -25,19 +25,34 @@ def compare(
         help="Comma-separated: diffnas, llm-no-memory, random, tpe, evolution "
         "(default random,tpe,evolution).",
     ),
-    seeds: int | None = typer.Option(None, help="Seeds per proposer: 0 .. N-1 (default 3)."),
+    seeds: int | None = typer.Option(
+        None, min=1, max=L.MAX_SEEDS, help="Seeds per proposer: 0 .. N-1 (default 3)."
+    ),
     space: str | None = typer.Option(None, help="Space preset or YAML file (default tiny)."),
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),
-    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
-    data_image_size: int | None = typer.Option(
-        None, help="Resize the images (default: the space's image size)."
+    data_subset: int | None = typer.Option(
+        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
     ),
-    rounds: int | None = typer.Option(None, help="Proposal rounds R of every search (default 3)."),
-    per_round: int | None = typer.Option(None, help="Candidates per round K (default 2)."),
-    proxy_steps: int | None = typer.Option(None, help="Proxy recipe steps (default 20k)."),
-    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 128)."),
+    data_image_size: int | None = typer.Option(
+        None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
+        help="Resize the images (default: the space's image size).",
+    ),
+    rounds: int | None = typer.Option(
+        None, min=1, max=L.MAX_ROUNDS, help="Proposal rounds R of every search (default 3)."
+    ),
+    per_round: int | None = typer.Option(
+        None, min=1, max=32, help="Candidates per round K (default 2)."
+    ),
+    proxy_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Proxy recipe steps (default 20k)."
+    ),
+    proxy_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 128)."
+    ),
     metric: str | None = typer.Option(None, help="Proxy score: rfid (default) | kid | loss."),
     halving_rungs: int | None = typer.Option(
         None, help="Successive halving in every search: fidelity levels (default 1 = off)."
@@ -45,8 +60,12 @@ def compare(
     halving_eta: int | None = typer.Option(
         None, help="Successive halving: about 1 in eta goes on per rung (default 3)."
     ),
-    score_samples: int | None = typer.Option(None, help="Proxy score: generated images N."),
-    score_steps: int | None = typer.Option(None, help="Proxy score: sampler steps S."),
+    score_samples: int | None = typer.Option(
+        None, min=2, max=L.MAX_SAMPLES, help="Proxy score: generated images N."
+    ),
+    score_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Proxy score: sampler steps S."
+    ),
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     llm: str | None = typer.Option(
@@ -56,12 +75,18 @@ def compare(
     api_key_env: str | None = typer.Option(
         None, help="Environment variable with the API key (never stored)."
     ),
-    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
+    structured: str | None = typer.Option(
+        None,
+        help="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    ),
     llm_max_usd: float | None = typer.Option(
-        None, help="Hard LLM budget of each search in USD (estimated)."
+        None, min=0.0, max=L.MAX_LLM_USD, help="Hard LLM budget of each search in USD (estimated)."
     ),
     time_budget: float | None = typer.Option(
-        None, help="Each search stops proposing after this many seconds."
+        None,
+        min=0.0,
+        max=L.MAX_DURATION_S,
+        help="Each search stops proposing after this many seconds.",
     ),
     executor: str | None = typer.Option(None, help="inline (default) | subprocess"),
     device: str | None = typer.Option(None, help="auto (default) | cpu | cuda[:N]"),
@@ -81,20 +106,22 @@ def compare(
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = cmp.build_config(options)
     check_device(config.search.proxy.device)
-    config, images = cmp.prepare(config)
+    config, images = cmp.prepare(config, dry_run=dry_run)
     score = config.search.proxy.score
-    check_scoring(images, score.extractor, score.inception_weights)
+    check_scoring(images, score.extractor, score.inception_weights, allow_download=not dry_run)
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print("searches: " + ", ".join(name for _, _, name in config.runs()))
         return
     run_dir = resume or next_run_dir(runs, "compare", Path(config.search.space).stem)
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     summary = cmp.run_compare(config, run_dir, console)
-    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    wide = output_console()
     title = escape(f"Best {summary['score_label']} found, over seeds")  # "[classifier]" is text
     table = Table(*cmp.TABLE_HEADER, title=title)
     for row in cmp.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)
-    console.print(f"Files: {run_dir} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)")
+    console.print(
+        f"Files: {escape(str(run_dir))} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)"
+    )

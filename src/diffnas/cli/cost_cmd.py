@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from diffnas.console import output_console
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.references import REFERENCE_ARCHS, resolve_arch
 from diffnas.space.search_space import load_space
 
-console = Console()
+console = output_console()
 
 
 def cost(
@@ -41,6 +41,7 @@ def cost(
         out = [r for _, r in rows]
         print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
         return
+    title = "Cost of one forward pass per image (FLOPs = 2 x MACs)"
     table = Table(
         "architecture",
         "params",
@@ -48,7 +49,8 @@ def cost(
         "GFLOPs",
         "at",
         *(["budget"] if s else []),
-        title="Cost of one forward pass per image (FLOPs = 2 x MACs)",
+        title=title,
+        min_width=len(title),  # a narrow table would wrap its own title onto two lines
     )
     for arch, r in rows:
         table.add_row(

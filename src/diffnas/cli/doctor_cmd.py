@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from diffnas.console import output_console
 from diffnas.doctor import run_checks
 
-console = Console(soft_wrap=True)
+console = output_console(soft_wrap=True)
 STYLES = {"ok": "green", "warn": "yellow", "missing": "yellow", "fail": "red"}
 
 

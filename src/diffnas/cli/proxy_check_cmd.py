@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.execute.executors import check_executor
 from diffnas.experiments import proxy_check as pc
@@ -18,7 +19,7 @@ from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
-console = Console()
+console = output_console()
 
 
 def proxy_check(
@@ -29,19 +30,30 @@ def proxy_check(
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),
-    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
-    data_image_size: int | None = typer.Option(
-        None, help="Resize the images (default: the space's image size)."
+    data_subset: int | None = typer.Option(
+        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
     ),
-    archs: int | None = typer.Option(None, help="Architectures compared (default 8, at least 3)."),
-    arch_seed: int | None = typer.Option(None, help="Seed of the uniform draws (default 0)."),
+    data_image_size: int | None = typer.Option(
+        None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
+        help="Resize the images (default: the space's image size).",
+    ),
+    archs: int | None = typer.Option(
+        None, min=3, max=1000, help="Architectures compared (default 8, at least 3)."
+    ),
+    arch_seed: int | None = typer.Option(
+        None, min=0, max=L.MAX_SEED, help="Seed of the uniform draws (default 0)."
+    ),
     archs_from: str | None = typer.Option(
         None, help="Take the architectures from this search run folder's trials instead."
     ),
     proxy_steps: str | None = typer.Option(
         None, help="Proxy run lengths, comma-separated (default 100,400)."
     ),
-    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
+    proxy_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 32)."
+    ),
     metrics: str | None = typer.Option(
         None, help="Proxy scores among rfid,kid,loss (default all three)."
     ),
@@ -55,33 +67,50 @@ def proxy_check(
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
-    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
+    reference_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Reference run length (default 1500)."
+    ),
     reference_batch_size: int | None = typer.Option(
-        None, help="Reference batch size (default 32)."
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Reference batch size (default 32)."
     ),
     reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
     reference_samples: int | None = typer.Option(
-        None, help="Reference score's generated images (default 1000)."
+        None, min=2, max=L.MAX_SAMPLES, help="Reference score's generated images (default 1000)."
     ),
     reference_score_steps: int | None = typer.Option(
-        None, help="Reference score's sampler steps (default 50)."
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Reference score's sampler steps (default 50)."
     ),
-    top_k: int | None = typer.Option(None, help="k of the top-k overlap (default 3)."),
-    bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 2000)."),
+    top_k: int | None = typer.Option(
+        None, min=1, max=1000, help="k of the top-k overlap (default 3)."
+    ),
+    bootstrap: int | None = typer.Option(
+        None, min=100, max=1_000_000, help="Bootstrap resamples (default 2000)."
+    ),
     seed: int | None = typer.Option(
-        None, help="First seed of training and sampling (default 0; then seed + 1, ...)."
+        None,
+        min=0,
+        max=L.MAX_SEED,
+        help="First seed of training and sampling (default 0; then seed + 1, ...).",
     ),
     seeds: int | None = typer.Option(
         None,
+        min=1,
+        max=100,
         help="Seeds per architecture for every proxy setting and the reference (default 2): "
         "the reference's seed-to-seed agreement is the ceiling a proxy is read against.",
     ),
     executor: str | None = typer.Option(
         None, help="Where the runs go: inline (default) | subprocess | pool | ray | queue."
     ),
-    workers: int | None = typer.Option(None, help="pool: concurrent CPU workers."),
-    trials_per_gpu: int | None = typer.Option(None, help="pool/ray: runs packed on one GPU."),
-    max_retries: int | None = typer.Option(None, help="A killed worker is tried again (2)."),
+    workers: int | None = typer.Option(
+        None, min=1, max=L.MAX_WORKERS, help="pool: concurrent CPU workers."
+    ),
+    trials_per_gpu: int | None = typer.Option(
+        None, min=1, max=64, help="pool/ray: runs packed on one GPU."
+    ),
+    max_retries: int | None = typer.Option(
+        None, min=0, max=10, help="A killed worker is tried again (2)."
+    ),
     ray_address: str | None = typer.Option(None, help="ray: an existing cluster's address."),
     storage: str | None = typer.Option(None, help="queue: the database of the job queue."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
@@ -104,13 +133,15 @@ def proxy_check(
     check_executor(config.executor, config.storage)
     space, images, chosen = pc.prepare(config)
     for spec in (config.proxy, config.reference):
-        check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+        check_scoring(
+            images, spec.score.extractor, spec.score.inception_weights, allow_download=not dry_run
+        )
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print_json(data=pc.plan(config, space, chosen))
         return
     run_dir = resume or next_run_dir(runs, "proxy-check", Path(config.space).stem)
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     study = pc.ProxyCheck(
         config, run_dir, log=lambda text: console.print(escape(text)), command=command_line()
     )
@@ -128,7 +159,7 @@ def command_line() -> str:
 
 
 def show_summary(summary: dict) -> None:
-    wide = Console() if sys.stdout.isatty() else Console(width=200)
+    wide = output_console()
     table = Table(
         *summary_mod.TABLE_HEADER,
         title=escape(  # "FID[classifier]" is text, not markup

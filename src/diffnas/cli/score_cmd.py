@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.score import Score, check_scoring
@@ -37,7 +38,7 @@ from diffnas.train.checkpoint import Trained, load_trained
 from diffnas.train.device import check_device, resolve_device
 from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
 
-console = Console(soft_wrap=True, highlight=False)
+console = output_console(soft_wrap=True, highlight=False)
 SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
 SCORE_FILE = "score.json"
 
@@ -76,24 +77,32 @@ class SampleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(description="ema.pt the images come from")
-    num: int = Field(ge=1, description="images to draw")
+    num: int = Field(ge=1, le=L.MAX_SAMPLES, description="images to draw")
     sampler: str = Field(description="ddim | ddpm | respaced")
-    steps: int | None = Field(description="sampler steps (ddpm: all T)")
-    seed: int = Field(description="seed of the initial noise")
-    batch_size: int = Field(ge=1, description="images per sampling batch")
+    steps: int | None = Field(
+        ge=1, le=L.MAX_SAMPLER_STEPS, description="sampler steps (ddpm: all T)"
+    )
+    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
+    batch_size: int = Field(ge=1, le=L.MAX_BATCH_SIZE, description="images per sampling batch")
     device: str = Field(description="auto | cpu | cuda[:N]")
 
 
 def sample(
     ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
-    num: int = typer.Option(64, "-n", "--num", help="Images to draw."),
+    num: int = typer.Option(64, "-n", "--num", min=1, max=L.MAX_SAMPLES, help="Images to draw."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
     steps: int | None = typer.Option(
-        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+        None,
+        "--steps",
+        min=1,
+        max=L.MAX_SAMPLER_STEPS,
+        help="Sampler steps (default: 50; ddpm: all).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=L.MAX_SEED, help="Seed of the initial noise."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Images per batch."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     dry_run: bool = typer.Option(
@@ -107,7 +116,7 @@ def sample(
         opts = load_options(resume, SampleOptions, kind="sample")
         run_dir = resume
         if (resume / "sample.json").is_file():
-            console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)")
+            console.print(f"already complete: {resume / 'images'} ({opts.num} PNGs)", markup=False)
             return
     elif ckpt is None:
         raise UserError("give a checkpoint (train run folder or ema.pt) or --resume", field="ckpt")
@@ -155,7 +164,7 @@ class ScoreOptions(BaseModel):
     checkpoint: str = Field(description="ema.pt the images come from")
     data: DataSpec = Field(description="reference images")
     score: ScoreSpec = Field(description="metric, extractor, N, sampler and steps")
-    seed: int = Field(description="seed of the initial noise")
+    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
     device: str = Field(description="auto | cpu | cuda[:N]")
     cache_dir: str = Field(description="reference statistics and classifier weights")
 
@@ -164,10 +173,16 @@ def score(
     ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
     metric: str = typer.Option("rfid", "--metric", help="rfid | fid | kid"),
-    num: int = typer.Option(1000, "-n", "--num", help="Generated images N."),
+    num: int = typer.Option(
+        1000, "-n", "--num", min=2, max=L.MAX_SAMPLES, help="Generated images N."
+    ),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | ddpm | respaced"),
     steps: int | None = typer.Option(
-        None, "--steps", help="Sampler steps (default: 50; ddpm: all)."
+        None,
+        "--steps",
+        min=1,
+        max=L.MAX_SAMPLER_STEPS,
+        help="Sampler steps (default: 50; ddpm: all).",
     ),
     data: str | None = typer.Option(
         None, "--data", help="Reference images (default: the checkpoint's training data)."
@@ -176,8 +191,10 @@ def score(
     inception_weights: str | None = typer.Option(
         None, "--inception-weights", help="FID Inception weights file (offline)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial noise."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Sampling batch."),
+    seed: int = typer.Option(0, "--seed", min=0, max=L.MAX_SEED, help="Seed of the initial noise."),
+    batch_size: int = typer.Option(
+        256, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Sampling batch."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     cache_dir: Path | None = typer.Option(
@@ -232,11 +249,14 @@ def score(
         f"the model {trained.label}",
         "give --data of that shape",
     )
-    check_scoring(images, spec.extractor, spec.inception_weights)
+    check_scoring(images, spec.extractor, spec.inception_weights, allow_download=not dry_run)
     if dry_run:
         console.print_json(opts.model_dump_json())
         print_sampling_plan(trained, spec.num_samples, spec.steps)
-        console.print(f"reference: {len(images):,} {images.name} images; dry run: nothing written")
+        console.print(
+            f"reference: {len(images):,} {images.name} images; dry run: nothing written",
+            markup=False,
+        )
         return
     if resume is None:
         run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")

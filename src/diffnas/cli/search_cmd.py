@@ -8,10 +8,11 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.execute.table_executor import is_table, load_executor_table
@@ -23,7 +24,7 @@ from diffnas.search.loop import SearchRun
 from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
 from diffnas.train.options import parse_sets
 
-console = Console()
+console = output_console()
 
 
 def _config_error(err: ValidationError) -> UserError:
@@ -39,10 +40,12 @@ def search(
         "digits", help="digits | cifar10[:ROOT] | npz:PATH | PATH.npz | imagefolder:DIR"
     ),
     data_subset: int | None = typer.Option(
-        None, help="Train on a deterministic subset of N images."
+        None, min=1, max=L.MAX_IMAGES, help="Train on a deterministic subset of N images."
     ),
     data_image_size: int | None = typer.Option(
         None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
         help="Resize the images to this size (e.g. fashion-mnist's 28 to the tiny space's 16).",
     ),
     llm: str = typer.Option("local", help="local | openai:MODEL | anthropic:MODEL"),
@@ -52,49 +55,62 @@ def search(
     api_key_env: str | None = typer.Option(
         None, help="Environment variable with the API key (never stored)."
     ),
-    structured: str | None = typer.Option(None, help="openai: json_schema | json_object | text"),
-    llm_timeout: float = typer.Option(120.0, help="Seconds before one LLM request times out."),
+    structured: str | None = typer.Option(
+        None,
+        help="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    ),
+    llm_timeout: float = typer.Option(
+        120.0, min=0.001, max=L.MAX_LLM_TIMEOUT_S, help="Seconds before one LLM request times out."
+    ),
     llm_attempts: int = typer.Option(
-        5, help="Tries per LLM request (timeouts, 429, 5xx) before the round fails."
+        5, min=1, max=20, help="Tries per LLM request (timeouts, 429, 5xx) before the round fails."
     ),
     proposer: str = typer.Option(
         "diffnas", help="diffnas | llm-no-memory | random | tpe | evolution"
     ),
-    rounds: int = typer.Option(3, help="Proposal rounds R."),
-    per_round: int = typer.Option(2, help="Candidates per round K."),
+    rounds: int = typer.Option(3, min=1, max=L.MAX_ROUNDS, help="Proposal rounds R."),
+    per_round: int = typer.Option(2, min=1, max=32, help="Candidates per round K."),
     schedule: str = typer.Option(
         "rounds",
         help="rounds: ask for K, evaluate them together, ask again | async: keep every executor "
         "slot busy, asking as soon as one frees (rounds x K candidates in all).",
     ),
     max_repairs: int = typer.Option(
-        DEFAULT_MAX_REPAIRS, help="Repair turns per round for invalid proposals."
+        DEFAULT_MAX_REPAIRS, min=0, max=10, help="Repair turns per round for invalid proposals."
     ),
-    temperature: float = typer.Option(0.7, help="LLM sampling temperature."),
+    temperature: float = typer.Option(0.7, min=0.0, max=2.0, help="LLM sampling temperature."),
     llm_mode: str = typer.Option(
         "auto",
         help="full: the LLM writes whole architectures | edit: it edits one field of a "
         "remembered one, random fallbacks fill what it leaves open | auto: edit for local, full otherwise.",
     ),
-    seed: int = typer.Option(0, help="Seeds proposals, training and sampling."),
+    seed: int = typer.Option(
+        0, min=0, max=L.MAX_SEED, help="Seeds proposals, training and sampling."
+    ),
     proxy_steps: int | None = typer.Option(
-        None, help="Proxy recipe: optimizer steps (default 20k)."
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Proxy recipe: optimizer steps (default 20k)."
     ),
     proxy_batch_size: int | None = typer.Option(
-        None, help="Proxy recipe: batch size (default 128)."
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy recipe: batch size (default 128)."
     ),
     metric: str = typer.Option(
         "rfid", help="Proxy score: rfid | kid | loss (final training loss, no sampling)."
     ),
-    score_samples: int = typer.Option(1000, help="Proxy score: generated images N."),
-    score_steps: int = typer.Option(50, help="Proxy score: DDIM steps S."),
+    score_samples: int = typer.Option(
+        1000, min=2, max=L.MAX_SAMPLES, help="Proxy score: generated images N."
+    ),
+    score_steps: int = typer.Option(
+        50, min=1, max=L.MAX_SAMPLER_STEPS, help="Proxy score: DDIM steps S (at most T)."
+    ),
     halving_rungs: int = typer.Option(
         1,
+        min=1,
+        max=6,
         help="Successive halving (Optuna's pruner): score each candidate at this many fidelity "
         "levels, the last the whole proxy run; 1 = off.",
     ),
     halving_eta: int = typer.Option(
-        3, help="Successive halving: about 1 in eta candidates goes on at each rung."
+        3, min=2, max=8, help="Successive halving: about 1 in eta candidates goes on at each rung."
     ),
     extractor: str = typer.Option(
         "classifier", help="Features: classifier (offline, labelled data) | inception."
@@ -103,13 +119,18 @@ def search(
         None, help="FID Inception weights file (offline use)."
     ),
     promote: int = typer.Option(
-        1, help="Top-k candidates trained with the final recipe and scored by FID."
+        1,
+        min=0,
+        max=L.MAX_PROMOTE,
+        help="Top-k candidates trained with the final recipe and scored by FID.",
     ),
     final_recipe: str = typer.Option("full", help="Final recipe: full | proxy."),
     final_steps: int | None = typer.Option(
-        None, help="Final recipe: steps (default: the paper's)."
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Final recipe: steps (default: the paper's)."
     ),
-    final_batch_size: int | None = typer.Option(None, help="Final recipe: batch size."),
+    final_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Final recipe: batch size."
+    ),
     recipe_set: list[str] = typer.Option(
         [], "--set", help="Recipe field for proxy and final runs, key=value (e.g. bf16_cpu=true)."
     ),
@@ -118,11 +139,21 @@ def search(
         "--bf16-cpu/--no-bf16-cpu",
         help="bf16 autocast on CPU (default: on where the CPU has native bf16).",
     ),
-    fid_samples: int = typer.Option(10_000, help="Final FID: generated images."),
-    fid_steps: int = typer.Option(100, help="Final FID: DDIM steps."),
-    llm_max_tokens: int | None = typer.Option(None, help="Hard LLM budget in tokens."),
-    llm_max_usd: float | None = typer.Option(None, help="Hard LLM budget in USD (estimated)."),
-    time_budget: float | None = typer.Option(None, help="Stop proposing after this many seconds."),
+    fid_samples: int = typer.Option(
+        10_000, min=2, max=L.MAX_SAMPLES, help="Final FID: generated images."
+    ),
+    fid_steps: int = typer.Option(
+        100, min=1, max=L.MAX_SAMPLER_STEPS, help="Final FID: DDIM steps (at most T)."
+    ),
+    llm_max_tokens: int | None = typer.Option(
+        None, min=1, max=L.MAX_LLM_TOKENS, help="Hard LLM budget in tokens."
+    ),
+    llm_max_usd: float | None = typer.Option(
+        None, min=0.0, max=L.MAX_LLM_USD, help="Hard LLM budget in USD (estimated)."
+    ),
+    time_budget: float | None = typer.Option(
+        None, min=0.0, max=L.MAX_DURATION_S, help="Stop proposing after this many seconds."
+    ),
     prompt_dir: str | None = typer.Option(
         None, help="Folder of prompt templates overriding the bundled ones."
     ),
@@ -134,13 +165,22 @@ def search(
         "looked up in a table of `diffnas tabulate`: a search in seconds, the optimum known).",
     ),
     workers: int | None = typer.Option(
-        None, help="pool without GPU: concurrent CPU workers (cores split between them)."
+        None,
+        min=1,
+        max=L.MAX_WORKERS,
+        help="pool without GPU: concurrent CPU workers (cores split between them).",
     ),
     trials_per_gpu: int = typer.Option(
-        1, help="pool/ray: small candidates packed on one GPU at once (by measured cost)."
+        1,
+        min=1,
+        max=64,
+        help="pool/ray: small candidates packed on one GPU at once (by measured cost).",
     ),
     max_retries: int = typer.Option(
-        2, help="A worker killed mid-candidate is tried again up to this often, then failed."
+        2,
+        min=0,
+        max=10,
+        help="A worker killed mid-candidate is tried again up to this often, then failed.",
     ),
     ray_address: str | None = typer.Option(
         None, help="ray: address of an existing Ray cluster (default: a local instance)."
@@ -215,14 +255,15 @@ def search(
         print_plan(plan)
         return
     plan.validate()
+    print_notes(plan)
     if run_dir is None:
         run_dir = next_run_dir(runs, "search", f"{Path(config.space).stem}-{config.proposer}")
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     search_run = SearchRun(config, run_dir, console=console)
     summary = search_run.run()
     show_status(run_dir)
     console.print(
-        f"stopped: {escape(summary['stop_reason'])}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
+        f"stopped: {escape(summary['stop_reason'])}. Files: {escape(str(run_dir))} (study.db, rounds/, trials/, llm/calls.jsonl)"
     )
     if search_run.llm_never_answered:  # not a result: say so in the exit code
         print(
@@ -251,7 +292,7 @@ def table_final(ctx: typer.Context, config: SearchConfig, device: str) -> EvalSp
 
 
 def print_plan(plan: SearchPlan) -> None:
-    """The resolved options and a table of the stages with their estimated compute."""
+    """The resolved options and a table of the stages with their estimated compute and memory."""
     stages = plan.stages()
     console.print_json(json.dumps(plan.config.model_dump(mode="json")))
     table = Table(
@@ -259,12 +300,24 @@ def print_plan(plan: SearchPlan) -> None:
         "count",
         "per candidate",
         "PFLOPs (est.)",
+        "memory (est.)",
         title="Plan (FLOPs = 2 x MACs; at the reference's cost)",
     )
     for stage in stages:
         pflops = "-" if stage.pflops is None else f"{stage.pflops:.3g}"
-        table.add_row(stage.stage, stage.count, stage.per_candidate, pflops)
+        memory = "-" if stage.memory is None else f"{stage.memory / 2**30:.2f} GiB"
+        table.add_row(
+            escape(stage.stage), escape(stage.count), escape(stage.per_candidate), pflops, memory
+        )
     console.print(table)
+    print_notes(plan)
+
+
+def print_notes(plan: SearchPlan) -> None:
+    """The recipes' adaptations as notes, and their warnings in yellow."""
+    for note in plan.notes():
+        colour = "yellow" if note.startswith("warning:") else "dim"
+        console.print(f"[{colour}]{escape(note)}[/{colour}]")
 
 
 def show_status(run_dir: Path) -> None:

@@ -6,15 +6,17 @@ import json
 import random
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from diffnas.console import output_console
+from diffnas.limits import MAX_SEED
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import list_presets, load_space
 
 app = typer.Typer(help="Inspect search spaces (presets or YAML files).", no_args_is_help=True)
-console = Console()
+console = output_console()
 
 
 @app.command("list")
@@ -22,7 +24,7 @@ def list_spaces() -> None:
     """List the bundled space presets."""
     for name in list_presets():
         space = load_space(name)
-        console.print(f"[bold]{name}[/bold]  {space.description}")
+        console.print(f"[bold]{escape(name)}[/bold]  {escape(space.description)}")
 
 
 @app.command("show")
@@ -37,11 +39,13 @@ def show(
     if schema:
         print(json.dumps(s.arch_json_schema(), indent=2))
         return
-    console.print(s.describe(), highlight=False)
+    console.print(s.describe(), markup=False, highlight=False)
     if s.reference:
         ref = get_reference(s.reference)
         _, verdict = budget_verdict(measure_cost(ref), s.budget)
-        console.print(f"- reference {s.reference}: {ref.summary()}; {verdict}", highlight=False)
+        console.print(
+            f"- reference {s.reference}: {ref.summary()}; {verdict}", markup=False, highlight=False
+        )
 
 
 @app.command("sample")
@@ -50,7 +54,7 @@ def sample(
     n: int = typer.Option(
         5, "-n", "--num", min=1, max=1000, help="How many architectures to draw."
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Draw architectures uniformly from a space, with their cost and budget verdict."""

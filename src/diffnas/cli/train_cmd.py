@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 import typer
-from rich.console import Console
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
@@ -30,8 +31,8 @@ from diffnas.train.options import TrainOptions, parse_sets
 from diffnas.train.recipe import resolve_recipe
 from diffnas.train.trainer import STATUS
 
-console = Console(soft_wrap=True, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+console = output_console(soft_wrap=True, highlight=False)
+err_console = output_console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def print_plan(opts: TrainOptions, data: ImageData) -> None:
@@ -57,8 +58,8 @@ def summarize(status: TrainStatus, run_dir: Path) -> None:
         f"last loss: {'-' if loss is None else f'{loss:.4f}'}  "
         f"img/s: {'-' if ips is None else f'{ips:.0f}'}"
     )
-    console.print(f"run folder: {run_dir}")
-    console.print(f"checkpoint: {status.ema_checkpoint or '-'}")
+    console.print(f"run folder: {run_dir}", markup=False)
+    console.print(f"checkpoint: {status.ema_checkpoint or '-'}", markup=False)
 
 
 def train(
@@ -71,11 +72,21 @@ def train(
         None, "--objective", help="ddpm | iddpm (default: iddpm if learn_sigma else ddpm)"
     ),
     recipe: str | None = typer.Option(None, "--recipe", help="proxy | full (default: proxy)"),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    warmup: int | None = typer.Option(None, "--warmup", help="Warm-up steps."),
-    ema: float | None = typer.Option(None, "--ema", help="EMA decay (cap)."),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, max=L.MAX_TRAIN_STEPS, help="Optimizer steps."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=L.MAX_BATCH_SIZE, help="Images per step."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", min=0.0, max=1.0, help="Peak learning rate (in (0, 1])."
+    ),
+    warmup: int | None = typer.Option(
+        None, "--warmup", min=0, max=L.MAX_TRAIN_STEPS, help="Warm-up steps."
+    ),
+    ema: float | None = typer.Option(
+        None, "--ema", min=0.0, max=1.0, help="EMA decay (cap), in [0, 1)."
+    ),
     bf16_cpu: bool | None = typer.Option(
         None,
         "--bf16-cpu/--no-bf16-cpu",
@@ -83,15 +94,21 @@ def train(
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
-    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Steps."),
-    log_every: int | None = typer.Option(None, "--log-every", help="Steps."),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", min=1, max=L.MAX_TRAIN_STEPS, help="Steps."
+    ),
+    log_every: int | None = typer.Option(
+        None, "--log-every", min=1, max=L.MAX_TRAIN_STEPS, help="Steps."
+    ),
     sets: list[str] = typer.Option(
         [], "--set", help="Recipe field override key=value (JSON value); diffusion.KEY too."
     ),
     data: str | None = typer.Option(
         None, "--data", help="digits | cifar10[:ROOT] | npz:PATH | DIR (default: digits)"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed (default: 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, max=L.MAX_SEED, help="Seed (default: 0)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (default: auto)"),
     runs: Path = typer.Option(Path("runs"), "--runs", help="Root of the numbered run folders."),
     dry_run: bool = typer.Option(
@@ -152,14 +169,16 @@ def train(
         images, (arch_cfg.in_channels, arch_cfg.image_size), f"the architecture {label}"
     )
     for note in notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     if dry_run:
         print_plan(opts, images)
-        console.print(f"dry run: nothing written (a run would create a folder under {runs}/)")
+        console.print(
+            f"dry run: nothing written (a run would create a folder under {runs}/)", markup=False
+        )
         return
     run_dir = next_run_dir(runs, "train", label.removesuffix(Path(label).suffix))
     write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {run_dir}", markup=False)
     _run(opts, images, run_dir, device)
 
 
@@ -169,7 +188,7 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
     status_path = run_dir / STATUS
     status = read_status(status_path) if status_path.is_file() else None
     if status and status.status == "complete" and status.step >= opts.recipe.steps:
-        console.print(f"already complete: {run_dir} (nothing to do)")
+        console.print(f"already complete: {run_dir} (nothing to do)", markup=False)
         summarize(status, run_dir)
         return
     images = load_images(opts.data)
@@ -179,7 +198,7 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
     if dry_run:
         print_plan(opts, images)
         step = status.step if status else 0
-        console.print(f"dry run: would resume {run_dir} from step {step}")
+        console.print(f"dry run: would resume {run_dir} from step {step}", markup=False)
         return
     _run(opts, images, run_dir, device)
 

@@ -12,14 +12,18 @@ def worker(
         ..., help="Database URL of the queue study, e.g. postgresql://user@host/db."
     ),
     study: str = typer.Option("diffnas-queue", help="Name of the queue study."),
-    heartbeat_interval: int = typer.Option(10, help="Seconds between this worker's heartbeats."),
+    heartbeat_interval: int = typer.Option(
+        10, min=1, max=3600, help="Seconds between this worker's heartbeats."
+    ),
     grace_period: int = typer.Option(
-        60, help="Seconds without a heartbeat before a candidate is re-queued."
+        60, min=1, max=86_400, help="Seconds without a heartbeat before a candidate is re-queued."
     ),
     max_retry: int = typer.Option(
         2, min=0, max=10, help="Times a vanished worker's candidate is re-queued."
     ),
-    max_jobs: int | None = typer.Option(None, help="Stop after this many candidates."),
+    max_jobs: int | None = typer.Option(
+        None, min=1, max=1_000_000, help="Stop after this many candidates."
+    ),
     wait: bool = typer.Option(
         False, "--wait/--exit-when-empty", help="Keep polling an empty queue (default: exit)."
     ),

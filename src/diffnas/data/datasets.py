@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.errors import UserError
+from diffnas.limits import FINITE, MAX_CLASSES, MAX_IMAGE_SIZE, MAX_IMAGES, MAX_SEED
 
 DataKind = Literal["digits", "npz", "imagefolder", "cifar10", "fashion-mnist"]
 DATA_KINDS: tuple[str, ...] = get_args(DataKind)
@@ -30,7 +31,7 @@ DATA_KINDS: tuple[str, ...] = get_args(DataKind)
 class DataSpec(BaseModel):
     """Which images to load and how; round-trips through JSON so a run folder records it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     kind: DataKind = Field(
         "digits", description="digits | npz | imagefolder | cifar10 | fashion-mnist"
@@ -42,12 +43,15 @@ class DataSpec(BaseModel):
         "train", description="digits/cifar10/fashion-mnist split; npz/imagefolder: all"
     )
     image_size: int | None = Field(
-        None, ge=4, description="resize to this many pixels square (None: as stored; digits: 16)"
+        None,
+        ge=4,
+        le=MAX_IMAGE_SIZE,
+        description="resize to this many pixels square (None: as stored; digits: 16)",
     )
     subset: int | None = Field(
-        None, ge=1, description="keep N images, chosen by a seeded permutation"
+        None, ge=1, le=MAX_IMAGES, description="keep N images, chosen by a seeded permutation"
     )
-    subset_seed: int = Field(0, description="seed of the subset permutation")
+    subset_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the subset permutation")
     hflip: bool = Field(
         False, description="append mirrored copies (doubles the set; not for digits)"
     )
@@ -109,6 +113,67 @@ def parse_data(text: str) -> DataSpec:
         "or imagefolder:DIR (or a folder).",
         field="data",
     )
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """How many images a `DataSpec` gives and their size, known without decoding a pixel."""
+
+    count: int
+    channels: int
+    stored_size: int  # pixels per side as stored (imagefolder: of its first image)
+    size: int  # after the resize to `image_size`
+
+    def load_bytes(self) -> int:
+        """Peak memory of `load_images`, roughly: the stored float32 images, the resized ones,
+        and the uint8 copy the fingerprint (and later the scorer) takes."""
+        stored = self.count * self.channels * self.stored_size**2
+        resized = self.count * self.channels * self.size**2
+        return 4 * stored + 4 * resized + resized
+
+
+def data_shape(spec: DataSpec) -> DataShape | None:
+    """The shape `load_images(spec)` will have, read from headers only (an .npz member's
+    header, an idx header, the first image's header; fixed for digits and CIFAR-10), so a
+    plan can refuse a dataset that cannot fit in memory before reading it. None where the
+    files are missing or unreadable: `load_images` then says what is wrong with them."""
+    try:
+        count, channels, size = _stored_shape(spec)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        return None
+    if spec.subset is not None:
+        count = min(count, spec.subset)
+    if spec.hflip:
+        count *= 2
+    return DataShape(count, channels, size, spec.image_size or size)
+
+
+def _stored_shape(spec: DataSpec) -> tuple[int, int, int]:
+    if spec.kind == "digits":
+        count = {"train": 1437, "test": 360, "all": 1797}[spec.split]  # the fixed 80/20 split
+        return count, 1, 16
+    if spec.kind == "cifar10":
+        return (10_000 if spec.split == "test" else 50_000), 3, 32
+    if spec.kind == "fashion-mnist":
+        return {"train": 60_000, "test": 10_000, "all": 70_000}[spec.split], 1, 28
+    if spec.kind == "npz":
+        with zipfile.ZipFile(str(spec.path)) as archive, archive.open("x.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }[version]
+            shape, _, _ = read_header(member)
+        if len(shape) not in (3, 4):
+            raise ValueError("not N x H x W (x C)")
+        return int(shape[0]), int(shape[3]) if len(shape) == 4 else 1, int(shape[2])
+    files = _image_files(Path(str(spec.path)))
+    if not files:
+        raise ValueError("no images")
+    from PIL import Image
+
+    with Image.open(files[0]) as first:  # reads the header only
+        return len(files), 3, int(first.width)
 
 
 def load_images(spec: DataSpec) -> ImageData:
@@ -183,11 +248,18 @@ def _npz(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     if x.ndim == 3:
         x = x[..., None]
     if y is not None and (
-        y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any()
+        y.ndim != 1
+        or len(y) != len(x)
+        or not np.issubdtype(y.dtype, np.integer)
+        or (y < 0).any()
+        or (y >= MAX_CLASSES).any()  # compared in y's own dtype: no int64 cast to wrap first
     ):
+        shown = f"{y.dtype} {y.shape}"
+        if y.ndim == 1 and len(y) and np.issubdtype(y.dtype, np.integer):
+            shown += f" with values {y.min()} .. {y.max()}"
         raise UserError(
-            f"--data: {str(path)!r} array 'y' must hold one integer class label >= 0 per image "
-            f"(shape ({len(x)},)), got {y.dtype} {y.shape}.",
+            f"--data: {str(path)!r} array 'y' must hold one integer class label per image, "
+            f"each in 0 .. {MAX_CLASSES - 1} (shape ({len(x)},)), got {shown}.",
             field="data",
         )
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
@@ -226,12 +298,20 @@ def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str
     if not spec.path or not Path(spec.path).is_dir():
         raise UserError(f"--data: image folder {spec.path!r} does not exist.", field="data")
     root = Path(spec.path)
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
+    files = _image_files(root)
     if not files:
         raise UserError(
-            f"--data: no images ({', '.join(sorted(exts))}) under {str(root)!r}.", field="data"
+            f"--data: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(root)!r}.",
+            field="data",
         )
+    # Every file is checked (header and data, nothing kept) before any is decoded into the
+    # set: a damaged image is refused in seconds, not after the others took gigabytes.
+    for p in files:
+        try:
+            with Image.open(p) as opened:
+                opened.verify()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise _unreadable_image(p, err) from None
     classes = sorted({p.parent.name for p in files})
     size = spec.image_size
     arrays = []
@@ -239,13 +319,9 @@ def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str
         try:
             with Image.open(p) as opened:
                 img = opened.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            # OSError covers PIL's UnidentifiedImageError and truncated files
-            raise UserError(
-                f"--data: image {str(p)!r} cannot be read ({type(err).__name__}: {err}); "
-                "remove it or replace it with a valid image.",
-                field="data",
-            ) from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            # OSError covers PIL's UnidentifiedImageError and data truncated past verify()
+            raise _unreadable_image(p, err) from None
         size = size or img.width
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
@@ -254,6 +330,21 @@ def _imagefolder(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str
         torch.tensor([classes.index(p.parent.name) for p in files]) if len(classes) > 1 else None
     )
     return _from_uint8(np.stack(arrays)), labels, root.name
+
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _unreadable_image(path: Path, err: BaseException) -> UserError:
+    return UserError(
+        f"--data: image {str(path)!r} cannot be read ({type(err).__name__}: {err}); "
+        "remove it or replace it with a valid image.",
+        field="data",
+    )
 
 
 def _cifar10(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None, str]:

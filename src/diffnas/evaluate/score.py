@@ -143,14 +143,38 @@ def score_images(
     return Score(value=value, protocol=ScoreProtocol(**protocol))
 
 
-def check_scoring(images: ImageData, extractor: str, inception_weights: str | None) -> None:
-    """What scoring against `images` needs, checked before sampling and before a run folder exists."""
-    if extractor == "classifier" and images.y is None:
-        raise UserError(
-            f"data {images.name} has no labels, and the classifier extractor is trained on "
-            "them; use labelled data or --extractor inception",
-            field="extractor",
-        )
+# The classifier trains on one half of the data and keeps the other half as the reference;
+# a Fréchet distance needs at least two reference images for a covariance.
+MIN_CLASSIFIER_IMAGES = 4
+MIN_REFERENCE_IMAGES = 2
+
+
+def check_scoring(
+    images: ImageData,
+    extractor: str,
+    inception_weights: str | None,
+    *,
+    allow_download: bool = True,
+) -> None:
+    """What scoring against `images` needs, checked before sampling and before a run folder
+    exists: labels and enough images for the classifier, a usable channel count, and the
+    Inception weights on disk (or, with `allow_download`, fetched now rather than after the
+    first candidate trained; offline that is a refusal naming the file to get)."""
+    if extractor == "classifier":
+        if images.y is None:
+            raise UserError(
+                f"data {images.name} has no labels, and the classifier extractor is trained on "
+                "them; use labelled data or --extractor inception",
+                field="extractor",
+            )
+        classes = int(images.y.unique().numel())
+        if len(images) < MIN_CLASSIFIER_IMAGES or classes < 2:
+            raise UserError(
+                f"data {images.name} has {len(images)} image(s) in {classes} class(es); the "
+                f"classifier extractor needs at least {MIN_CLASSIFIER_IMAGES} images (half to "
+                "train on, half kept as the reference) in at least 2 classes",
+                field="data",
+            )
     if extractor == "inception":
         if images.channels not in (1, 3):
             raise UserError(
@@ -158,6 +182,12 @@ def check_scoring(images: ImageData, extractor: str, inception_weights: str | No
                 "takes 1 or 3",
                 field="extractor",
             )
-        if inception_weights or os.environ.get(INCEPTION_ENV):
-            # a named file must exist and be the right one; a download is left to scoring
-            resolve_inception_weights(inception_weights, allow_download=False)
+        if len(images) < MIN_REFERENCE_IMAGES:
+            raise UserError(
+                f"data {images.name} has {len(images)} image; a Fréchet distance needs at "
+                f"least {MIN_REFERENCE_IMAGES} reference images",
+                field="data",
+            )
+        if allow_download or inception_weights or os.environ.get(INCEPTION_ENV):
+            # a named file must exist and be the right one; an unnamed one is found or fetched
+            resolve_inception_weights(inception_weights, allow_download=allow_download)

@@ -29,6 +29,7 @@ from diffnas.errors import UserError
 from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.reference import reference_stats
 from diffnas.evaluate.score import Score, score_images, score_label
+from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_SAMPLER_STEPS, MAX_SAMPLES, MAX_SEED
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
 from diffnas.train.checkpoint import restore_ema
@@ -45,7 +46,7 @@ PHASES = ("train", "score")  # `EvalResult.phase_device_s` keys besides the extr
 class ScoreSpec(BaseModel):
     """The scoring protocol: which metric, features, how many samples, which sampler."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     metric: Literal["rfid", "fid", "kid", "loss"] = Field(
         "rfid",
@@ -56,10 +57,12 @@ class ScoreSpec(BaseModel):
         "classifier",
         description="classifier: offline CNN on the data's labels; inception: standard FID",
     )
-    num_samples: int = Field(1000, ge=2, description="generated images N")
+    num_samples: int = Field(1000, ge=2, le=MAX_SAMPLES, description="generated images N")
     sampler: Literal["ddim", "ddpm", "respaced"] = Field("ddim", description="sampler")
-    steps: int | None = Field(50, ge=1, description="sampler steps S (ddpm: all T)")
-    batch_size: int = Field(256, ge=1, description="sampling batch")
+    steps: int | None = Field(
+        50, ge=1, le=MAX_SAMPLER_STEPS, description="sampler steps S (ddpm: all T)"
+    )
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH_SIZE, description="sampling batch")
     inception_weights: str | None = Field(None, description="FID Inception weights file (offline)")
 
     @property
@@ -71,7 +74,7 @@ class ScoreSpec(BaseModel):
 class EvalSpec(BaseModel):
     """How candidates are trained and scored at one fidelity (proxy or final)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     recipe: Literal["proxy", "full"] = Field("proxy", description="training recipe preset")
     recipe_overrides: dict[str, Any] = Field(
@@ -94,6 +97,13 @@ class EvalSpec(BaseModel):
         """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)
         for the device the evaluation runs on: by default this spec's `device` on this machine.
         A job carries its result, so the evaluation trains with exactly what was resolved here."""
+        return self.resolve(objective, data_kind, device_type)[0]
+
+    def resolve(
+        self, objective: Objective, data_kind: str = "", device_type: str | None = None
+    ) -> tuple[TrainRecipe, list[str]]:
+        """`train_recipe` and the notes of what was adapted (a shortened warm-up, the EMA
+        warmed up for a short run, ...), for the plan to print."""
         if device_type is None:
             try:
                 device_type = resolve_device(self.device).type
@@ -101,7 +111,7 @@ class EvalSpec(BaseModel):
                 raise UserError(
                     f"device {self.device!r} is unknown; use auto, cpu or cuda[:N]", field="device"
                 ) from None
-        recipe, _ = resolve_recipe(
+        recipe, notes = resolve_recipe(
             self.recipe,
             objective,
             self.recipe_overrides,
@@ -112,7 +122,7 @@ class EvalSpec(BaseModel):
             # the last logged loss is the score: the mean of the run's last tenth, as
             # `diffnas proxy-check` measures it (log_every changes no weights)
             recipe = recipe.model_copy(update={"log_every": max(1, recipe.steps // 10)})
-        return recipe
+        return recipe, notes
 
 
 class EvalJob(BaseModel):
@@ -125,7 +135,7 @@ class EvalJob(BaseModel):
     data: DataSpec
     spec: EvalSpec  # scoring protocol and device; its recipe fields are resolved into `recipe`
     recipe: TrainRecipe  # fully resolved (`EvalSpec.train_recipe`), recorded in job.json
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     workdir: str
     cache_dir: str  # reference statistics and classifier weights, shared by all candidates
     # train only to this step of `recipe` and score there (a successive-halving rung); the LR

@@ -17,7 +17,7 @@ was interrupted):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,17 +28,17 @@ from diffnas.execute.job import EvalSpec
 from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import (
     config_error,
-    load_space_data,
     word_list,
 )
-from diffnas.propose.llm.factory import check_base_url, check_structured, parse_spec
+from diffnas.limits import MAX_SEED, MAX_SEEDS
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.report.markdown import markdown_table
+from diffnas.report.plots import text
 from diffnas.runs import OPTIONS_FILE, load_options, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.halving import rung_steps
 from diffnas.search.loop import SUMMARY_FILE, SearchRun
+from diffnas.search.plan import SearchPlan
 from diffnas.space.search_space import load_space
 
 COMPARE_JSON = "compare.json"
@@ -53,7 +53,9 @@ class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     proposers: list[str] = Field(["random", "tpe", "evolution"], min_length=1)
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        [0, 1, 2], min_length=1, max_length=MAX_SEEDS
+    )
     search: SearchConfig = Field(
         default_factory=lambda: SearchConfig(promote=0),
         description="the options every search shares; proposer and seed are set per run",
@@ -137,23 +139,18 @@ def load_config(run_dir: Path) -> CompareConfig:
     return load_options(run_dir, CompareConfig, kind="compare")
 
 
-def prepare(config: CompareConfig) -> tuple[CompareConfig, ImageData]:
-    """Every option checked before a run folder exists; the data resized to the space's
-    images unless a size was given (so e.g. 28x28 Fashion-MNIST serves the 16x16 `tiny`)."""
+def prepare(config: CompareConfig, *, dry_run: bool = False) -> tuple[CompareConfig, ImageData]:
+    """Every option checked before a run folder exists, by the plan every search runs
+    (`SearchPlan.validate`; with an LLM proposer among them, as that one, so its backend is
+    checked too); the data resized to the space's images unless a size was given (so e.g.
+    28x28 Fashion-MNIST serves the 16x16 `tiny`)."""
     search = config.search
     space = load_space(search.space)
     if search.data_image_size is None:
         search = search.model_copy(update={"data_image_size": space.image_size})
-    if any(p in LLM_PROPOSERS for p in config.proposers) and not search.replay:
-        provider, _ = parse_spec(search.llm)
-        check_structured(provider, search.structured)
-        check_base_url(provider, search.base_url)
-    for spec in (search.proxy, *([search.final] if search.promote else [])):
-        spec.train_recipe(space.objective)  # UserError for a bad override or device
-    proxy_steps = search.proxy.train_recipe(space.objective).steps
-    rung_steps(proxy_steps, search.halving_rungs, search.halving_eta)  # each rung >= 1 step
-    # SearchRun derives the training images from the options; it creates nothing until run().
-    images = load_space_data(space, SearchRun(search, Path(".")).data)
+    checked = next((p for p in config.proposers if p in LLM_PROPOSERS), config.proposers[0])
+    plan = SearchPlan(search.model_copy(update={"proposer": checked}))
+    images = plan.validate(dry_run=dry_run)
     return config.model_copy(update={"search": search}), images
 
 
@@ -353,10 +350,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_flops.set_xlabel("training compute (TFLOPs)")
     for ax in (by_n, by_flops):
-        ax.set_ylabel(f"best {label} so far")
+        ax.set_ylabel(text(f"best {label} so far"))
         ax.grid(alpha=0.3)
     by_n.legend(title="mean, min-max over seeds", fontsize=8)
-    fig.suptitle(f"{Path(summary['space']).stem} on {summary['data']}", fontsize=10)
+    fig.suptitle(text(f"{Path(summary['space']).stem} on {summary['data']}"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

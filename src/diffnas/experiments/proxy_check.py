@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from diffnas import limits as L
 from diffnas.data.datasets import ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
@@ -56,12 +57,16 @@ class ProxyCheckConfig(StudyConfig):
     """Every option of a proxy-check study (saved as `options.json`; `--resume` reloads it)."""
 
     num_archs: int = Field(8, ge=3, le=1000, description="architectures compared")
-    arch_seed: int = Field(0, description="seed of the uniform architecture draws")
+    arch_seed: int = Field(
+        0, ge=0, le=L.MAX_SEED, description="seed of the uniform architecture draws"
+    )
     archs_from: str | None = Field(
         None, description="take the architectures from this search run folder instead"
     )
-    top_k: int = Field(3, ge=1, description="k of the top-k overlap")
-    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of the architectures")
+    top_k: int = Field(3, ge=1, le=1000, description="k of the top-k overlap")
+    bootstrap: int = Field(
+        2000, ge=100, le=1_000_000, description="bootstrap resamples of the architectures"
+    )
 
 
 class ArchEntry(BaseModel):

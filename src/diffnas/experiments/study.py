@@ -4,10 +4,11 @@ their assembly from the command line's flat options (`study_fields`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import EXECUTORS, Executor, make_executor
@@ -82,20 +83,33 @@ class StudyConfig(BaseModel):
 
     space: str = Field("tiny", description="space preset or YAML file")
     data: str = Field("digits", description="--data spelling")
-    data_subset: int | None = Field(None, ge=1, description="train on a subset of N images")
-    data_image_size: int | None = Field(
-        None, ge=4, description="resize the data to this size (None: the space's image size)"
+    data_subset: int | None = Field(
+        None, ge=1, le=L.MAX_IMAGES, description="train on a subset of N images"
     )
-    seed: int = Field(0, description="the first seed; the runs use seed, seed + 1, ...")
+    data_image_size: int | None = Field(
+        None,
+        ge=4,
+        le=L.MAX_IMAGE_SIZE,
+        description="resize the data to this size (None: the space's image size)",
+    )
+    seed: int = Field(
+        0, ge=0, le=L.MAX_SEED, description="the first seed; the runs use seed, seed + 1, ..."
+    )
     seeds: int = Field(
         2, ge=1, le=100, description="seeds per architecture and setting (training + sampling)"
     )
-    proxy_steps: list[int] = Field([100, 400], min_length=1, description="proxy run lengths")
+    proxy_steps: list[Annotated[int, Field(le=L.MAX_TRAIN_STEPS)]] = Field(
+        [100, 400], min_length=1, max_length=16, description="proxy run lengths"
+    )
     metrics: list[ProxyMetric] = Field(
         ["rfid", "kid", "loss"], min_length=1, description="proxy scores"
     )
-    score_samples: list[int] = Field([250, 1000], min_length=1, description="proxy N")
-    score_steps: list[int] = Field([20], min_length=1, description="proxy sampler steps S")
+    score_samples: list[Annotated[int, Field(le=L.MAX_SAMPLES)]] = Field(
+        [250, 1000], min_length=1, max_length=16, description="proxy N"
+    )
+    score_steps: list[Annotated[int, Field(le=L.MAX_SAMPLER_STEPS)]] = Field(
+        [20], min_length=1, max_length=16, description="proxy sampler steps S"
+    )
     proxy: EvalSpec = Field(
         default_factory=_default_proxy,
         description="proxy recipe and scoring protocol; steps, metric, N and S come from the lists",
@@ -104,7 +118,9 @@ class StudyConfig(BaseModel):
         default_factory=_default_reference, description="reference recipe and score"
     )
     executor: str = Field("inline", description="inline | subprocess | pool | ray | queue")
-    workers: int | None = Field(None, ge=1, description="pool: concurrent CPU workers")
+    workers: int | None = Field(
+        None, ge=1, le=L.MAX_WORKERS, description="pool: concurrent CPU workers"
+    )
     trials_per_gpu: int = Field(1, ge=1, le=64, description="pool/ray: runs packed on one GPU")
     max_retries: int = Field(2, ge=0, le=10, description="a killed worker is tried again")
     ray_address: str | None = Field(None, description="ray: an existing cluster's address")

@@ -11,6 +11,8 @@ percent of the total). FLOPs = 2 x MACs everywhere in diffnas.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import BaseModel
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,6 +28,9 @@ class Cost(BaseModel):
     params: int
     macs: int
     image_size: int
+    # elements of every module's output in one forward pass of one image: what training keeps
+    # for the backward pass, roughly (the memory estimate of a run's plan)
+    activations: int = 0
 
     @property
     def flops(self) -> int:
@@ -64,9 +69,32 @@ def measure_cost(arch: ArchConfig) -> Cost:
     params = sum(p.numel() for p in model.parameters())
     x = torch.empty(1, arch.in_channels, arch.image_size, arch.image_size, device="meta")
     t = torch.zeros(1, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x, t)
-    return Cost(params=params, macs=counter.get_total_flops() // 2, image_size=arch.image_size)
+    outputs = [0]
+
+    def count(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            outputs[0] += output.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if not any(m.children())]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, t)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Cost(
+        params=params,
+        macs=counter.get_total_flops() // 2,
+        image_size=arch.image_size,
+        activations=outputs[0],
+    )
+
+
+def training_bytes(cost: Cost, batch_size: int) -> int:
+    """Rough memory of training at `batch_size` in fp32: weights, gradients, AdamW's two
+    moments and the EMA copy (5 x 4 bytes per parameter), and every module's output per image
+    kept for the backward pass. An estimate for the plan's refusal, not a measurement."""
+    return 20 * cost.params + 4 * cost.activations * batch_size
 
 
 def budget_verdict(cost: Cost, budget: Budget) -> tuple[bool, str]:

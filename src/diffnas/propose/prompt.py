@@ -90,7 +90,35 @@ class PromptTemplates:
             override = Path(prompt_dir) / name if prompt_dir is not None else None
             path = override if override is not None and override.is_file() else TEMPLATE_DIR / name
             self.sources[name] = path
-            self.texts[name] = path.read_text(encoding="utf-8").strip()
+            try:
+                self.texts[name] = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                raise UserError(
+                    f"prompt template {str(path)!r} cannot be read as UTF-8 text "
+                    f"({type(err).__name__}: {err})",
+                    field="prompt_dir",
+                ) from None
+
+    def check(self) -> None:
+        """Every placeholder of every template is one its request fills: a misspelt one is
+        refused before the search starts, not at the first request of its kind (an edit
+        template only when the model is first asked for edits, a repair one only when a
+        proposal first fails)."""
+        for name, text in self.texts.items():
+            allowed = PLACEHOLDERS[name]
+            for match in Template.pattern.finditer(text):
+                placeholder = match.group("named") or match.group("braced")
+                if match.group("invalid") is not None or (
+                    placeholder is not None and placeholder not in allowed
+                ):
+                    found = match.group(0) if placeholder is None else f"${placeholder}"
+                    line = text.count("\n", 0, match.start()) + 1
+                    raise UserError(
+                        f"prompt template {str(self.sources[name])!r} line {line}: placeholder "
+                        f"{found!r} is not one of {', '.join(f'${p}' for p in allowed)} "
+                        "(write $$ for a literal $)",
+                        field="prompt_dir",
+                    )
 
     def render(self, name: str, **values: Any) -> str:
         """Fill template `name`; an unknown placeholder is a UserError naming file and allowed ones."""

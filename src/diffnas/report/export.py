@@ -139,6 +139,32 @@ def _scores(record: SearchRecord, row: TrialRow, stage: str) -> dict:
     }
 
 
+def _ddim_lines(diffusion: DiffusionConfig) -> list[str]:
+    """How to sample as diffnas's DDIM scores did (the scores' `ddim-S` protocol)."""
+    if diffusion.learn_sigma:
+        return [
+            "diffnas scored it with DDIM; diffusers' DDIMPipeline does not split the learned "
+            "variance channels off the output, so use `diffnas sample --sampler ddim` for "
+            "those samples (or DDPMPipeline above).",
+            "",
+        ]
+    return [
+        "diffnas scored it with DDIM (eta = 0, x0 clipped to [-1, 1] and epsilon re-derived "
+        "from the clipped x0, as IDDPM's `ddim_sample`). diffusers' DDIMPipeline does the "
+        "same only with `use_clipped_model_output=True`; without it the update uses the "
+        "unclipped epsilon and the images differ:",
+        "",
+        "```python",
+        "from diffusers import DDIMPipeline",
+        "",
+        'pipe = DDIMPipeline.from_pretrained("THIS_FOLDER")',
+        "images = pipe(batch_size=16, num_inference_steps=50, eta=0.0,",
+        "              use_clipped_model_output=True).images",
+        "```",
+        "",
+    ]
+
+
 def _model_card(
     record: SearchRecord,
     row: TrialRow,
@@ -171,6 +197,7 @@ def _model_card(
             "images = pipe(batch_size=16, num_inference_steps=1000).images  # PIL images",
             "```",
             "",
+            *_ddim_lines(diffusion),
             "arch.json, recipe.json, diffusion.json and scores.json hold the diffnas records.",
             "",
         ]

@@ -1,17 +1,29 @@
-"""Markdown tables, for the report and the experiments' summaries alike."""
+"""Markdown tables and text, for the report and the experiments' summaries alike."""
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
+
+# Inline Markdown syntax (emphasis, code, links, strike-through, GitHub's $math$) and the
+# table's pipe: a backslash makes each a literal character.
+_INLINE_SYNTAX = re.compile(r"([\\`*_\[\]$~|])")
+
+
+def md_text(text: object) -> str:
+    """Any text a user or a model wrote, shown literally in Markdown: one line, no HTML, every
+    inline Markdown character escaped (a rationale's `[link](...)` or `$x$` stays text)."""
+    one_line = " ".join(html.escape(str(text), quote=False).split())
+    return _INLINE_SYNTAX.sub(r"\\\1", one_line)
 
 
 def md_cell(text: object) -> str:
-    """A table cell: one line, pipes escaped, no HTML."""
-    return " ".join(html.escape(str(text), quote=False).split()).replace("|", "\\|")
+    """A table cell: `md_text`, so pipes and Markdown syntax are escaped too."""
+    return md_text(text)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """The lines of a Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]

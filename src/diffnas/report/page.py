@@ -17,19 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffnas import __version__
+from diffnas.execute.accounting import compute_hours, compute_line
 from diffnas.report import plots
-from diffnas.report.markdown import markdown_table, md_cell
+from diffnas.report.markdown import markdown_table, md_text
 from diffnas.report.source import (
     Ledger,
     ProxyCheck,
     ScoreRow,
     SearchRecord,
+    TrialRow,
     load_proxy_check,
     load_search,
 )
 from diffnas.runs import check_out_dir
 
 HTML_FILE, MARKDOWN_FILE, PLOTS_DIR = "report.html", "report.md", "plots"
+WINNER_GRID = "winner-samples"  # plots/winner-samples-N.png: the answer's sample grid
 
 
 @dataclass
@@ -71,6 +74,12 @@ def write_report(
         path = out / PLOTS_DIR / f"{figure.name}.png"
         path.write_bytes(figure.png)
         plot_paths.append(path)
+    for i, record in enumerate(records):
+        winner = answer(record)
+        if winner.grid is not None:  # the Markdown links it; the HTML page embeds it
+            path = out / PLOTS_DIR / f"{WINNER_GRID}-{i}.png"
+            path.write_bytes(winner.grid.read_bytes())
+            plot_paths.append(path)
     html_path, md_path = out / HTML_FILE, out / MARKDOWN_FILE
     html_path.write_text(render_html(records, figures), encoding="utf-8")
     md_path.write_text(render_markdown(records, figures), encoding="utf-8")
@@ -130,6 +139,57 @@ def _tau_sentence(agreement: plots.RankAgreement, what: str) -> str:
     if agreement.tau is None:
         return f"Kendall's τ needs two {what} with distinct scores; there are {agreement.n}."
     return f"Kendall's τ = {agreement.tau:.2f} over {agreement.n} {what} (1: the same order)."
+
+
+# ----- the answer at the top -----
+@dataclass
+class Answer:
+    """What a search found, in the words at the top of its report."""
+
+    sentences: list[str]
+    grid: Path | None  # the winner's samples: from its final training when it had one
+    grid_caption: str
+
+
+def _total_compute(record: SearchRecord) -> str:
+    """The search's compute in device-hours: summary.json's, else summed from the trials."""
+    hours = record.summary.get("compute")
+    if not isinstance(hours, dict):
+        device = "cuda" if str(record.config.proxy.device).startswith("cuda") else "cpu"
+        hours = compute_hours(
+            [(device, t.device_s) for t in record.trials]
+            + [(device, t.final_device_s) for t in record.trials]
+        )
+    return compute_line(hours).removeprefix("compute: ")
+
+
+def answer(record: SearchRecord) -> Answer:
+    """Which architecture won, its final score, and what the search cost."""
+    finals = [t for t in record.trials if t.final is not None]
+    scored = [t for t in record.trials if t.proxy is not None]
+    evaluated = f"{len(scored)} of {len(record.trials)} candidates evaluated"
+    compute = f"total compute: {_total_compute(record)}"
+    if finals:
+        best: TrialRow = min(finals, key=lambda t: t.final.value)  # type: ignore[union-attr]
+        lead = (
+            f"Trial {best.number} won: {best.short_arch} ({_num(best.params_m, 3)} M params, "
+            f"{_num(best.gmacs, 3)} GMACs), final {_score_text(best.final)} after the "
+            f"{record.config.final.recipe} recipe (proxy {_score_text(best.proxy)})."
+        )
+    elif scored:
+        best = min(scored, key=lambda t: t.proxy.value)  # type: ignore[union-attr]
+        lead = (
+            f"Best so far: trial {best.number}, {best.short_arch} ({_num(best.params_m, 3)} M "
+            f"params, {_num(best.gmacs, 3)} GMACs), proxy {_score_text(best.proxy)}; no "
+            "candidate has a final score yet (promoted ones are trained in full at the end)."
+        )
+    else:
+        return Answer(
+            [f"No candidate was evaluated: {evaluated}; {compute}."], None, "no samples yet"
+        )
+    grid, stage = (best.final_samples, "final") if best.final_samples else (best.samples, "proxy")
+    caption = f"trial {best.number}: samples after its {stage} training"
+    return Answer([lead, f"{evaluated}; {compute}."], grid, caption)
 
 
 # ----- shared formatting -----
@@ -254,6 +314,9 @@ img.plot{max-width:100%;border:1px solid #eee}
 .card img{image-rendering:pixelated;width:160px;height:auto;float:left;margin:0 10px 6px 0;
 border:1px solid #eee}
 .card .why{clear:both;white-space:pre-wrap;color:#333;font-size:13px}
+.answer{border:1px solid #ddd;border-left:4px solid #009E73;border-radius:6px;padding:4px 14px;
+overflow:auto}.answer p{font-size:15px}
+.answer-grid{float:right;margin:8px 0 8px 16px}.answer-grid img{image-rendering:pixelated;width:192px}
 code,.arch{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 small{color:#666}
 """
@@ -307,13 +370,22 @@ def _cards_html(record: SearchRecord) -> str:
     for t in ranked:
         assert t.samples is not None
         image = _data_uri(t.samples.read_bytes())
+        if t.final_samples is not None:  # the promoted candidate after its final training
+            image_html = (
+                f'<img src="{_data_uri(t.final_samples.read_bytes())}" '
+                f'alt="samples of trial {t.number} after the final training" '
+                f'title="after the final training">'
+                f'<img src="{image}" alt="samples of trial {t.number}" '
+                f'title="after the proxy training">'
+            )
+        else:
+            image_html = f'<img src="{image}" alt="samples of trial {t.number}">'
         scores = f"<br>proxy {_e(_score_text(t.proxy))}"
         if t.final is not None:
             scores += f"<br>final {_e(_score_text(t.final))}"
         why = f'<div class="why">{_e(t.rationale)}</div>' if t.rationale else ""
         cards.append(
-            f'<div class="card" id="{_e(record.name)}-trial-{t.number}">'
-            f'<img src="{image}" alt="samples of trial {t.number}">'
+            f'<div class="card" id="{_e(record.name)}-trial-{t.number}">{image_html}'
             f"<b>trial {t.number}</b> <small>round {t.round + 1}, {_e(t.by)}</small>"
             f'<br><span class="arch">{_e(t.short_arch)}</span>'
             f"<br>{_num(t.params_m, 3)} M params, {_num(t.gmacs, 3)} GMACs{scores}{why}</div>"
@@ -370,6 +442,18 @@ def render_html(records: Sequence[SearchRecord], figures: Sequence[Figure]) -> s
         f"<h1>diffnas search report</h1><p><small>{_e(names)} · written "
         f"{_e(time.strftime('%Y-%m-%d %H:%M'))} by diffnas {_e(__version__)}</small></p>",
     ]
+    for record in records:
+        found = answer(record)
+        heading = "Answer" if len(records) == 1 else f"Answer: {record.name}"
+        grid = (
+            f'<figure class="answer-grid"><img src="{_data_uri(found.grid.read_bytes())}" '
+            f'alt="{_e(found.grid_caption)}"><figcaption>{_e(found.grid_caption)}</figcaption>'
+            "</figure>"
+            if found.grid is not None
+            else ""
+        )
+        sentences = "".join(f"<p>{_e(s)}</p>" for s in found.sentences)
+        parts.append(f'<section class="answer"><h2>{_e(heading)}</h2>{grid}{sentences}</section>')
     labels = {r.proxy_label for r in records}
     if len(labels) > 1:
         parts.append(
@@ -406,16 +490,24 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_markdown(records: Sequence[SearchRecord], figures: Sequence[Figure]) -> str:
-    parts = [f"# diffnas search report: {', '.join(r.name for r in records)}", ""]
+    parts = [f"# diffnas search report: {md_text(', '.join(r.name for r in records))}", ""]
+    for i, record in enumerate(records):
+        found = answer(record)
+        heading = "Answer" if len(records) == 1 else f"Answer: {record.name}"
+        parts += [f"## {md_text(heading)}", ""]
+        parts += [f"**{md_text(found.sentences[0])}**", ""]
+        parts += [md_text(s) for s in found.sentences[1:]] + [""]
+        if found.grid is not None:
+            parts += [f"![{md_text(found.grid_caption)}]({PLOTS_DIR}/{WINNER_GRID}-{i}.png)", ""]
     for f in figures:
-        parts += [f"![{f.title}]({PLOTS_DIR}/{f.name}.png)", "", f"*{f.caption}*", ""]
+        parts += [f"![{f.title}]({PLOTS_DIR}/{f.name}.png)", "", f"*{md_text(f.caption)}*", ""]
     for record in records:
-        parts += [f"## {record.name}", "", _md_table(("", ""), _run_facts(record)), ""]
+        parts += [f"## {md_text(record.name)}", "", _md_table(("", ""), _run_facts(record)), ""]
         parts += ["### Trials", "", _md_table(*trial_table(record)), ""]
         said = [t for t in record.trials if t.rationale]
         if said:
             parts += ["### Rationales", ""]
-            parts += [f"- trial {t.number} ({t.status}): {md_cell(t.rationale)}" for t in said]
+            parts += [f"- trial {t.number} ({t.status}): {md_text(t.rationale)}" for t in said]
             parts.append("")
         parts += ["### LLM ledger", ""]
         if record.ledger is None:

@@ -32,6 +32,14 @@ class RankAgreement:
     n: int
 
 
+def text(value: object) -> str:
+    """Any text a user or a model wrote (a run folder's name, a proposer label, a proxy
+    study's labels), as matplotlib shows it literally: an unescaped `$` pair is parsed as
+    mathtext, and `$\\frac$` or an unbalanced `$x^$` raised inside `savefig`, ending the whole
+    report. `\\$` is matplotlib's literal dollar."""
+    return str(value).replace("$", r"\$")
+
+
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
@@ -74,7 +82,9 @@ def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
         rows = [t for t in _evaluated(record) if t.gmacs is not None]
         xs, ys = [t.gmacs for t in rows], [t.proxy.value for t in rows]  # type: ignore[union-attr]
         points += list(zip(xs, ys))
-        ax.scatter(xs, ys, s=28, color=COLOURS[i % len(COLOURS)], label=run_label(record, records))
+        ax.scatter(
+            xs, ys, s=28, color=COLOURS[i % len(COLOURS)], label=text(run_label(record, records))
+        )
         for t, x, y in zip(rows, xs, ys):
             ax.annotate(
                 str(t.number), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
@@ -84,7 +94,7 @@ def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
         fx, fy = zip(*front)
         ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, label="Pareto front")
     ax.set_xlabel("GMACs per image (one forward pass)")
-    ax.set_ylabel(f"{records[0].proxy_label} (lower is better)")
+    ax.set_ylabel(f"{text(records[0].proxy_label)} (lower is better)")
     ax.set_title("Proxy score against compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -108,7 +118,7 @@ def best_so_far_curves(records: Sequence[SearchRecord]) -> bytes:
     fig = Figure(figsize=(10, 4))
     by_round, by_compute = fig.subplots(1, 2)
     for i, record in enumerate(records):
-        colour, label = COLOURS[i % len(COLOURS)], run_label(record, records)
+        colour, label = COLOURS[i % len(COLOURS)], text(run_label(record, records))
         rows = sorted(record.trials, key=lambda t: t.number)
         best = best_so_far(rows)
         rounds = sorted({t.round for t in rows})
@@ -124,7 +134,7 @@ def best_so_far_curves(records: Sequence[SearchRecord]) -> bytes:
     by_round.set_xlabel("round")
     by_compute.set_xlabel("proxy evaluation device-seconds (cumulative)")
     for ax in (by_round, by_compute):
-        ax.set_ylabel(f"best {records[0].proxy_label} so far")
+        ax.set_ylabel(f"best {text(records[0].proxy_label)} so far")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     by_round.xaxis.get_major_locator().set_params(integer=True)
@@ -144,17 +154,18 @@ def rank_agreement(
     ax = fig.add_subplot()
     ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=30, color=COLOURS[0])
     for x, y, label in pairs:
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.annotate(text(label), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     tau_text = f"Kendall τ = {tau:.2f}" if tau is not None else "Kendall τ undefined"
-    ax.set_title(f"{title}\n{tau_text} (n = {len(pairs)})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_title(f"{text(title)}\n{tau_text} (n = {len(pairs)})")
+    ax.set_xlabel(text(xlabel))
+    ax.set_ylabel(text(ylabel))
     ax.grid(alpha=0.3)
     return RankAgreement(png=_png(fig), tau=tau, n=len(pairs))
 
 
 def proxy_vs_final(records: Sequence[SearchRecord]) -> RankAgreement | None:
-    """Proxy score against final score for every promoted trial; None when none has both."""
+    """Proxy score against final score for every promoted trial; None when fewer than two
+    have both (one point ranks nothing: the plot would only show an undefined τ)."""
     pairs = [
         (
             t.proxy.value,
@@ -165,7 +176,7 @@ def proxy_vs_final(records: Sequence[SearchRecord]) -> RankAgreement | None:
         for t in r.trials
         if t.proxy is not None and t.final is not None
     ]
-    if not pairs:
+    if len(pairs) < 2:
         return None
     return rank_agreement(
         pairs,

@@ -8,7 +8,6 @@ are in `diffnas report`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from rich import box
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from diffnas.console import output_console
 from diffnas.execute.accounting import compute_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
@@ -27,7 +27,6 @@ STATUS_STYLE = {
     "running": "cyan",
     "pending": "cyan",
 }
-PIPE_WIDTH = 200  # piped or captured output: room for whole reasons
 MIN_REASON = 8  # the columns that give way when the terminal is narrow keep this much
 MIN_ARCH = 12
 
@@ -128,7 +127,7 @@ def footer_lines(record: SearchRecord) -> list[str]:
 def print_status(run_dir: str | Path, console: Console | None = None) -> None:
     """Print the table of trials of a search run folder, and its finals and LLM cost."""
     if console is None:
-        console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+        console = output_console()
     record = load_search(run_dir)
     console.print(trials_table(record, console.width))
     for line in footer_lines(record):

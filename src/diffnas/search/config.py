@@ -13,39 +13,61 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.execute.executors import EXECUTORS, TABLE_EXECUTOR
 from diffnas.execute.job import EvalSpec
+from diffnas.limits import (
+    FINITE,
+    MAX_BACKOFF_S,
+    MAX_DURATION_S,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
+    MAX_LLM_TIMEOUT_S,
+    MAX_LLM_TOKENS,
+    MAX_LLM_USD,
+    MAX_OUTPUT_TOKENS,
+    MAX_PROMOTE,
+    MAX_ROUNDS,
+    MAX_SEED,
+    MAX_WORKERS,
+)
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 
 
 class SearchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **FINITE)
 
     space: str = Field("tiny", description="space preset or YAML file")
     data: str = Field(
         "digits", description="--data spelling: digits, cifar10[:ROOT], npz:PATH, imagefolder:DIR"
     )
-    data_image_size: int | None = Field(None, ge=4, description="resize the data to this size")
+    data_image_size: int | None = Field(
+        None, ge=4, le=MAX_IMAGE_SIZE, description="resize the data to this size"
+    )
     data_subset: int | None = Field(
-        None, ge=1, description="train on a deterministic subset of N images"
+        None, ge=1, le=MAX_IMAGES, description="train on a deterministic subset of N images"
     )
     llm: str = Field("local", description="local | openai:MODEL | anthropic:MODEL")
     base_url: str | None = Field(None, description="OpenAI/Anthropic-compatible endpoint")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    structured: str | None = Field(None, description="openai: json_schema | json_object | text")
+    structured: str | None = Field(
+        None,
+        description="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
+    )
     llm_timeout_s: float = Field(
-        120.0, gt=0, description="seconds before one LLM request times out"
+        120.0, gt=0, le=MAX_LLM_TIMEOUT_S, description="seconds before one LLM request times out"
     )
     llm_attempts: int = Field(
         5, ge=1, le=20, description="tries per LLM request (timeouts, 429, 5xx)"
     )
     llm_backoff_s: float = Field(
-        1.0, ge=0, description="backoff before the second try; doubles after"
+        1.0, ge=0, le=MAX_BACKOFF_S, description="backoff before the second try; doubles after"
     )
-    llm_max_output_tokens: int = Field(1024, ge=16, description="max tokens of one LLM answer")
+    llm_max_output_tokens: int = Field(
+        1024, ge=16, le=MAX_OUTPUT_TOKENS, description="max tokens of one LLM answer"
+    )
     replay: str | None = Field(None, description="answer LLM requests from this earlier run folder")
     proposer: str = Field(
         "diffnas", description="diffnas | llm-no-memory | random | tpe | evolution"
     )
-    rounds: int = Field(3, ge=1, description="proposal rounds")
+    rounds: int = Field(3, ge=1, le=MAX_ROUNDS, description="proposal rounds")
     per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
     schedule: Literal["rounds", "async"] = Field(
         "rounds",
@@ -63,18 +85,23 @@ class SearchConfig(BaseModel):
         "remembered one (slots it leaves open are filled by random draws, marked 'fallback'); "
         "auto: edit for llm=local, full otherwise",
     )
-    llm_max_tokens: int | None = Field(None, ge=1, description="hard budget: total LLM tokens")
+    llm_max_tokens: int | None = Field(
+        None, ge=1, le=MAX_LLM_TOKENS, description="hard budget: total LLM tokens"
+    )
     llm_max_usd: float | None = Field(
-        None, gt=0, description="hard budget: estimated LLM cost, USD"
+        None, gt=0, le=MAX_LLM_USD, description="hard budget: estimated LLM cost, USD"
     )
     time_budget_s: float | None = Field(
-        None, gt=0, description="stop proposing after this much wall time"
+        None, gt=0, le=MAX_DURATION_S, description="stop proposing after this much wall time"
     )
     prompt_dir: str | None = Field(None, description="folder of prompt templates overriding ours")
     promote: int = Field(
-        1, ge=0, description="top-k candidates trained with the final recipe and scored by FID"
+        1,
+        ge=0,
+        le=MAX_PROMOTE,
+        description="top-k candidates trained with the final recipe and scored by FID",
     )
-    seed: int = Field(0, description="seeds proposals, training and sampling")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds proposals, training and sampling")
     executor: str = Field(
         "inline",
         description="inline: this process; subprocess: a child process per candidate; pool: "
@@ -85,6 +112,7 @@ class SearchConfig(BaseModel):
     workers: int | None = Field(
         None,
         ge=1,
+        le=MAX_WORKERS,
         description="pool without GPU: concurrent CPU workers (cores split between them); "
         "queue: candidates kept queued at once by --schedule async",
     )

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diffnas import __version__, storage
+from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
@@ -94,7 +95,7 @@ class SearchRun:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.console = console or Console()
+        self.console = console or output_console()
         self.space: SearchSpace = load_space(config.space)
         self.data: DataSpec = config.data_spec()
         self.executor = executor or make_executor(
@@ -258,7 +259,8 @@ class SearchRun:
         if self.llm_never_answered:
             stop_reason = (
                 f"every LLM request failed ({len(self.requests_failed)} of "
-                f"{len(self.requests_failed)}): {self.requests_failed[-1]}"
+                f"{len(self.requests_failed)}), nothing was proposed; last error: "
+                f"{self.requests_failed[-1]}"
             )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()

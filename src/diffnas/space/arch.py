@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from diffnas import limits
 from diffnas.errors import ArchitectureError
 
 MIN_RESOLUTION = (
@@ -31,7 +32,7 @@ MIN_RESOLUTION = (
 # any architecture on the meta device takes seconds (the largest one allowed: about 10 s
 # on a shared 2-core CPU): without them `num_res_blocks: 1000000` built a million blocks
 # (8 minutes, 14 GB) before counting, and a 10**30-channel conv overflowed inside torch.
-MAX_IMAGE_SIZE = 1024
+MAX_IMAGE_SIZE = limits.MAX_IMAGE_SIZE  # 1024
 MAX_IN_CHANNELS = 64
 MAX_BASE_CHANNELS = 4096
 MAX_CHANNEL_MULT = 16
@@ -48,7 +49,9 @@ Resolution = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIZE)]
 class ArchConfig(BaseModel):
     """A UNet denoiser (DDPM/IDDPM family) that `diffnas.model.build_unet` turns into a diffusers `UNet2DModel`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     # --- fixed by the data and the objective (a search space sets them, the LLM does not) ---
     image_size: int = Field(
@@ -311,14 +314,26 @@ def load_arch(path: str | Path) -> ArchConfig:
 
 
 def read_arch_file(path: str | Path) -> Any:
-    """The raw data of a JSON or YAML architecture file (validated by the caller)."""
+    """The raw data of a JSON or YAML architecture file (validated by the caller): bounded in
+    size and aliases, a repeated key refused (`diffnas.config_text`)."""
     import yaml
+
+    from diffnas.config_text import (
+        DocumentTooLarge,
+        DuplicateKey,
+        load_json,
+        load_yaml,
+        read_text,
+    )
 
     path = Path(path)
     if not path.is_file():
         raise ArchitectureError(f"Architecture file {str(path)!r} does not exist.")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
+        data = load_json(text) if path.suffix == ".json" else load_yaml(text)
+    except (DocumentTooLarge, DuplicateKey) as err:
+        raise ArchitectureError(f"Architecture file {str(path)!r} is refused: {err}.") from None
     except UnicodeDecodeError:
         raise ArchitectureError(
             f"Architecture file {str(path)!r} is not a text file (JSON or YAML expected)."
@@ -327,8 +342,6 @@ def read_arch_file(path: str | Path) -> Any:
         raise ArchitectureError(
             f"Architecture file {str(path)!r} cannot be read: {err.strerror}."
         ) from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
         # RecursionError: a document nested deeper than the parser's stack
         raise ArchitectureError(

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from diffnas.config_text import DocumentTooLarge, DuplicateKey, load_yaml, read_text
 from diffnas.errors import ArchitectureError, UserError, pydantic_message
 from diffnas.space.arch import (
     MAX_BASE_CHANNELS,
@@ -35,6 +36,9 @@ from diffnas.space.arch import (
 )
 
 PRESET_DIR = Path(__file__).parent / "presets"
+# The most values one searched dimension may have (channel_mult lists, attention subsets);
+# the presets have at most 55 and 16.
+MAX_CHOICES = 10_000
 
 # The dimensions an LLM (or any proposer) chooses; the rest are fixed by the space.
 SEARCHED_FIELDS = (
@@ -63,7 +67,7 @@ Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 class Budget(BaseModel):
     """Compute budget per image and forward pass at the space's resolution (MACs; FLOPs = 2 x MACs)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_gmacs: float = Field(..., gt=0, description="upper bound, GMACs (1e9 multiply-accumulates)")
     min_gmacs: float = Field(
@@ -87,7 +91,7 @@ class SearchSpace(BaseModel):
     and every choice lies inside `ArchConfig`'s bounds for its field.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(..., description="preset or file name, shown in prompts and reports")
     description: str = Field("", description="one line on what the space is for")
@@ -120,6 +124,31 @@ class SearchSpace(BaseModel):
     resblock_updown: list[bool] = Field(default_factory=lambda: [False], min_length=1)
     norm_groups: list[NormGroups] = Field(default_factory=lambda: [32], min_length=1)
     budget: Budget
+
+    @model_validator(mode="after")
+    def _countable(self) -> SearchSpace:
+        """Each dimension's choices are listed as one Optuna categorical per trial (and the
+        edit mode enumerates them): a list of multipliers over many levels multiplies out to
+        billions of channel_mult lists, which would be enumerated before the first candidate."""
+        for field, count in (
+            ("channel_mult", self.num_mult_lists()),
+            ("attention_resolutions", 2 ** len(set(self.attention_resolutions))),
+        ):
+            if count > MAX_CHOICES:
+                raise ValueError(
+                    f"{field} has {count:,} possible values in this space, more than the "
+                    f"{MAX_CHOICES:,} allowed; give fewer choices (num_levels, "
+                    "channel_mult_values, attention_resolutions)"
+                )
+        return self
+
+    def num_mult_lists(self) -> int:
+        """How many channel_mult lists the space allows: sum over the level counts n of
+        v**n, or C(v + n - 1, n) non-decreasing ones (multisets), v the multipliers."""
+        v = len(set(self.channel_mult_values))
+        if self.mult_non_decreasing:
+            return sum(math.comb(v + n - 1, n) for n in set(self.num_levels))
+        return sum(v**n for n in set(self.num_levels))
 
     @property
     def learn_sigma(self) -> bool:
@@ -443,7 +472,11 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
             field="space",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_text(path))
+    except (DocumentTooLarge, DuplicateKey) as err:
+        raise UserError(
+            f"Search space file {str(path)!r} is refused: {err}.", field="space"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(
             f"Search space file {str(path)!r} is not a text file (YAML expected).", field="space"

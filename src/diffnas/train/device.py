@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,28 @@ def check_device(name: str) -> str:
                 field="device",
             )
     return name
+
+
+def available_memory(device: torch.device) -> tuple[int | None, str]:
+    """(bytes a run on `device` may use, what they are): a GPU's total memory, or this
+    machine's available RAM (`MemAvailable` of /proc/meminfo, else physical memory); None
+    where neither can be read."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return int(props.total_memory), f"the memory of cuda:{index} ({props.name})"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "this machine's available memory"
+    except OSError:
+        pass
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return int(pages * size), "this machine's memory"
+    except (ValueError, OSError, AttributeError):
+        return None, "memory"
 
 
 @contextmanager

@@ -34,7 +34,7 @@ DDPMVariance = Literal["fixed_large", "fixed_small"]
 class DiffusionConfig(BaseModel):
     """What the denoiser is trained to predict and how timesteps are drawn."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     objective: Objective = Field(
         "ddpm",
@@ -57,7 +57,10 @@ class DiffusionConfig(BaseModel):
         "output channels and the VLB term is added to the loss.",
     )
     vlb_weight: float = Field(
-        0.001, ge=0.0, description="λ in L_hybrid = L_simple + λ·L_vlb (IDDPM uses 0.001)."
+        0.001,
+        ge=0.0,
+        le=1000.0,
+        description="λ in L_hybrid = L_simple + λ·L_vlb (IDDPM uses 0.001).",
     )
     timestep_sampler: Literal["uniform", "importance"] = Field(
         "uniform",

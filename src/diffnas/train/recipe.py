@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from diffnas.errors import UserError, first_field, pydantic_message
+from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_TRAIN_STEPS
 from diffnas.train.diffusion import Objective
 from diffnas.train.precision import cpu_bf16_support
 
@@ -35,12 +36,14 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class TrainRecipe(BaseModel):
     """Every knob of a training run. Defaults are the proxy recipe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **FINITE)
 
     name: str = Field("proxy", description="Label stored with checkpoints and metrics.")
-    steps: int = Field(20_000, ge=1, description="Optimizer steps in the whole run.")
+    steps: int = Field(
+        20_000, ge=1, le=MAX_TRAIN_STEPS, description="Optimizer steps in the whole run."
+    )
     batch_size: int = Field(
-        128, ge=1, description="Images per optimizer step (128 in both papers)."
+        128, ge=1, le=MAX_BATCH_SIZE, description="Images per optimizer step (128 in both papers)."
     )
     lr: float = Field(
         4e-4, gt=0, le=1.0, description="Peak learning rate (DDPM 2e-4, IDDPM 1e-4, proxy 2× DDPM)."
@@ -57,9 +60,14 @@ class TrainRecipe(BaseModel):
         0.1, ge=0, le=1, description="Floor of the cosine decay as a fraction of `lr`."
     )
     adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW β1, β2, each in [0, 1).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0 in both papers).")
+    weight_decay: float = Field(
+        0.0, ge=0, le=10.0, description="AdamW weight decay (0 in both papers)."
+    )
     grad_clip: float | None = Field(
-        1.0, gt=0, description="Clip the global gradient norm to this (DDPM 1.0); None = off."
+        1.0,
+        gt=0,
+        le=1e6,
+        description="Clip the global gradient norm to this (DDPM 1.0); None = off.",
     )
     ema_decay: float = Field(
         0.9995,
@@ -79,6 +87,8 @@ class TrainRecipe(BaseModel):
     )
     dropout: float | None = Field(
         None,
+        ge=0.0,
+        lt=1.0,
         description="Dropout the recipe expects (IDDPM 0.3, DDPM 0.1 on CIFAR-10). Informational: "
         "dropout lives in the architecture, the trainer does not change the model.",
     )
@@ -110,10 +120,16 @@ class TrainRecipe(BaseModel):
         "(needs the `tensorboard` package: pip install -e '.[tensorboard]').",
     )
     log_every: int = Field(
-        100, ge=1, description="Steps between metric records (the only host syncs in the loop)."
+        100,
+        ge=1,
+        le=MAX_TRAIN_STEPS,
+        description="Steps between metric records (the only host syncs in the loop).",
     )
     checkpoint_every: int = Field(
-        5_000, ge=1, description="Steps between checkpoints (one is always written at the end)."
+        5_000,
+        ge=1,
+        le=MAX_TRAIN_STEPS,
+        description="Steps between checkpoints (one is always written at the end).",
     )
 
     @model_validator(mode="after")
@@ -191,6 +207,16 @@ class TrainRecipe(BaseModel):
         return cls.full_iddpm(**overrides) if objective == "iddpm" else cls.full_ddpm(**overrides)
 
 
+#: A fixed EMA decay is warmed up (see `resolve_recipe`) when the initial weights would still
+#: weigh more than this in the EMA at the end of the run.
+EMA_INITIAL_SHARE = 0.01
+
+
+def ema_initial_share(decay: float, steps: int) -> float:
+    """The weight of the initial weights in an EMA of fixed `decay` after `steps` updates."""
+    return decay**steps
+
+
 def resolve_recipe(
     preset: str,
     objective: Objective,
@@ -202,6 +228,11 @@ def resolve_recipe(
     """A preset with the user's overrides, adapted where the user said nothing; plus a note per adaptation.
 
     - a short `steps` shortens the default warm-up to a tenth of the run;
+    - a short `steps` turns on the EMA warm-up of a preset without one (the full recipes'
+      fixed 0.9999) when the initial weights would still weigh more than `EMA_INITIAL_SHARE`
+      in the EMA at the end (0.9999**1000 = 90 % after 1,000 steps: the sampled model would
+      be mostly noise), as the proxy recipe does; set `ema_warmup` or `ema_decay` to keep
+      yours (a note then says what the EMA holds);
     - digits get no horizontal flips (a mirrored digit is not a digit);
     - channels-last is off on CPU (measured ~10 % slower there);
     - `bf16_cpu="auto"` becomes true or false by this machine's CPU (native bf16 or not), so the
@@ -220,6 +251,24 @@ def resolve_recipe(
     ):
         overrides["warmup_steps"] = steps // 10
         notes.append(f"warm-up capped at 10% of the {steps}-step run: {steps // 10} steps")
+    if isinstance(steps, int) and steps > 0:
+        decay = overrides.get("ema_decay", base.ema_decay)
+        warmup = overrides.get("ema_warmup", base.ema_warmup)
+        share = ema_initial_share(decay, steps) if isinstance(decay, float) else 0.0
+        if not warmup and share > EMA_INITIAL_SHARE:
+            if "ema_warmup" in overrides or "ema_decay" in overrides:
+                notes.append(
+                    f"warning: EMA decay {decay:g} without warm-up over {steps} steps: the "
+                    f"initial weights still make up {share:.0%} of the EMA model that is "
+                    "sampled and scored (ema_warmup=true warms it up)"
+                )
+            else:
+                overrides["ema_warmup"] = True
+                notes.append(
+                    f"EMA warm-up on for the {steps}-step run: with decay {decay:g} and no "
+                    f"warm-up its EMA would still be {share:.0%} the initial weights "
+                    "(set ema_warmup=false to keep the preset's)"
+                )
     if data_kind == "digits" and "random_hflip" not in overrides:
         overrides["random_hflip"] = False
         notes.append("no horizontal flips on digits (a mirrored digit is not a digit)")

@@ -358,6 +358,8 @@ class TrainLoop:
                         break
                     if log_now and self.logged_steps:
                         self.log(lr, terms)
+                    else:  # the count (and its ETA) every step; the loss at log steps only,
+                        self.bar.update(step)  # as reading it waits for the device
                     if save_now:
                         final = step == recipe.steps
                         self.save("complete" if final else "running")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from diffnas.propose.llm.ledger import CostLedger, LLMBudget, PriceTable
 from diffnas.propose.llm.openai_backend import STRUCTURED_MODES
 from diffnas.propose.llm.record import RecordingBackend, ReplayBackend
 from diffnas.propose.llm.retry import RetryPolicy
+from diffnas.propose.llm.sdk import read_api_key
 
 ALLOWED_SPECS = "'local', 'openai:MODEL', 'anthropic:MODEL' or 'replay:RUN_DIR'"
 
@@ -29,8 +31,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def check_structured(provider: str, structured: str | None) -> str:
-    """The structured-output mode for `provider` (default json_schema), or a `UserError`."""
-    mode = structured or "json_schema"
+    """The structured-output mode for `provider` (default: openai `auto`, which finds what the
+    endpoint takes; anthropic `json_schema`), or a `UserError`."""
+    mode = structured or ("auto" if provider == "openai" else "json_schema")
     allowed = {"openai": STRUCTURED_MODES, "anthropic": ("json_schema", "text")}.get(provider)
     if allowed is None:
         if structured is not None:
@@ -72,6 +75,40 @@ def check_base_url(provider: str, base_url: str | None) -> None:
             "http(s)://HOST[:PORT]/PATH, e.g. http://127.0.0.1:8000/v1",
             field="base_url",
         )
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_backend(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    structured: str | None = None,
+) -> None:
+    """What `make_backend(spec, ...)` needs, checked before a run folder exists: the spec,
+    the structured-output mode, the key variable (set, and a variable's name) and, for the
+    local model, llama-cpp-python and the weights file. Nothing is loaded or called."""
+    provider, _ = parse_spec(spec)
+    check_structured(provider, structured)
+    if api_key_env is not None and not ENV_NAME.fullmatch(api_key_env):
+        raise UserError(
+            f"--api-key-env {api_key_env!r} is not the name of an environment variable "
+            "(letters, digits and _, not starting with a digit); give the variable that holds "
+            "the key, e.g. OPENAI_API_KEY",
+            field="api_key_env",
+        )
+    if provider == "openai":
+        # self-hosted servers (vLLM, Ollama, llama.cpp) usually need no key; OpenAI itself does
+        read_api_key(api_key_env or "OPENAI_API_KEY", required=base_url is None, backend="openai")
+    elif provider == "anthropic":
+        read_api_key(api_key_env or "ANTHROPIC_API_KEY", required=True, backend="anthropic")
+    elif provider == "local":
+        from diffnas.propose.llm.local_backend import require_llama_cpp, resolve_model_path
+
+        require_llama_cpp()
+        resolve_model_path()
 
 
 def make_backend(

@@ -104,13 +104,13 @@ def classify_sdk_error(
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     if isinstance(status, int) and response is not None:
-        message = f"HTTP {status}: {_short(exc, secrets)}"
+        message = f"HTTP {status}: {short_error(exc, secrets)}"
         retry_after = parse_retry_after(getattr(response, "headers", None))
         return Fault(status in RETRYABLE_STATUS, message, retry_after)
     if isinstance(exc, connection_errors):
-        return Fault(True, f"{type(exc).__name__}: {_short(exc, secrets)}")
+        return Fault(True, f"{type(exc).__name__}: {short_error(exc, secrets)}")
     if isinstance(exc, json.JSONDecodeError):  # a garbled body from a proxy or a crashing server
-        return Fault(True, f"bad response body: {type(exc).__name__}: {_short(exc, secrets)}")
+        return Fault(True, f"bad response body: {type(exc).__name__}: {short_error(exc, secrets)}")
     return None
 
 
@@ -155,7 +155,7 @@ def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _short(exc: BaseException, secrets: Iterable[str | None] = (), limit: int = 300) -> str:
+def short_error(exc: BaseException, secrets: Iterable[str | None] = (), limit: int = 300) -> str:
     """The exception's text on one line, redacted, then cut to `limit` characters."""
     text = redact(" ".join(str(exc).split()), secrets)
     return text if len(text) <= limit else text[: limit - 3] + "..."

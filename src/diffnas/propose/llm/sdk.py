@@ -17,7 +17,7 @@ from typing import Any
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import LLMBackend, LLMRequest, LLMResponse
 from diffnas.propose.llm.ledger import PriceTable
-from diffnas.propose.llm.retry import RetryPolicy, call_with_retries, classify_sdk_error
+from diffnas.propose.llm.retry import Fault, RetryPolicy, call_with_retries, classify_sdk_error
 
 
 def read_api_key(env_var: str, *, required: bool, backend: str) -> str | None:
@@ -69,6 +69,10 @@ class SDKBackend(LLMBackend):
     def _read(self, answer: Any) -> tuple[str, str | None, int, int]:
         """(text, model name, prompt tokens, completion tokens) of one answer."""
 
+    def _classify(self, exc: BaseException, secrets: tuple[str | None, ...]) -> Fault | None:
+        """What went wrong in one attempt (None: not the endpoint's fault, raised as is)."""
+        return classify_sdk_error(exc, self._connection_errors, secrets)
+
     def complete(self, request: LLMRequest) -> LLMResponse:
         params = self._params(request)
         start = time.perf_counter()
@@ -76,7 +80,7 @@ class SDKBackend(LLMBackend):
         secrets = (getattr(self._client, "api_key", None),)
         outcome = call_with_retries(
             lambda: self._create(params),
-            lambda exc: classify_sdk_error(exc, self._connection_errors, secrets),
+            lambda exc: self._classify(exc, secrets),
             endpoint=self.endpoint,
             policy=self.retry,
             sleep=self._sleep,
