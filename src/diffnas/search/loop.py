@@ -39,10 +39,10 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import check_candidate
+from diffnas.gate.check import LatencyCheck, check_candidate, within_budget
 from diffnas.gate.entry import RoundEntry, RoundFile
-from diffnas.gate.memory import TrialRecord, best_first
-from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.gate.memory import TrialRecord, best_first, pareto_front
+from diffnas.model.cost import measure_cost
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
 from diffnas.propose.llm import (
@@ -64,6 +64,8 @@ from diffnas.search.config import SearchConfig
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
+from diffnas.train.device import resolve_device
+from diffnas.train.latency import LatencyMeter, Measure
 
 SUMMARY_FILE = "summary.json"
 EVENTS_FILE = "events.jsonl"
@@ -88,6 +90,7 @@ class SearchRun:
         llm_backend: LLMBackend | None = None,
         executor: Executor | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        measure_latency: Measure | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -104,6 +107,9 @@ class SearchRun:
         )
         self._llm_backend = llm_backend
         self._sleep = sleep
+        self._measure_latency = measure_latency  # None: the real timing (tests inject a fake)
+        self.latency: LatencyCheck | None = None  # set by `run` when latency is measured
+        self.meter: LatencyMeter | None = None  # its cache of measurements
 
     # ----- set-up -----
     def _make_backend(self) -> LLMBackend | None:
@@ -176,7 +182,10 @@ class SearchRun:
         self._write_provenance()
         rungs = proxy_rungs(cfg, self.space, self.data)
         pruner = halving.make_pruner(rungs, cfg.halving_eta)
-        self.study = study_mod.open_study(self.run_dir, cfg.storage, pruner)
+        self.study = study_mod.open_study(
+            self.run_dir, cfg.storage, pruner, objectives=len(cfg.objectives)
+        )
+        self.latency = self._latency_check()
         self.trials = CandidateTrials(
             cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
         )
@@ -197,7 +206,13 @@ class SearchRun:
             ),
         )
         start = time.monotonic()
-        self._event("start", rounds=cfg.rounds, per_round=cfg.per_round, schedule=cfg.schedule)
+        self._event(
+            "start",
+            rounds=cfg.rounds,
+            per_round=cfg.per_round,
+            schedule=cfg.schedule,
+            **({"latency": self._latency_record()} if self.latency else {}),
+        )
         if cfg.schedule == "async":
             stop_reason = asynchronous.run_async(self, proposer, start)
         else:
@@ -295,10 +310,14 @@ class SearchRun:
             num_rounds=num_rounds or cfg.rounds,
             k=k,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
-            check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
+            check=lambda raw, accepted: check_candidate(
+                raw, self.space, memory, accepted, self.latency
+            ),
             task=self._task_line(),
             reference_line=self._reference_line(),
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
+            objectives=tuple(cfg.objectives),
+            latency=self.latency,
         )
         self.console.print(
             f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for {k}"
@@ -326,7 +345,7 @@ class SearchRun:
             # A proposal the proposer already judged bad keeps that reason (its raw text may
             # not even parse); a good one is checked again against this round's acceptances.
             if verdict is None or verdict.ok:
-                verdict = check_candidate(p.raw, self.space, memory, accepted)
+                verdict = check_candidate(p.raw, self.space, memory, accepted, self.latency)
             if verdict.ok and verdict.arch is not None:
                 accepted.append(verdict.arch)
             cost = verdict.cost or (
@@ -344,6 +363,7 @@ class SearchRun:
                     reason=verdict.reason,
                     gmacs=round(cost.gmacs, 5) if cost else None,
                     params_m=round(cost.params_m, 5) if cost else None,
+                    latency_ms=None if verdict.latency_ms is None else round(verdict.latency_ms, 4),
                     meta=p.meta,
                 )
             )
@@ -367,7 +387,7 @@ class SearchRun:
             return ""
         ref = get_reference(self.space.reference)
         cost = measure_cost(ref)
-        _, verdict = budget_verdict(cost, self.space.budget)
+        _, verdict, _ = within_budget(ref, cost, self.space.budget, self.latency)
         return (
             f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
             f"{cost.params_m:.2f} M params; {verdict}."
@@ -380,10 +400,62 @@ class SearchRun:
         while pending:
             pending = self.trials.evaluate_together(r, pending)
 
+    # ----- latency -----
+    def _latency_check(self) -> LatencyCheck | None:
+        """How the gate measures latency, when the search needs it (an objective or a budget):
+        as the proxy evaluations' sampler runs, on their device and thread count by default,
+        cached in the `--runs` folder's cache/latency/ (shared by the searches there)."""
+        cfg = self.config
+        if not cfg.measures_latency:
+            return None
+        device = cfg.latency.device if cfg.latency.device != "auto" else cfg.proxy.device
+        device_type = resolve_device(device).type
+        recipe = cfg.proxy.train_recipe(self.space.objective, self.data.kind, device_type)
+        settings = cfg.latency.resolve(
+            default_device=cfg.proxy.device,
+            recipe=recipe,
+            default_threads=getattr(self.executor, "threads_per_worker", None),
+        )
+        meter = LatencyMeter(settings, self.latency_cache_dir(), self._measure_latency)
+        self.meter = meter
+        return LatencyCheck(
+            measure=meter, budget_ms=cfg.latency_budget_ms, conditions=settings.conditions()
+        )
+
+    def latency_cache_dir(self) -> Path:
+        return self.run_dir.parent / "cache" / "latency"
+
+    def _latency_record(self) -> dict[str, Any]:
+        meter = self.meter
+        assert meter is not None
+        return {
+            "settings": meter.settings.model_dump(),
+            "device_name": meter.device_name,
+            "measured": meter.misses,
+            "cached": meter.hits,
+            "budget_ms": self.config.latency_budget_ms,
+        }
+
     # ----- promotion and summary -----
+    def promoted(self, memory: list[TrialRecord]) -> list[TrialRecord]:
+        """Who is trained with the final recipe: the `promote` best by score, or with two
+        objectives up to `promote` members of the Pareto front spread along it (best score
+        first, then evenly to the cheapest)."""
+        k = self.config.promote
+        objective = self.config.cost_objective
+        if objective is None:
+            return best_first(memory)[:k]
+        front = pareto_front(memory, objective)
+        if len(front) <= k or k == 0:
+            return front[:k] if k else []
+        if k == 1:
+            return front[:1]
+        picks = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)})
+        return [front[i] for i in picks]
+
     def _promote(self) -> list[dict[str, Any]]:
         cfg = self.config
-        best = best_first(study_mod.load_memory(self.study))[: cfg.promote]
+        best = self.promoted(study_mod.load_memory(self.study))
         finals = []
         for record in best:
             assert record.arch is not None
@@ -432,4 +504,25 @@ class SearchRun:
                 + [(f.get("device"), f.get("device_s")) for f in finals]
             ),
             "llm": ledger.summary() if ledger is not None else None,
+            **self._objective_summary(memory),
         }
+
+    def _objective_summary(self, memory: list[TrialRecord]) -> dict[str, Any]:
+        """With two objectives, the front; with measured latency, how it was measured."""
+        cfg, out = self.config, {}
+        objective = cfg.cost_objective
+        if objective is not None:
+            out["objectives"] = list(cfg.objectives)
+            out["front"] = [
+                {
+                    "trial": t.number,
+                    "score": t.score,
+                    "latency_ms": t.latency_ms,
+                    "gmacs": t.gmacs,
+                    "arch_hash": t.arch.arch_hash() if t.arch else None,
+                }
+                for t in pareto_front(memory, objective)
+            ]
+        if self.latency is not None:
+            out["latency"] = self._latency_record()
+        return out

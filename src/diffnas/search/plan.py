@@ -86,6 +86,13 @@ class SearchPlan:
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        if cfg.measures_latency and cfg.latency.device != "auto":
+            try:
+                check_device(cfg.latency.device)
+            except UserError as err:
+                raise UserError(
+                    f"--latency-{str(err).removeprefix('--')}", field="latency"
+                ) from None
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
         rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor, cfg.storage)
@@ -124,12 +131,27 @@ class SearchPlan:
                 + self._halving_text(proxy.steps),
                 n_candidates * proxy_flops / 1e15,
             ),
+            *self._latency_stage(n_candidates),
             PlanStage(
                 "final train + FID", str(cfg.promote),
                 f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}",
                 cfg.promote * final_flops / 1e15,
             ),
         ]  # fmt: skip
+
+    def _latency_stage(self, n_candidates: int) -> list[PlanStage]:
+        """The gate's latency measurement, when the search measures it (cached per architecture)."""
+        cfg = self.config
+        if not cfg.measures_latency:
+            return []
+        lat = cfg.latency
+        bound = f"; bound {cfg.latency_budget_ms:g} ms" if cfg.latency_budget_ms else ""
+        objective = "; an objective" if cfg.cost_objective == "latency" else ""
+        what = (
+            f"{lat.warmup} + {lat.runs} passes at batch {lat.batch} on {lat.device}, dtype "
+            f"{lat.dtype}{bound}{objective}"
+        )
+        return [PlanStage("latency at the gate", f"<= {n_candidates} (cached)", what, None)]
 
     def _halving_text(self, proxy_steps: int) -> str:
         cfg = self.config

@@ -2,7 +2,9 @@
 
 Each candidate is one trial:
 - params: the architecture (`diffnas.search.params`), when it parsed into the space;
-- value: the proxy score (minimised);
+- value: the proxy score (minimised); with two objectives (`--objectives score,latency` or
+  `score,macs`) the values [score, cost], both minimised, the cost being the latency measured
+  at the gate (ms per forward pass) or the GMACs;
 - user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", or the baseline's
   name), rationale, status, reason, cost, scores with their protocol, and the raw proposal.
 States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
@@ -51,14 +53,18 @@ def quiet_optuna() -> Iterator[None]:
 
 
 def open_study(
-    run_dir: Path, url: str | None = None, pruner: optuna.pruners.BasePruner | None = None
+    run_dir: Path,
+    url: str | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    objectives: int = 1,
 ) -> optuna.Study:
-    """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`)."""
+    """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`;
+    `objectives`: 2 for a multi-objective search). A study loaded keeps its own directions."""
     with quiet_optuna():
         return optuna.create_study(
             study_name=STUDY_NAME,
             storage=storage_url(run_dir, url),
-            direction="minimize",
+            directions=["minimize"] * objectives,
             pruner=pruner,
             load_if_exists=True,
         )
@@ -134,13 +140,18 @@ def prune_trial(study: optuna.Study, trial: optuna.Trial, steps: int, total_step
 
 
 def finish_trial(
-    study: optuna.Study, trial: optuna.Trial, result: EvalResult, eval_dir: str
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: EvalResult,
+    eval_dir: str,
+    cost: float | None = None,
 ) -> None:
-    """Tell the outcome of a running trial: COMPLETE with its score, or FAIL with its status."""
+    """Tell the outcome of a running trial: COMPLETE with its score (and `cost`, the second
+    objective's value, in a multi-objective study), or FAIL with its status."""
     record_result(trial, result, eval_dir)
     trial.set_user_attr("status", result.status)
     if result.status == "complete" and result.score is not None:
-        study.tell(trial, result.score)
+        study.tell(trial, result.score if cost is None else [result.score, cost])
     else:
         study.tell(trial, state=TrialState.FAIL)
 
@@ -173,7 +184,11 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         reason=a.get("reason", ""),
         gmacs=a.get("gmacs"),
         params_m=a.get("params_m"),
-        score=t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        latency_ms=a.get("latency_ms"),
+        # the first value: the score, alone or with the cost of a multi-objective study
+        score=t.values[0]
+        if t.values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        else None,
         score_name=a.get("score_name", "rfid"),
         extra={
             k: v
