@@ -13,3 +13,6 @@ echo "## one proxy evaluation of a tiny candidate on the GPU"
 $PY benchmarks/bench_proxy_eval.py --device cuda --steps 2000 --batch 128 --samples 1000 --sampler-steps 50
 echo "## the pool's packing gain on one card: 4 tiny candidates at once against 1 (anchor: 2.0x images/s with four 4.4 M-parameter UNets on an H200)"
 $PY benchmarks/bench_pool.py --device cuda --candidates 8 --steps 2000 --batch 128 --samples 1000 --trials-per-gpu 4
+echo "## MACs against measured latency of one forward pass (60 tiny architectures; 40 of cifar10-ddpm), as the sampler runs it (bf16 autocast)"
+$PY benchmarks/bench_latency.py --device cuda --space tiny --archs 60 --batch 1,128 --rounds 2 --runs 20 --warmup 5
+$PY benchmarks/bench_latency.py --device cuda --space cifar10-ddpm --archs 40 --batch 1,64 --rounds 2 --runs 10 --warmup 5

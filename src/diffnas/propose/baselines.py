@@ -301,6 +301,11 @@ class OptunaSamplerProposer(Proposer):
                     )
                     trial.set_constraint("budget", v)
                     study.tell(trial, [filler] * len(ctx.objectives))
+                elif ctx.cost_objective is not None:
+                    # multi-objective TPE ignores a failed trial and would draw the same
+                    # combination again and again: a refused draw is a violation instead
+                    trial.set_constraint("budget", 1.0)
+                    study.tell(trial, [filler] * len(ctx.objectives))
                 else:  # outside the space or a duplicate: no information about the objective
                     study.tell(trial, state=TrialState.FAIL)
 
