@@ -92,6 +92,10 @@ def test_two_objective_search_with_a_latency_budget(tmp_path) -> None:
     # the LLM saw the latency of each trial, the front and the bound in place of the band
     assert "Pareto front so far" in second_request and "trial 0" in second_request
     assert "5 ms" in second_request  # SMALL's measured latency in the memory
+    assert (  # the reference, judged by the same bound
+        "measured 9 ms per forward pass (batch 1, cpu, fp32, 1 thread), within the 10.5 ms "
+        "bound (86% of it)" in second_request
+    )
     assert "at most 10.5 ms per forward pass (measured: batch 1, cpu, fp32, 1 thread)" in (
         second_request
     )

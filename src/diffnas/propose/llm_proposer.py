@@ -290,7 +290,9 @@ class LLMProposer(Proposer):
             key = arch.key()
             if key not in self._costs:
                 self._costs[key] = measure_cost(arch)
-            return within_budget(arch, self._costs[key], ctx.space.budget, ctx.latency)[0]
+            # a latency bound is measured; a latency objective is not needed to judge the budget
+            bound = ctx.latency if ctx.latency_budget_ms is not None else None
+            return within_budget(arch, self._costs[key], ctx.space.budget, bound)[0]
 
         limit = MENU_COST_LIMIT if self.menu_cost_limit is None else self.menu_cost_limit
         return edit_menu(ctx.space, bases, in_budget, excluded, max_checked=limit)

@@ -39,9 +39,9 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import LatencyCheck, check_candidate, within_budget
+from diffnas.gate.check import LatencyCheck, check_candidate, latency_verdict, within_budget
 from diffnas.gate.entry import RoundEntry, RoundFile
-from diffnas.gate.memory import TrialRecord, best_first, pareto_front
+from diffnas.gate.memory import TrialRecord, best_first
 from diffnas.model.cost import measure_cost
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
@@ -58,13 +58,12 @@ from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.runs import OPTIONS_FILE, append_jsonl, read_json, write_json
-from diffnas.search import asynchronous, halving
+from diffnas.search import asynchronous, halving, objectives
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
-from diffnas.train.device import resolve_device
 from diffnas.train.latency import LatencyMeter, Measure
 
 SUMMARY_FILE = "summary.json"
@@ -185,7 +184,15 @@ class SearchRun:
         self.study = study_mod.open_study(
             self.run_dir, cfg.storage, pruner, objectives=len(cfg.objectives)
         )
-        self.latency = self._latency_check()
+        self.meter = objectives.latency_meter(
+            cfg,
+            self.space,
+            self.data,
+            self.run_dir,
+            threads=getattr(self.executor, "threads_per_worker", None),
+            measure=self._measure_latency,
+        )
+        self.latency = objectives.latency_check(cfg, self.meter)
         self.trials = CandidateTrials(
             cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
         )
@@ -211,7 +218,7 @@ class SearchRun:
             rounds=cfg.rounds,
             per_round=cfg.per_round,
             schedule=cfg.schedule,
-            **({"latency": self._latency_record()} if self.latency else {}),
+            **({"latency": objectives.latency_record(cfg, self.meter)} if self.meter else {}),
         )
         if cfg.schedule == "async":
             stop_reason = asynchronous.run_async(self, proposer, start)
@@ -387,7 +394,9 @@ class SearchRun:
             return ""
         ref = get_reference(self.space.reference)
         cost = measure_cost(ref)
-        _, verdict, _ = within_budget(ref, cost, self.space.budget, self.latency)
+        _, verdict, ms = within_budget(ref, cost, self.space.budget, self.latency)
+        if ms is not None and self.latency is not None and self.latency.budget_ms is None:
+            verdict += f"; {latency_verdict(ms, self.latency)[1]}"  # a latency objective
         return (
             f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
             f"{cost.params_m:.2f} M params; {verdict}."
@@ -400,62 +409,10 @@ class SearchRun:
         while pending:
             pending = self.trials.evaluate_together(r, pending)
 
-    # ----- latency -----
-    def _latency_check(self) -> LatencyCheck | None:
-        """How the gate measures latency, when the search needs it (an objective or a budget):
-        as the proxy evaluations' sampler runs, on their device and thread count by default,
-        cached in the `--runs` folder's cache/latency/ (shared by the searches there)."""
-        cfg = self.config
-        if not cfg.measures_latency:
-            return None
-        device = cfg.latency.device if cfg.latency.device != "auto" else cfg.proxy.device
-        device_type = resolve_device(device).type
-        recipe = cfg.proxy.train_recipe(self.space.objective, self.data.kind, device_type)
-        settings = cfg.latency.resolve(
-            default_device=cfg.proxy.device,
-            recipe=recipe,
-            default_threads=getattr(self.executor, "threads_per_worker", None),
-        )
-        meter = LatencyMeter(settings, self.latency_cache_dir(), self._measure_latency)
-        self.meter = meter
-        return LatencyCheck(
-            measure=meter, budget_ms=cfg.latency_budget_ms, conditions=settings.conditions()
-        )
-
-    def latency_cache_dir(self) -> Path:
-        return self.run_dir.parent / "cache" / "latency"
-
-    def _latency_record(self) -> dict[str, Any]:
-        meter = self.meter
-        assert meter is not None
-        return {
-            "settings": meter.settings.model_dump(),
-            "device_name": meter.device_name,
-            "measured": meter.misses,
-            "cached": meter.hits,
-            "budget_ms": self.config.latency_budget_ms,
-        }
-
     # ----- promotion and summary -----
-    def promoted(self, memory: list[TrialRecord]) -> list[TrialRecord]:
-        """Who is trained with the final recipe: the `promote` best by score, or with two
-        objectives up to `promote` members of the Pareto front spread along it (best score
-        first, then evenly to the cheapest)."""
-        k = self.config.promote
-        objective = self.config.cost_objective
-        if objective is None:
-            return best_first(memory)[:k]
-        front = pareto_front(memory, objective)
-        if len(front) <= k or k == 0:
-            return front[:k] if k else []
-        if k == 1:
-            return front[:1]
-        picks = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)})
-        return [front[i] for i in picks]
-
     def _promote(self) -> list[dict[str, Any]]:
         cfg = self.config
-        best = self.promoted(study_mod.load_memory(self.study))
+        best = objectives.promoted(cfg, study_mod.load_memory(self.study))
         finals = []
         for record in best:
             assert record.arch is not None
@@ -504,25 +461,5 @@ class SearchRun:
                 + [(f.get("device"), f.get("device_s")) for f in finals]
             ),
             "llm": ledger.summary() if ledger is not None else None,
-            **self._objective_summary(memory),
+            **objectives.objective_summary(self.config, memory, self.meter),
         }
-
-    def _objective_summary(self, memory: list[TrialRecord]) -> dict[str, Any]:
-        """With two objectives, the front; with measured latency, how it was measured."""
-        cfg, out = self.config, {}
-        objective = cfg.cost_objective
-        if objective is not None:
-            out["objectives"] = list(cfg.objectives)
-            out["front"] = [
-                {
-                    "trial": t.number,
-                    "score": t.score,
-                    "latency_ms": t.latency_ms,
-                    "gmacs": t.gmacs,
-                    "arch_hash": t.arch.arch_hash() if t.arch else None,
-                }
-                for t in pareto_front(memory, objective)
-            ]
-        if self.latency is not None:
-            out["latency"] = self._latency_record()
-        return out
