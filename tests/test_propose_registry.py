@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.propose.baselines import EvolutionProposer, RandomProposer, TPEProposer
+from diffnas.propose.baselines import (
+    EvolutionProposer,
+    NSGAIIProposer,
+    RandomProposer,
+    TPEProposer,
+)
 from diffnas.propose.llm import LLMBackend, LLMRequest, LLMResponse
 from diffnas.propose.llm_proposer import LLMProposer
 from diffnas.propose.registry import PROPOSERS, make_proposer
@@ -19,7 +24,7 @@ class Silent(LLMBackend):
 
 
 def test_every_name_builds_its_proposer() -> None:
-    assert PROPOSERS == ("diffnas", "llm-no-memory", "random", "tpe", "evolution")
+    assert PROPOSERS == ("diffnas", "llm-no-memory", "random", "tpe", "evolution", "nsga2")
     kinds = {name: type(make_proposer(name, llm_backend=Silent())) for name in PROPOSERS}
     assert kinds == {
         "diffnas": LLMProposer,
@@ -27,6 +32,7 @@ def test_every_name_builds_its_proposer() -> None:
         "random": RandomProposer,
         "tpe": TPEProposer,
         "evolution": EvolutionProposer,
+        "nsga2": NSGAIIProposer,
     }
     for name in PROPOSERS:
         assert make_proposer(name, llm_backend=Silent()).name == name

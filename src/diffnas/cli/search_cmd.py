@@ -66,7 +66,7 @@ def search(
         5, min=1, max=20, help="Tries per LLM request (timeouts, 429, 5xx) before the round fails."
     ),
     proposer: str = typer.Option(
-        "diffnas", help="diffnas | llm-no-memory | random | tpe | evolution"
+        "diffnas", help="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
     ),
     rounds: int = typer.Option(3, min=1, max=L.MAX_ROUNDS, help="Proposal rounds R."),
     per_round: int = typer.Option(2, min=1, max=32, help="Candidates per round K."),
@@ -122,7 +122,48 @@ def search(
         1,
         min=0,
         max=L.MAX_PROMOTE,
-        help="Top-k candidates trained with the final recipe and scored by FID.",
+        help="Top-k candidates trained with the final recipe and scored by FID (two objectives: "
+        "up to k members of the Pareto front).",
+    ),
+    objectives: str = typer.Option(
+        "score",
+        help="score | score,latency | score,macs: two objectives make an Optuna multi-objective "
+        "study (both minimised) whose Pareto front is promoted.",
+    ),
+    budget_latency_ms: float | None = typer.Option(
+        None,
+        min=0.001,
+        max=3_600_000,
+        help="Bound the measured latency of one forward pass (ms) at the gate, instead of the "
+        "space's GMACs band.",
+    ),
+    latency_device: str = typer.Option(
+        "auto", help="Latency measured on: auto (the proxy's --device) | cpu | cuda | cuda:N."
+    ),
+    latency_batch: int = typer.Option(
+        1, min=1, max=65536, help="Latency: images per forward pass."
+    ),
+    latency_dtype: str = typer.Option(
+        "auto",
+        help="Latency: auto (as the sampler: bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.",
+    ),
+    latency_runs: int = typer.Option(
+        10, min=1, max=10_000, help="Latency: timed passes (the median is kept)."
+    ),
+    latency_warmup: int = typer.Option(3, min=0, max=1000, help="Latency: untimed passes first."),
+    latency_threads: int | None = typer.Option(
+        None,
+        min=1,
+        max=1024,
+        help="Latency on CPU: torch threads (default: those of the search's evaluations).",
+    ),
+    latency_channels_last: bool | None = typer.Option(
+        None,
+        "--latency-channels-last/--no-latency-channels-last",
+        help="Latency: channels-last weights (default: as the proxy recipe on that device).",
+    ),
+    latency_compile: bool = typer.Option(
+        False, "--latency-compile", help="Latency: torch.compile the model (the sampler does not)."
     ),
     final_recipe: str = typer.Option("full", help="Final recipe: full | proxy."),
     final_steps: int | None = typer.Option(
@@ -234,6 +275,12 @@ def search(
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
                 workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
                 replay=str(replay) if replay else None, halving_rungs=halving_rungs, halving_eta=halving_eta, schedule=schedule,
+                objectives=objectives, latency_budget_ms=budget_latency_ms,
+                latency=dict(  # a dict: an error names latency.FIELD
+                    device=latency_device, batch=latency_batch, dtype=latency_dtype, runs=latency_runs,
+                    warmup=latency_warmup, threads=latency_threads, channels_last=latency_channels_last,
+                    compile=latency_compile,
+                ),
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
                     score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,

@@ -33,6 +33,8 @@ class RoundEntry(BaseModel):
     reason: str | None = None  # None = accepted; else why the gate rejected it
     gmacs: float | None = None
     params_m: float | None = None
+    # measured at the gate (a latency objective or budget); left out of files when not measured
+    latency_ms: float | None = Field(None, exclude_if=lambda v: v is None)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("raw", mode="before")
@@ -57,6 +59,7 @@ class RoundEntry(BaseModel):
             "arch_hash": self.arch.arch_hash() if self.arch is not None else None,
             "gmacs": self.gmacs,
             "params_m": self.params_m,
+            "latency_ms": self.latency_ms,  # None (not stored) unless measured
             "score_name": score_name,
             "reason": self.reason,
         }

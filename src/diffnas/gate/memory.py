@@ -7,10 +7,15 @@ both read it without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffnas.space.arch import ArchConfig
+
+# What a search minimises: the proxy score alone, or it and one cost (`--objectives`).
+Objective = Literal["score", "latency", "macs"]
+OBJECTIVES: tuple[str, ...] = ("score", "latency", "macs")
 
 TrialStatus = Literal[
     "pending", "running", "complete", "pruned", "rejected", "diverged", "oom", "failed"
@@ -30,6 +35,7 @@ class TrialRecord:
     reason: str = ""  # why it was rejected / failed
     gmacs: float | None = None
     params_m: float | None = None
+    latency_ms: float | None = None  # measured at the gate (a latency objective or budget)
     score: float | None = None  # proxy score (RFID or KID), lower is better; when "pruned",
     # the score at the lower fidelity it reached (`fidelity()`), so not comparable with the rest
     score_name: str = "rfid"
@@ -39,6 +45,10 @@ class TrialRecord:
     def evaluated(self) -> bool:
         """Scored at the full proxy fidelity (a pruned candidate was scored lower down)."""
         return self.status == "complete" and self.score is not None
+
+    def cost(self, objective: str) -> float | None:
+        """The second objective's value: measured latency (ms) or GMACs."""
+        return self.latency_ms if objective == "latency" else self.gmacs
 
     def fidelity(self) -> tuple[int, int] | None:
         """(training steps reached, steps of the whole proxy run) of a pruned candidate."""
@@ -58,3 +68,28 @@ def find_duplicate(memory: list[TrialRecord], arch: ArchConfig) -> TrialRecord |
         if t.arch is not None and t.status != "rejected" and t.arch.key() == key:
             return t
     return None
+
+
+def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Which (score, cost) points no other point dominates (as low or lower on both, lower on
+    one); equal points share their verdict. One sweep in score order: a point is on the front
+    when it costs less than every point with a lower (or equal and cheaper) score."""
+    on_front = [False] * len(points)
+    cheapest = float("inf")
+    previous: int | None = None
+    for i in sorted(range(len(points)), key=lambda i: points[i]):
+        if previous is not None and points[i] == points[previous]:
+            on_front[i] = on_front[previous]
+        else:
+            on_front[i] = points[i][1] < cheapest
+            cheapest = min(cheapest, points[i][1])
+        previous = i
+    return on_front
+
+
+def pareto_front(memory: list[TrialRecord], objective: str) -> list[TrialRecord]:
+    """The evaluated candidates no other one beats on both the score and `objective`'s cost
+    ("latency" or "macs"), best score first."""
+    scored = [t for t in best_first(memory) if t.cost(objective) is not None]
+    points = [(float(t.score), float(t.cost(objective))) for t in scored]  # type: ignore[arg-type]
+    return [t for t, on in zip(scored, non_dominated(points)) if on]

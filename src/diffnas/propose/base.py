@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffnas.gate.check import Verdict
+from diffnas.gate.check import LatencyCheck, Verdict
 from diffnas.gate.memory import TrialRecord
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
@@ -49,6 +49,17 @@ class ProposalContext:
     task: str = ""  # dataset, resolution, objective in words
     reference_line: str = ""  # the reference architecture and its cost, in words
     score_name: str = "rfid"
+    objectives: tuple[str, ...] = ("score",)  # ("score", "latency"|"macs"): two objectives
+    latency: LatencyCheck | None = None  # measured latency: for an objective or the budget
+
+    @property
+    def cost_objective(self) -> str | None:
+        """The second objective ("latency" or "macs"), None when the score is the only one."""
+        return self.objectives[1] if len(self.objectives) > 1 else None
+
+    @property
+    def latency_budget_ms(self) -> float | None:
+        return self.latency.budget_ms if self.latency is not None else None
 
 
 class Proposer(ABC):

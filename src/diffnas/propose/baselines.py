@@ -1,9 +1,11 @@
-"""The baselines DiffNAS is compared with: random search, TPE and regularised evolution.
+"""The baselines DiffNAS is compared with: random search, TPE, NSGA-II and regularised evolution.
 
-All three draw architectures and ask `ctx.check` before proposing, redrawing (a bounded number
+All of them draw architectures and ask `ctx.check` before proposing, redrawing (a bounded number
 of times) what is over budget, outside the space or a duplicate - the same gate the LLM's
 repair turns answer to, so every method spends its training only on acceptable candidates.
-Every draw uses `ctx.rng` (TPE: a sampler seeded from it), so a round is reproducible.
+Every draw uses `ctx.rng` (TPE, NSGA-II: a sampler seeded from it), so a round is reproducible.
+TPE and NSGA-II are Optuna's samplers on a study rebuilt from the memory each round; with two
+objectives (`ctx.objectives`) the study is multi-objective (score and latency or GMACs).
 """
 
 from __future__ import annotations
@@ -148,17 +150,27 @@ class EvolutionProposer(Proposer):
         return draw
 
 
-# --- TPE ----------------------------------------------------------------------------------
+# --- Optuna's samplers: TPE and NSGA-II -------------------------------------------------
 
 
-def budget_violation(gmacs: float, params_m: float | None, budget: Budget) -> float:
-    """How far outside the budget, as a fraction of the bound (<= 0: inside)."""
-    excess = [gmacs / budget.max_gmacs - 1]
-    if budget.min_gmacs > 0:
-        excess.append(1 - gmacs / budget.min_gmacs)
+def budget_violation(
+    gmacs: float,
+    params_m: float | None,
+    budget: Budget,
+    latency_ms: float | None = None,
+    latency_budget_ms: float | None = None,
+) -> float:
+    """How far outside the budget, as a fraction of the bound (<= 0: inside). With a latency
+    budget the measured latency is bounded instead of the GMACs band."""
+    if latency_budget_ms is not None:
+        excess = [latency_ms / latency_budget_ms - 1] if latency_ms is not None else []
+    else:
+        excess = [gmacs / budget.max_gmacs - 1]
+        if budget.min_gmacs > 0:
+            excess.append(1 - gmacs / budget.min_gmacs)
     if budget.max_params_m is not None and params_m is not None:
         excess.append(params_m / budget.max_params_m - 1)
-    return max(excess)
+    return max(excess, default=1.0)
 
 
 @contextlib.contextmanager
@@ -174,74 +186,98 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
-class TPEProposer(Proposer):
-    """Optuna's TPE, rebuilt each round from the memory, with the budget as a constraint.
+def _violation(
+    ctx: ProposalContext, gmacs: float, params_m: float | None, ms: float | None
+) -> float:
+    v = budget_violation(gmacs, params_m, ctx.space.budget, ms, ctx.latency_budget_ms)
+    return v if v > 0 else 1.0  # refused by the gate, so infeasible whatever the numbers say
 
-    Completed candidates enter an in-memory study with their score; over-budget, diverged,
-    out-of-memory and failed ones as constraint violations (`create_trial(constraints=...)`,
-    optuna's successor of `constraints_func`), which TPE ranks below every feasible trial;
-    ones successive halving stopped as PRUNED trials with the score they reached.
-    Draws the check rejects this round are told to the study the same way, so TPE moves away
-    from them; accepted draws stay running (TPE's constant liar keeps a round diverse).
+
+def memory_study(
+    ctx: ProposalContext,
+    sampler: optuna.samplers.BaseSampler,
+    dists: dict[str, BaseDistribution],
+    filler: float,
+    generation: tuple[str, int] | None = None,
+) -> optuna.Study:
+    """An in-memory study of the memory for one of Optuna's samplers.
+
+    Completed candidates enter with their score (and cost: `ctx.cost_objective`); over-budget,
+    diverged, out-of-memory and failed ones as constraint violations
+    (`create_trial(constraints=...)`), which the samplers rank below every feasible trial,
+    valued `filler` (and their own cost when known); ones successive halving stopped as PRUNED
+    trials with the score they reached. `generation`: (system-attribute key, population size)
+    of a genetic sampler, whose generations are then the trials in order, population by
+    population (NSGA-II reads them from there).
     """
+    objective = ctx.cost_objective
+    costs = [c for t in ctx.memory if t.evaluated and (c := t.cost(objective or "")) is not None]
+    cost_filler = max(costs, default=0.0)
+    study = optuna.create_study(directions=["minimize"] * len(ctx.objectives), sampler=sampler)
+    kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status != "rejected"}
+    complete = 0
+    for record in ctx.memory:
+        if record.arch is None or record.status in ("pending", "running"):
+            continue
+        params = encode(ctx.space, record.arch, dists)
+        if params is None:
+            continue
+        if record.status == "pruned" and record.fidelity() and record.score is not None:
+            # TPE ranks pruned trials by how far they got, then by their score there
+            study.add_trial(
+                create_trial(
+                    state=TrialState.PRUNED,
+                    params=params,
+                    distributions=dists,
+                    intermediate_values={record.fidelity()[0]: record.score},  # type: ignore[index]
+                    constraints={"budget": 0.0},
+                )
+            )
+            continue
+        cost = record.cost(objective) if objective else None
+        if record.evaluated:
+            if objective is not None and cost is None:
+                continue  # scored without the cost this study needs (cannot happen in a search)
+            value, violation = record.score, 0.0
+        elif record.status == "rejected" and record.arch.key() in kept_keys:
+            continue  # a duplicate: its architecture is in the memory already
+        elif record.status == "rejected" and record.gmacs is not None:
+            value = filler
+            violation = _violation(ctx, record.gmacs, record.params_m, record.latency_ms)
+        else:
+            value, violation = filler, 1.0
+        system = {generation[0]: complete // generation[1]} if generation else None
+        study.add_trial(
+            create_trial(
+                values=[value]
+                if objective is None
+                else [value, cost if cost is not None else cost_filler],  # type: ignore[list-item]
+                params=params,
+                distributions=dists,
+                constraints={"budget": violation},
+                system_attrs=system,
+            )
+        )
+        complete += 1
+    return study
 
-    name = "tpe"
 
-    def __init__(
-        self, *, n_startup_trials: int = 10, n_ei_candidates: int = 24, max_tries: int = 200
-    ) -> None:
-        self.n_startup_trials = n_startup_trials  # random draws before TPE models the memory
-        self.n_ei_candidates = n_ei_candidates
-        self.max_tries = max_tries
+class OptunaSamplerProposer(Proposer):
+    """Draws from one of Optuna's samplers on the memory's study (`memory_study`), rebuilt each
+    round. Draws the check rejects this round are told to the study as constraint violations
+    (over budget) or failures (outside the space, duplicates), so the sampler moves away from
+    them; accepted draws stay running."""
+
+    name = "optuna"
+    max_tries = 200
+
+    def _sampler(self, ctx: ProposalContext) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
 
     def _study(
         self, ctx: ProposalContext, dists: dict[str, BaseDistribution], filler: float
     ) -> optuna.Study:
-        sampler = optuna.samplers.TPESampler(
-            n_startup_trials=self.n_startup_trials,
-            n_ei_candidates=self.n_ei_candidates,
-            seed=ctx.rng.randrange(2**32),
-            constant_liar=True,
-        )
-        study = optuna.create_study(direction="minimize", sampler=sampler)
-        kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status != "rejected"}
-        for record in ctx.memory:
-            if record.arch is None or record.status in ("pending", "running"):
-                continue
-            params = encode(ctx.space, record.arch, dists)
-            if params is None:
-                continue
-            if record.status == "pruned" and record.fidelity() and record.score is not None:
-                # TPE ranks pruned trials by how far they got, then by their score there
-                study.add_trial(
-                    create_trial(
-                        state=TrialState.PRUNED,
-                        params=params,
-                        distributions=dists,
-                        intermediate_values={record.fidelity()[0]: record.score},  # type: ignore[index]
-                        constraints={"budget": 0.0},
-                    )
-                )
-                continue
-            if record.evaluated:
-                value, violation = record.score, 0.0
-            elif record.status == "rejected" and record.arch.key() in kept_keys:
-                continue  # a duplicate: its architecture is in the memory already
-            elif record.status == "rejected" and record.gmacs is not None:
-                value = filler
-                violation = budget_violation(record.gmacs, record.params_m, ctx.space.budget)
-                violation = violation if violation > 0 else 1.0
-            else:
-                value, violation = filler, 1.0
-            study.add_trial(
-                create_trial(
-                    value=value,
-                    params=params,
-                    distributions=dists,
-                    constraints={"budget": violation},
-                )
-            )
-        return study
+        return memory_study(ctx, self._sampler(ctx), dists, filler)
 
     def propose(self, ctx: ProposalContext) -> list[Proposal]:
         dists = distributions(ctx.space)
@@ -253,19 +289,84 @@ class TPEProposer(Proposer):
 
             def draw() -> tuple[Any, str]:
                 current.append(study.ask(dists))
-                return decode(current[-1].params), "TPE sample"
+                return decode(current[-1].params), f"{self.label} sample"
 
             def feedback(raw: Any, verdict: Verdict) -> None:
                 if verdict.ok:
-                    return  # stays running: the constant liar steers the next draws elsewhere
+                    return  # stays running (TPE's constant liar steers the next draws elsewhere)
                 trial = current[-1]
                 if verdict.cost is not None:
-                    v = budget_violation(
-                        verdict.cost.gmacs, verdict.cost.params_m, ctx.space.budget
+                    v = _violation(
+                        ctx, verdict.cost.gmacs, verdict.cost.params_m, verdict.latency_ms
                     )
-                    trial.set_constraint("budget", v if v > 0 else 1.0)
-                    study.tell(trial, filler)
+                    trial.set_constraint("budget", v)
+                    study.tell(trial, [filler] * len(ctx.objectives))
+                elif ctx.cost_objective is not None:
+                    # multi-objective TPE ignores a failed trial and would draw the same
+                    # combination again and again: a refused draw is a violation instead
+                    trial.set_constraint("budget", 1.0)
+                    study.tell(trial, [filler] * len(ctx.objectives))
                 else:  # outside the space or a duplicate: no information about the objective
                     study.tell(trial, state=TrialState.FAIL)
 
             return fill_round(ctx, lambda _: draw, self.max_tries, self.name, feedback)
+
+    @property
+    def label(self) -> str:
+        return self.name.upper()
+
+
+class TPEProposer(OptunaSamplerProposer):
+    """Optuna's TPE (multi-objective TPE with two objectives), with the budget as a constraint
+    (`create_trial(constraints=...)`, optuna's successor of `constraints_func`); the constant
+    liar keeps a round diverse."""
+
+    name = "tpe"
+
+    def __init__(
+        self, *, n_startup_trials: int = 10, n_ei_candidates: int = 24, max_tries: int = 200
+    ) -> None:
+        self.n_startup_trials = n_startup_trials  # random draws before TPE models the memory
+        self.n_ei_candidates = n_ei_candidates
+        self.max_tries = max_tries
+
+    def _sampler(self, ctx: ProposalContext) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(
+            n_startup_trials=self.n_startup_trials,
+            n_ei_candidates=self.n_ei_candidates,
+            seed=ctx.rng.randrange(2**32),
+            constant_liar=True,
+        )
+
+
+class NSGAIIProposer(OptunaSamplerProposer):
+    """Optuna's NSGA-II (Deb et al. 2002): each generation's children are bred by crossover and
+    mutation from the elite of the earlier ones (non-dominated rank, then crowding distance;
+    constraint violators last). The memory's trials form the generations in order,
+    `population_size` each; until the first is full the draws are uniform."""
+
+    name = "nsga2"
+
+    def __init__(self, *, population_size: int = 8, max_tries: int = 200) -> None:
+        if population_size < 2:
+            raise UserError(
+                f"population_size={population_size} must be at least 2", field="population_size"
+            )
+        self.population_size = population_size
+        self.max_tries = max_tries
+
+    @property
+    def label(self) -> str:
+        return "NSGA-II"
+
+    def _sampler(self, ctx: ProposalContext) -> optuna.samplers.NSGAIISampler:
+        return optuna.samplers.NSGAIISampler(
+            population_size=self.population_size, seed=ctx.rng.randrange(2**32)
+        )
+
+    def _study(
+        self, ctx: ProposalContext, dists: dict[str, BaseDistribution], filler: float
+    ) -> optuna.Study:
+        sampler = self._sampler(ctx)
+        key = sampler._get_generation_key()  # where NSGA-II keeps a trial's generation
+        return memory_study(ctx, sampler, dists, filler, (key, self.population_size))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,11 +52,15 @@ class Base:
 
 
 def edit_bases(
-    space: SearchSpace, memory: Iterable[TrialRecord], max_bases: int = MAX_BASES
+    space: SearchSpace,
+    memory: Iterable[TrialRecord],
+    max_bases: int = MAX_BASES,
+    first: Collection[int] = (),
 ) -> list[Base]:
     """At most `max_bases` architectures to edit, most promising first: the reference (when in
-    the space), then trials in the space - scored ones best first, then the others newest
-    first, rejected ones last. A repeat of an earlier base is left out (it offers the same edits)."""
+    the space), then trials in the space - those numbered in `first` (a Pareto front) best
+    first, the other scored ones best first, then the others newest first, rejected ones last.
+    A repeat of an earlier base is left out (it offers the same edits)."""
     chosen: list[Base] = []
     if space.reference:
         reference = get_reference(space.reference)
@@ -65,7 +69,7 @@ def edit_bases(
 
     def priority(t: TrialRecord) -> tuple[int, float, int]:
         if t.evaluated:
-            return (0, float(t.score), t.number)  # type: ignore[arg-type]
+            return (-1 if t.number in first else 0, float(t.score), t.number)  # type: ignore[arg-type]
         return (1 if t.status != "rejected" else 2, 0.0, -t.number)
 
     seen = {b.arch.key() for b in chosen}

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffnas.errors import UserError
-from diffnas.gate.check import Verdict
-from diffnas.model.cost import Cost, budget_verdict, measure_cost
+from diffnas.gate.check import Verdict, within_budget
+from diffnas.model.cost import Cost, measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposal, ProposalContext, Proposer
 from diffnas.propose.baselines import draw_until_ok
 from diffnas.propose.edit import (
@@ -51,6 +51,7 @@ from diffnas.propose.prompt import (
     EditRequest,
     MemoryLayout,
     PromptTemplates,
+    front_numbers,
     repair_message,
     round_messages,
     shown_memory,
@@ -181,12 +182,13 @@ class LLMProposer(Proposer):
 
     def _propose_edits(self, ctx: ProposalContext, seed: int) -> list[Proposal]:
         """Fill the round with edits of remembered architectures, then fallbacks if allowed."""
+        front = front_numbers(ctx) if self.with_memory else []
         shown = (
-            shown_memory(ctx.memory, self.memory_layout, ctx.score_name)[0]
+            shown_memory(ctx.memory, self.memory_layout, ctx.score_name, front)[0]
             if self.with_memory
             else []
         )
-        bases = edit_bases(ctx.space, shown, self.max_bases)
+        bases = edit_bases(ctx.space, shown, self.max_bases, first=front)
         if not bases:  # nothing to edit (no reference in the space, empty memory): ask for it whole
             return self._propose_full(ctx, seed)
         seen = {t.arch.key() for t in ctx.memory if t.arch is not None and t.status != "rejected"}
@@ -281,13 +283,16 @@ class LLMProposer(Proposer):
         return problems
 
     def _menu(self, ctx: ProposalContext, bases: list[Base], excluded: set[str]) -> EditMenu:
-        """The edits on offer: new, in the space, and (the first `menu_cost_limit`) in budget."""
+        """The edits on offer: new, in the space, and (the first `menu_cost_limit`) in budget
+        (a latency budget: measured, as the gate does)."""
 
         def in_budget(arch: ArchConfig) -> bool:
             key = arch.key()
             if key not in self._costs:
                 self._costs[key] = measure_cost(arch)
-            return budget_verdict(self._costs[key], ctx.space.budget)[0]
+            # a latency bound is measured; a latency objective is not needed to judge the budget
+            bound = ctx.latency if ctx.latency_budget_ms is not None else None
+            return within_budget(arch, self._costs[key], ctx.space.budget, bound)[0]
 
         limit = MENU_COST_LIMIT if self.menu_cost_limit is None else self.menu_cost_limit
         return edit_menu(ctx.space, bases, in_budget, excluded, max_checked=limit)

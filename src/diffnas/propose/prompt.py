@@ -11,12 +11,19 @@ the strongest designs sit next to the instruction. When it grows past `max_entri
 is compacted to the best `top_k` plus the `recent` latest, with one line on what was left
 out: the embedded SmolLM2-135M has a 4k-token context. Nothing time-dependent goes into a
 prompt, so the same memory and round give the same request (and the same record key).
+
+With two objectives (`ctx.objectives`: the score and the latency or the GMACs) each line shows
+the measured latency, the memory ends with the current Pareto front (kept through compaction),
+and the round's request says what the front is and asks for candidates that extend it. With a
+latency budget the space's budget line names it instead of the GMACs band. A single-objective
+search's prompts are unchanged, byte for byte.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -25,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffnas.errors import UserError
-from diffnas.gate.memory import TrialRecord, best_first
+from diffnas.gate.memory import TrialRecord, best_first, pareto_front
 from diffnas.propose.base import ProposalContext
 from diffnas.propose.llm import ChatMessage
 from diffnas.space.search_space import SEARCHED_FIELDS, SearchSpace
@@ -45,6 +52,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
         "num_rounds",
         "fields",
         "score_name",
+        "objective",
     ),
     "edit.txt": (
         "task",
@@ -58,8 +66,9 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
         "fields",
         "bases",
         "score_name",
+        "objective",
     ),
-    "memory.txt": ("count", "entries", "score_name"),
+    "memory.txt": ("count", "entries", "score_name", "front"),
     "repair.txt": ("problems", "kept", "n"),
 }
 
@@ -146,6 +155,8 @@ def _cost_text(record: TrialRecord) -> str:
         parts.append(f"{record.gmacs:.3g} GMACs")
     if record.params_m is not None:
         parts.append(f"{record.params_m:.3g} M params")
+    if record.latency_ms is not None:
+        parts.append(f"{record.latency_ms:.3g} ms")
     return ", ".join(parts)
 
 
@@ -173,13 +184,17 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
 
 
 def shown_memory(
-    memory: list[TrialRecord], layout: MemoryLayout, score_name: str
+    memory: list[TrialRecord],
+    layout: MemoryLayout,
+    score_name: str,
+    keep: Collection[int] = (),
 ) -> tuple[list[TrialRecord], str | None]:
-    """The records a prompt shows and, when compacted, one line on those left out."""
+    """The records a prompt shows and, when compacted, one line on those left out (`keep`:
+    trial numbers always shown, e.g. the Pareto front's)."""
     if len(memory) <= layout.max_entries:
         return list(memory), None
     scored = best_first(memory)
-    keep_ids = {t.number for t in scored[: layout.top_k]}
+    keep_ids = {t.number for t in scored[: layout.top_k]} | set(keep)
     latest = sorted(memory, key=lambda t: t.number)[-layout.recent :] if layout.recent else []
     keep_ids |= {t.number for t in latest}
     kept = [t for t in memory if t.number in keep_ids]
@@ -201,10 +216,14 @@ def shown_memory(
 
 
 def memory_entries(
-    memory: list[TrialRecord], space: SearchSpace, layout: MemoryLayout, score_name: str
+    memory: list[TrialRecord],
+    space: SearchSpace,
+    layout: MemoryLayout,
+    score_name: str,
+    keep: Collection[int] = (),
 ) -> list[str]:
     """The memory's lines: unscored ones first, then scored worst to best; compacted if long."""
-    kept, summary = shown_memory(memory, layout, score_name)
+    kept, summary = shown_memory(memory, layout, score_name, keep)
     unscored = sorted((t for t in kept if not t.evaluated), key=lambda t: t.number)
     scored_kept = sorted((t for t in kept if t.evaluated), key=lambda t: (-t.score, t.number))  # type: ignore[operator]
     lines = [memory_entry(space, t) for t in (*unscored, *scored_kept)]
@@ -220,6 +239,71 @@ def task_line(space: SearchSpace, score_name: str, data: str = "") -> str:
         f"{space.image_size}x{space.image_size} pixels, {space.in_channels} channel(s), "
         f"{space.objective.upper()} objective. Candidates are ranked by {score_name} "
         "(lower is better) after a short training run."
+    )
+
+
+COST_WORDS = {
+    "latency": "the measured latency of one forward pass",
+    "macs": "the compute of one forward pass in GMACs",
+}
+
+
+def front_numbers(ctx: ProposalContext) -> list[int]:
+    """The trial numbers on the Pareto front of what the request shows (none: one objective)."""
+    objective = ctx.cost_objective
+    return [t.number for t in pareto_front(ctx.memory, objective)] if objective else []
+
+
+def front_text(ctx: ProposalContext) -> str:
+    """The memory's last line with two objectives: the current Pareto front, best score first."""
+    objective = ctx.cost_objective
+    if objective is None:
+        return ""
+    front = pareto_front(ctx.memory, objective)
+    if not front:
+        return "Pareto front so far: none yet (no candidate has a score)."
+
+    def cost(t: TrialRecord) -> str:
+        return f"{t.latency_ms:.3g} ms" if objective == "latency" else f"{t.gmacs:.3g} GMACs"
+
+    members = ", ".join(
+        f"trial {t.number} ({ctx.score_name} {t.score:.4g}, {cost(t)})" for t in front
+    )
+    return (
+        f"Pareto front so far ({ctx.score_name} against {COST_WORDS[objective]}; no other "
+        f"candidate is better on both), best {ctx.score_name} first: {members}."
+    )
+
+
+def objective_text(ctx: ProposalContext) -> str:
+    """The request's sentence on what to aim for when there are two objectives."""
+    objective = ctx.cost_objective
+    if objective is None:
+        return ""
+    measured, cheaper = "", "cheaper"
+    if objective == "latency":
+        cheaper = "faster"
+        if ctx.latency is not None and ctx.latency.conditions:
+            measured = f" (measured: {ctx.latency.conditions})"
+    score = ctx.score_name
+    return (
+        f"This search has two objectives, both lower is better: {score} and "
+        f"{COST_WORDS[objective]}{measured}. Extend the Pareto front: propose candidates "
+        f"{cheaper} than a front member at a similar {score}, or with a better {score} at a "
+        "similar cost, spread along the front rather than all at one end."
+    )
+
+
+def budget_line(ctx: ProposalContext) -> str | None:
+    """The space's budget line when a latency bound replaces its GMACs band (else None)."""
+    latency = ctx.latency
+    if latency is None or latency.budget_ms is None:
+        return None
+    params = ctx.space.budget.max_params_m
+    measured = f" (measured: {latency.conditions})" if latency.conditions else ""
+    return (
+        f"- budget: at most {latency.budget_ms:g} ms per forward pass{measured}, instead of a "
+        "GMACs band" + (f"; at most {params:g} M parameters" if params else "")
     )
 
 
@@ -245,16 +329,20 @@ def round_messages(
     With `edit`, the user turn is `edit.txt`: the model is asked for edits of `edit.bases`."""
     memory = ""
     if with_memory:
-        entries = memory_entries(ctx.memory, ctx.space, layout or MemoryLayout(), ctx.score_name)
+        entries = memory_entries(
+            ctx.memory, ctx.space, layout or MemoryLayout(), ctx.score_name, front_numbers(ctx)
+        )
         memory = templates.render(
             "memory.txt",
             count=len(ctx.memory),
             entries="\n".join(entries) if entries else "(none yet: this is the first round)",
             score_name=ctx.score_name,
+            front=front_text(ctx),
         )
     values = dict(
         task=ctx.task or task_line(ctx.space, ctx.score_name),
-        space=ctx.space.describe(),
+        space=ctx.space.describe(budget_line(ctx)),
+        objective=objective_text(ctx),
         reference=ctx.reference_line,
         memory=memory,
         k=ctx.k,

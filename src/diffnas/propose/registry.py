@@ -8,7 +8,12 @@ from typing import Any
 
 from diffnas.errors import UserError
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposer
-from diffnas.propose.baselines import EvolutionProposer, RandomProposer, TPEProposer
+from diffnas.propose.baselines import (
+    EvolutionProposer,
+    NSGAIIProposer,
+    RandomProposer,
+    TPEProposer,
+)
 from diffnas.propose.llm import LLMBackend
 from diffnas.propose.llm_proposer import LLM_MODES, LLMProposer
 
@@ -18,6 +23,7 @@ BASELINES: dict[str, type[Proposer]] = {
     "random": RandomProposer,
     "tpe": TPEProposer,
     "evolution": EvolutionProposer,
+    "nsga2": NSGAIIProposer,
 }
 PROPOSERS = (*LLM_PROPOSERS, *BASELINES)
 
@@ -54,7 +60,8 @@ def make_proposer(
     LLM proposers need `llm_backend`; `prompt_dir`, `max_repairs` and `temperature` apply to
     them only, and so do their options `mode` ("full" or "edit", see `resolve_llm_mode`),
     `fallback`, `max_bases`, `max_tokens` and `memory_layout`. Baseline options: random `max_tries`; tpe `n_startup_trials`,
-    `n_ei_candidates`, `max_tries`; evolution `population_size`, `tournament_size`, `max_tries`.
+    `n_ei_candidates`, `max_tries`; evolution `population_size`, `tournament_size`, `max_tries`;
+    nsga2 `population_size`, `max_tries`.
     """
     if name not in PROPOSERS:
         raise UserError(

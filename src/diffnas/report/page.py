@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from diffnas import __version__
 from diffnas.execute.accounting import compute_hours, compute_line
 from diffnas.report import plots
@@ -30,6 +32,7 @@ from diffnas.report.source import (
     load_search,
 )
 from diffnas.runs import check_out_dir
+from diffnas.train.latency import LatencySettings
 
 HTML_FILE, MARKDOWN_FILE, PLOTS_DIR = "report.html", "report.md", "plots"
 WINNER_GRID = "winner-samples"  # plots/winner-samples-N.png: the answer's sample grid
@@ -110,6 +113,30 @@ def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> l
                 _tau_sentence(agreement, "promoted candidates"),
             )
         )
+    if any(t.latency_ms is not None for r in records for t in _evaluated_rows(r)):
+        figures.append(
+            Figure(
+                "score-vs-latency",
+                "Proxy score against measured latency",
+                plots.score_vs_latency(records),
+                "Each evaluated candidate against the latency of one forward pass measured at "
+                "the gate (how: the run's facts below); the black steps are the Pareto front, "
+                "the dashed line the latency budget.",
+            )
+        )
+    objective = next((r.cost_objective for r in records if r.cost_objective), None)
+    curves = plots.hypervolume_curves(records, objective) if objective and evaluated else None
+    if curves is not None:
+        figures.append(
+            Figure(
+                "hypervolume",
+                "Hypervolume per round",
+                curves,
+                f"The area of the (score, {objective}) plane each run's candidates dominate "
+                "after each round, up to one reference point shared by the runs (higher is "
+                "better), one line per run folder and proposer.",
+            )
+        )
     if evaluated:
         figures.append(
             Figure(
@@ -133,6 +160,10 @@ def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> l
             )
         )
     return figures
+
+
+def _evaluated_rows(record: SearchRecord) -> list:
+    return [t for t in record.trials if t.proxy is not None]
 
 
 def _tau_sentence(agreement: plots.RankAgreement, what: str) -> str:
@@ -225,7 +256,8 @@ def _run_facts(record: SearchRecord) -> list[tuple[str, str]]:
     proxy, final = c.proxy.score, c.final.score
     facts = [
         ("space", c.space + (f" (budget {record.space.budget.min_gmacs:g}–"
-                             f"{record.space.budget.max_gmacs:g} GMACs)" if record.space else "")),
+                             f"{record.space.budget.max_gmacs:g} GMACs)" if record.space and
+                             c.latency_budget_ms is None else "")),
         ("data", c.data + (f", subset {c.data_subset}" if c.data_subset else "")),
         ("proposer", c.proposer + (f" via {c.llm}" if record.ledger is not None else "")),
         ("rounds", f"{c.rounds} x {c.per_round} candidates"),
@@ -240,12 +272,37 @@ def _run_facts(record: SearchRecord) -> list[tuple[str, str]]:
         facts.append(("trials", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "0"))
     else:
         facts.append(("stopped", "not yet (no summary.json: running or interrupted)"))
+    facts += _objective_facts(record)
     best = min((t for t in record.trials if t.proxy), key=lambda t: t.proxy.value, default=None)  # type: ignore[union-attr]
     if best is not None:
         facts.append(("best", f"trial {best.number}: {_score_text(best.proxy)}, {best.short_arch}"))
     for t in record.trials:
         if t.final is not None:
             facts.append((f"final trial {t.number}", _score_text(t.final)))
+    return facts
+
+
+def _objective_facts(record: SearchRecord) -> list[tuple[str, str]]:
+    """The objectives and front of a multi-objective search; how latency was measured."""
+    c, facts = record.config, []
+    if record.cost_objective is not None:
+        front = ", ".join(str(t.number) for t in record.front()) or "none yet"
+        facts.append(("objectives", f"{', '.join(c.objectives)}; Pareto front: trials {front}"))
+    latency = record.summary.get("latency")
+    try:
+        settings = LatencySettings.model_validate((latency or {}).get("settings"))
+    except ValidationError:
+        settings = None  # no latency measured (or a summary from elsewhere): nothing to say
+    if settings is not None:
+        facts.append(
+            (
+                "latency",
+                f"median of {settings.runs} passes after {settings.warmup} warm-up; "
+                f"{settings.conditions()} on {latency.get('device_name', '?')}",  # type: ignore[union-attr]
+            )
+        )
+    if c.latency_budget_ms is not None:
+        facts.append(("latency budget", f"{c.latency_budget_ms:g} ms per forward pass"))
     return facts
 
 
@@ -289,6 +346,15 @@ def trial_table(record: SearchRecord) -> tuple[list[str], list[list[str]]]:
         ]  # fmt: skip
         for t in record.trials
     ]
+    if any(t.latency_ms is not None for t in record.trials):  # extra columns go last
+        header.append("latency ms")
+        for t, row in zip(record.trials, rows):
+            row.append(_num(t.latency_ms, 3))
+    if record.cost_objective is not None:
+        front = {t.number for t in record.front()}
+        header.append("Pareto")
+        for t, row in zip(record.trials, rows):
+            row.append("front" if t.number in front else "")
     return header, rows
 
 
@@ -344,6 +410,8 @@ def _facts_html(facts: Sequence[tuple[str, str]]) -> str:
 def _trials_html(record: SearchRecord) -> str:
     header, rows = trial_table(record)
     numeric = {0, 1, 4, 5, 6, 7, 10}  # right-aligned, never wrapped
+    if "latency ms" in header:
+        numeric.add(header.index("latency ms"))
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for t, row in zip(record.trials, rows):

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
+import numpy as np
 from matplotlib.figure import Figure
+from optuna._hypervolume import compute_hypervolume
 from scipy.stats import kendalltau
 
 from diffnas.report.source import SearchRecord, TrialRow
@@ -96,6 +98,114 @@ def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
     ax.set_xlabel("GMACs per image (one forward pass)")
     ax.set_ylabel(f"{text(records[0].proxy_label)} (lower is better)")
     ax.set_title("Proxy score against compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def score_vs_latency(records: Sequence[SearchRecord]) -> bytes:
+    """Proxy score against the measured latency of one forward pass, the Pareto front of all
+    candidates and the latency budget (the first run's that has one)."""
+    fig = Figure(figsize=(6.2, 4.2))
+    ax = fig.add_subplot()
+    bound = next((r.config.latency_budget_ms for r in records if r.config.latency_budget_ms), None)
+    if bound is not None:
+        ax.axvline(bound, color="#D55E00", ls="--", lw=1, label=f"budget {bound:g} ms")
+    points = []
+    for i, record in enumerate(records):
+        rows = [t for t in _evaluated(record) if t.latency_ms is not None]
+        xs, ys = [t.latency_ms for t in rows], [t.proxy.value for t in rows]  # type: ignore[union-attr]
+        points += list(zip(xs, ys))
+        ax.scatter(xs, ys, s=28, color=COLOURS[i % len(COLOURS)], label=run_label(record, records))
+        for t, x, y in zip(rows, xs, ys):
+            ax.annotate(
+                str(t.number), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7
+            )
+    front = pareto_front(points)  # type: ignore[arg-type]
+    if front:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, label="Pareto front")
+    ax.set_xlabel("measured latency, ms per forward pass")
+    ax.set_ylabel(f"{records[0].proxy_label} (lower is better)")
+    ax.set_title("Proxy score against latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area (score, cost) points dominate up to `reference` (both lower is better), by
+    Optuna's own hypervolume (`optuna._hypervolume`, what its hypervolume history plot uses).
+    Points beyond the reference on either axis add nothing."""
+    inside = [p for p in points if p[0] <= reference[0] and p[1] <= reference[1]]
+    if not inside:
+        return 0.0
+    return float(compute_hypervolume(np.asarray(inside, dtype=float), np.asarray(reference)))
+
+
+def hypervolume_reference(
+    records: Sequence[SearchRecord], objective: str
+) -> tuple[float, float] | None:
+    """One reference point for every run compared: 10 % beyond the worst score and cost any of
+    them reached, so each run's hypervolume is measured in the same box."""
+    points = [
+        (t.proxy.value, float(t.cost(objective)))  # type: ignore[union-attr, arg-type]
+        for r in records
+        for t in _evaluated(r)
+        if t.cost(objective) is not None
+    ]
+    if not points:
+        return None
+    scores, costs = zip(*points)
+    return max(scores) * 1.1 + 1e-12, max(costs) * 1.1 + 1e-12
+
+
+def hypervolume_by_round(
+    records: Sequence[SearchRecord], objective: str
+) -> tuple[list[list[float]], tuple[float, float]] | None:
+    """Per run, the hypervolume of its candidates evaluated by each round (score and
+    `objective`'s cost, one shared reference point); None when no candidate has both."""
+    reference = hypervolume_reference(records, objective)
+    if reference is None:
+        return None
+    curves = []
+    for record in records:
+        rows = [t for t in _evaluated(record) if t.cost(objective) is not None]
+        last = max((t.round for t in record.trials), default=-1)
+        curves.append(
+            [
+                hypervolume(
+                    [(t.proxy.value, float(t.cost(objective))) for t in rows if t.round <= r],  # type: ignore[union-attr, arg-type]
+                    reference,
+                )
+                for r in range(last + 1)
+            ]
+        )
+    return curves, reference
+
+
+def hypervolume_curves(records: Sequence[SearchRecord], objective: str) -> bytes | None:
+    """Hypervolume against round, one line per run (its proposer): how fast each search grew
+    its Pareto front of score and cost. None when no candidate has both."""
+    found = hypervolume_by_round(records, objective)
+    if found is None:
+        return None
+    curves, reference = found
+    fig = Figure(figsize=(6.2, 4.2))
+    ax = fig.add_subplot()
+    for i, (record, curve) in enumerate(zip(records, curves)):
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            marker="o",
+            color=COLOURS[i % len(COLOURS)],
+            label=run_label(record, records),
+        )
+    unit = "ms" if objective == "latency" else "GMACs"
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"hypervolume ({records[0].proxy_label} x {unit})")
+    ax.set_title(f"Hypervolume, reference ({reference[0]:.3g}, {reference[1]:.3g} {unit})")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)

@@ -22,7 +22,7 @@ from diffnas.evaluate.score import score_label
 from diffnas.execute.executors import RESULT_FILE
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundFile
-from diffnas.gate.memory import TrialRecord
+from diffnas.gate.memory import TrialRecord, non_dominated
 from diffnas.propose.llm.record import CALLS_FILE, read_calls
 from diffnas.report.dashboard import SAMPLES_FILE
 from diffnas.runs import OPTIONS_FILE, load_options, read_file
@@ -78,6 +78,11 @@ class TrialRow:
     final_device_s: float | None
     samples: Path | None
     final_samples: Path | None
+    latency_ms: float | None = None  # measured at the gate (a latency objective or budget)
+
+    def cost(self, objective: str) -> float | None:
+        """The second objective's value: measured latency (ms) or GMACs."""
+        return self.latency_ms if objective == "latency" else self.gmacs
 
     @property
     def short_arch(self) -> str:
@@ -183,6 +188,24 @@ class SearchRecord:
     @property
     def final_label(self) -> str:
         return self.config.final.score.label
+
+    @property
+    def cost_objective(self) -> str | None:
+        """The second objective of a multi-objective search ("latency", "macs"), else None."""
+        return self.config.cost_objective
+
+    def front(self) -> list[TrialRow]:
+        """A multi-objective search's Pareto front (the proxy score against its cost), best
+        score first; empty for a single-objective search."""
+        objective = self.cost_objective
+        if objective is None:
+            return []
+        rows = sorted(
+            (t for t in self.trials if t.proxy is not None and t.cost(objective) is not None),
+            key=lambda t: (t.proxy.value, t.number),  # type: ignore[union-attr]
+        )
+        points = [(t.proxy.value, float(t.cost(objective))) for t in rows]  # type: ignore[union-attr, arg-type]
+        return [t for t, on in zip(rows, non_dominated(points)) if on]
 
     def trial(self, number: int) -> TrialRow:
         for t in self.trials:
@@ -362,6 +385,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                 final_device_s=final.wall_s if final and final.wall_s else None,
                 samples=_file(trial_dir(run_dir, record.number) / SAMPLES_FILE),
                 final_samples=_file(trial_dir(run_dir, record.number, "final") / SAMPLES_FILE),
+                latency_ms=record.latency_ms,
             )
         )
     return SearchRecord(

@@ -3,7 +3,8 @@
 Rows never wrap: every cell is one line, the architecture is its short form
 (`16x(1,2,2) b1 @8+m`), the run's proposer and score name go to the title, and when the
 terminal is narrow the reason, then the architecture, are cut with an ellipsis; the full texts
-are in `diffnas report`.
+are in `diffnas report`. `*` marks the best score and, in a multi-objective search, `+` the
+other members of the Pareto front; `ms` is the measured latency where the search measured it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def _cell(text: str, style: str = "") -> Text:
     return Text(" ".join(text.split()), style=style, no_wrap=True, overflow="ellipsis")
 
 
-def _row(t: TrialRow, record: SearchRecord, best: float | None) -> dict[str, Text]:
+def _row(t: TrialRow, record: SearchRecord, best: float | None, front: set[int]) -> dict[str, Text]:
     score = "-" if t.proxy is None else f"{t.proxy.value:.4g}"
     is_best = t.proxy is not None and t.proxy.value == best
+    mark = "*" if is_best else "+" if t.number in front else ""
     by = t.origin or (t.proposer if t.proposer != record.proposer else "")
     return {
         "#": _cell(str(t.number)),
@@ -48,7 +50,8 @@ def _row(t: TrialRow, record: SearchRecord, best: float | None) -> dict[str, Tex
         "architecture": _cell(t.short_arch if t.arch is not None else str(t.raw)[:40]),
         "GMAC": _cell(f"{t.gmacs:.3g}" if t.gmacs else "-"),
         "Mpar": _cell(f"{t.params_m:.2f}" if t.params_m else "-"),
-        "score": _cell(f"{score}*" if is_best else score, "bold" if is_best else ""),
+        "ms": _cell(f"{t.latency_ms:.3g}" if t.latency_ms is not None else "-"),
+        "score": _cell(score + mark, "bold" if mark else ""),
         "s": _cell(f"{t.device_s:.0f}" if t.device_s is not None else "-"),
         "reason": _cell(t.reason or ""),
     }
@@ -57,14 +60,32 @@ def _row(t: TrialRow, record: SearchRecord, best: float | None) -> dict[str, Tex
 def trials_table(record: SearchRecord, width: int = 80) -> Table:
     """The trials of one search as a rich table at most `width` columns wide, one line a row."""
     best = min((t.proxy.value for t in record.trials if t.proxy is not None), default=None)
-    rows = [_row(t, record, best) for t in record.trials]
-    names = ["#", "rd", "by", "status", "architecture", "GMAC", "Mpar", "score", "s", "reason"]
+    front = {t.number for t in record.front()}
+    rows = [_row(t, record, best, front) for t in record.trials]
+    names = [
+        "#",
+        "rd",
+        "by",
+        "status",
+        "architecture",
+        "GMAC",
+        "Mpar",
+        "ms",
+        "score",
+        "s",
+        "reason",
+    ]
     if not any(r["by"].plain for r in rows):
         names.remove("by")  # every trial by the run's proposer, which the title names
+    if all(t.latency_ms is None for t in record.trials):
+        names.remove("ms")  # latency measured: its column (ms per forward pass)
+    marks = " (* best)"
+    if record.cost_objective is not None:
+        marks = f" (* best, + Pareto front of score and {record.cost_objective})"
     table = Table(
         title=Text(
             f"{record.name}: {record.config.space}, {record.proposer}, score {record.proxy_label}"
-            " (* best)",
+            + marks,
             no_wrap=True,
             overflow="ellipsis",
         ),
@@ -81,7 +102,7 @@ def trials_table(record: SearchRecord, width: int = 80) -> Table:
         cut = min(max(excess, 0), max(widths[name] - floor, 0))
         widths[name] -= cut
         excess -= cut
-    right = {"#", "rd", "GMAC", "Mpar", "score", "s"}
+    right = {"#", "rd", "GMAC", "Mpar", "ms", "score", "s"}
     for n in names:
         table.add_column(
             n,

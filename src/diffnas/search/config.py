@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.execute.executors import EXECUTORS, TABLE_EXECUTOR
 from diffnas.execute.job import EvalSpec
+from diffnas.gate.memory import OBJECTIVES, Objective
 from diffnas.limits import (
     FINITE,
     MAX_BACKOFF_S,
@@ -29,6 +30,7 @@ from diffnas.limits import (
     MAX_WORKERS,
 )
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
+from diffnas.train.latency import LatencyOptions
 
 
 class SearchConfig(BaseModel):
@@ -65,7 +67,7 @@ class SearchConfig(BaseModel):
     )
     replay: str | None = Field(None, description="answer LLM requests from this earlier run folder")
     proposer: str = Field(
-        "diffnas", description="diffnas | llm-no-memory | random | tpe | evolution"
+        "diffnas", description="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
     )
     rounds: int = Field(3, ge=1, le=MAX_ROUNDS, description="proposal rounds")
     per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
@@ -149,6 +151,37 @@ class SearchConfig(BaseModel):
     final: EvalSpec = Field(
         default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
     )
+    objectives: list[Objective] = Field(
+        default_factory=lambda: ["score"],
+        description="what the search minimises: score (the proxy score alone), or score,latency "
+        "/ score,macs (an Optuna multi-objective study; the front is promoted)",
+    )
+    latency_budget_ms: float | None = Field(
+        None,
+        gt=0,
+        le=3_600_000,
+        description="bound on the measured latency of one forward pass, ms, checked at the gate "
+        "instead of the space's GMACs band",
+    )
+    latency: LatencyOptions = Field(
+        default_factory=LatencyOptions,
+        description="how latency is measured (for a latency objective or budget)",
+    )
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives_list(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives_shape(cls, value: list[str]) -> list[str]:
+        if value not in (["score"], ["score", "latency"], ["score", "macs"]):
+            raise ValueError(
+                "give score, score,latency or score,macs (the score first, at most one cost; "
+                f"objectives are {', '.join(OBJECTIVES)})"
+            )
+        return value
 
     @field_validator("executor")
     @classmethod
@@ -169,6 +202,30 @@ class SearchConfig(BaseModel):
                 "continue it with diffnas train --resume"
             )
         return data
+
+    @model_validator(mode="after")
+    def _halving_is_single_objective(self) -> SearchConfig:
+        if self.halving_rungs > 1 and self.multi_objective:
+            raise ValueError(
+                f"halving_rungs={self.halving_rungs} with objectives={','.join(self.objectives)}: "
+                "successive halving prunes on one score (Optuna's pruners are single-objective); "
+                "use --halving-rungs 1 with two objectives"
+            )
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def cost_objective(self) -> str | None:
+        """The second objective ("latency" or "macs"), None for a single-objective search."""
+        return self.objectives[1] if self.multi_objective else None
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether the gate measures every candidate's latency (objective or budget)."""
+        return self.cost_objective == "latency" or self.latency_budget_ms is not None
 
     def data_spec(self) -> DataSpec:
         """The training images of every candidate: `data` with the subset and size options."""

@@ -41,10 +41,10 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import check_candidate
+from diffnas.gate.check import LatencyCheck, check_candidate, latency_verdict, within_budget
 from diffnas.gate.entry import RoundEntry, RoundFile
 from diffnas.gate.memory import TrialRecord, best_first
-from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.model.cost import measure_cost
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
 from diffnas.propose.llm import (
@@ -61,13 +61,14 @@ from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
-from diffnas.search import asynchronous, halving
+from diffnas.search import asynchronous, halving, objectives
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
+from diffnas.train.latency import LatencyMeter, Measure
 
 EVENTS_FILE = "events.jsonl"
 ENV_FIX = "it only records the versions and seed of each start: delete it and resume again"
@@ -92,6 +93,7 @@ class SearchRun:
         llm_backend: LLMBackend | None = None,
         executor: Executor | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        measure_latency: Measure | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -112,6 +114,9 @@ class SearchRun:
         # failed because the LLM was unavailable: a search that got no answer at all failed
         self.requests_answered = 0
         self.requests_failed: list[str] = []
+        self._measure_latency = measure_latency  # None: the real timing (tests inject a fake)
+        self.latency: LatencyCheck | None = None  # set by `run` when latency is measured
+        self.meter: LatencyMeter | None = None  # its cache of measurements
 
     @property
     def llm_never_answered(self) -> bool:
@@ -227,10 +232,20 @@ class SearchRun:
         rungs = proxy_rungs(cfg, self.space, self.data)
         pruner = halving.make_pruner(rungs, cfg.halving_eta)
         self.study = study_mod.open_study(
-            self.run_dir, cfg.storage, pruner, study_name=cfg.study_name
-        )
+            self.run_dir, cfg.storage, pruner, study_name=cfg.study_name,
+            objectives=len(cfg.objectives),
+        )  # fmt: skip
         study_mod.load_memory(self.study)  # every trial's attributes checked
         self._write_provenance(history)
+        self.meter = objectives.latency_meter(
+            cfg,
+            self.space,
+            self.data,
+            self.run_dir,
+            threads=getattr(self.executor, "threads_per_worker", None),
+            measure=self._measure_latency,
+        )
+        self.latency = objectives.latency_check(cfg, self.meter)
         self.trials = CandidateTrials(
             cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
         )
@@ -251,7 +266,13 @@ class SearchRun:
             ),
         )
         start = time.monotonic()
-        self._event("start", rounds=cfg.rounds, per_round=cfg.per_round, schedule=cfg.schedule)
+        self._event(
+            "start",
+            rounds=cfg.rounds,
+            per_round=cfg.per_round,
+            schedule=cfg.schedule,
+            **({"latency": objectives.latency_record(cfg, self.meter)} if self.meter else {}),
+        )
         if cfg.schedule == "async":
             stop_reason = asynchronous.run_async(self, proposer, start)
         else:
@@ -359,11 +380,13 @@ class SearchRun:
             k=k,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
             check=lambda raw, accepted: check_candidate(
-                raw, self.space, memory, accepted, self.executor.admits
+                raw, self.space, memory, accepted, self.executor.admits, self.latency
             ),
             task=self._task_line(),
             reference_line=self._reference_line(),
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
+            objectives=tuple(cfg.objectives),
+            latency=self.latency,
         )
         self.console.print(
             f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for {k}"
@@ -391,7 +414,9 @@ class SearchRun:
             # A proposal the proposer already judged bad keeps that reason (its raw text may
             # not even parse); a good one is checked again against this round's acceptances.
             if verdict is None or verdict.ok:
-                verdict = check_candidate(p.raw, self.space, memory, accepted, self.executor.admits)
+                verdict = check_candidate(
+                    p.raw, self.space, memory, accepted, self.executor.admits, self.latency
+                )
             if verdict.ok and verdict.arch is not None:
                 accepted.append(verdict.arch)
             cost = verdict.cost or (
@@ -409,6 +434,7 @@ class SearchRun:
                     reason=verdict.reason,
                     gmacs=round(cost.gmacs, 5) if cost else None,
                     params_m=round(cost.params_m, 5) if cost else None,
+                    latency_ms=None if verdict.latency_ms is None else round(verdict.latency_ms, 4),
                     meta=p.meta,
                 )
             )
@@ -432,7 +458,9 @@ class SearchRun:
             return ""
         ref = get_reference(self.space.reference)
         cost = measure_cost(ref)
-        _, verdict = budget_verdict(cost, self.space.budget)
+        _, verdict, ms = within_budget(ref, cost, self.space.budget, self.latency)
+        if ms is not None and self.latency is not None and self.latency.budget_ms is None:
+            verdict += f"; {latency_verdict(ms, self.latency)[1]}"  # a latency objective
         return (
             f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
             f"{cost.params_m:.2f} M params; {verdict}."
@@ -448,7 +476,7 @@ class SearchRun:
     # ----- promotion and summary -----
     def _promote(self) -> list[dict[str, Any]]:
         cfg = self.config
-        best = best_first(study_mod.load_memory(self.study))[: cfg.promote]
+        best = objectives.promoted(cfg, study_mod.load_memory(self.study))
         finals = []
         for record in best:
             assert record.arch is not None
@@ -498,6 +526,7 @@ class SearchRun:
             ),
             "llm": ledger.summary() if ledger is not None else None,
             "rounds_failed": len(self.requests_failed),
+            **objectives.objective_summary(self.config, memory, self.meter),
         }
         # the shape readers rely on (`status`, `report`): checked as it is written
         return SearchSummary.model_validate(summary).model_dump(mode="json")

@@ -123,6 +123,13 @@ class SearchPlan:
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+        if cfg.measures_latency and cfg.latency.device != "auto":
+            try:
+                check_device(cfg.latency.device)
+            except UserError as err:
+                raise UserError(
+                    f"--latency-{str(err).removeprefix('--')}", field="latency"
+                ) from None
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
         rungs = rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor, cfg.storage, cfg.ray_address)
@@ -287,6 +294,7 @@ class SearchPlan:
                 n_candidates * proxy_flops / 1e15,
                 self.training_memory(cfg.proxy),
             ),
+            *self._latency_stage(n_candidates),
             PlanStage(
                 "final train + FID", str(cfg.promote),
                 f"{final.steps} steps x {final.batch_size}; FID N={cfg.final.score.num_samples} S={cfg.final.score.steps}"
@@ -300,6 +308,20 @@ class SearchPlan:
         if not is_table(self.config.executor):
             return ""
         return f"; looked up in {self.config.executor} (no training: the compute is the table's)"
+
+    def _latency_stage(self, n_candidates: int) -> list[PlanStage]:
+        """The gate's latency measurement, when the search measures it (cached per architecture)."""
+        cfg = self.config
+        if not cfg.measures_latency:
+            return []
+        lat = cfg.latency
+        bound = f"; bound {cfg.latency_budget_ms:g} ms" if cfg.latency_budget_ms else ""
+        objective = "; an objective" if cfg.cost_objective == "latency" else ""
+        what = (
+            f"{lat.warmup} + {lat.runs} passes at batch {lat.batch} on {lat.device}, dtype "
+            f"{lat.dtype}{bound}{objective}"
+        )
+        return [PlanStage("latency at the gate", f"<= {n_candidates} (cached)", what, None)]
 
     def _halving_text(self, proxy_steps: int) -> str:
         cfg = self.config

@@ -2,7 +2,9 @@
 
 Each candidate is one trial:
 - params: the architecture (`diffnas.search.params`), when it parsed into the space;
-- value: the proxy score (minimised);
+- value: the proxy score (minimised); with two objectives (`--objectives score,latency` or
+  `score,macs`) the values [score, cost], both minimised, the cost being the latency measured
+  at the gate (ms per forward pass) or the GMACs;
 - user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", or the baseline's
   name), rationale, status, reason, cost, scores with their protocol, and the raw proposal.
 States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
@@ -65,13 +67,15 @@ def open_study(
     *,
     study_name: str | None = None,
     read_only: bool = False,
+    objectives: int = 1,
 ) -> optuna.Study:
     """Create or load the run's study (`pruner`: successive halving, `diffnas.search.halving`).
 
     `study_name`: the search's own study in `url` (None: "diffnas", the name in a run folder's
     own study.db and in searches from before each got its own). `read_only`: for commands that
     only read (`status`, `report`, `export`): a study that is not there is refused, never
-    created, and a SQLite file is opened so that nothing can be written to it.
+    created, and a SQLite file is opened so that nothing can be written to it. `objectives`: 2
+    for a multi-objective search; a study loaded keeps its own directions.
     """
     name = study_name or STUDY_NAME
     option = "--storage" if url is not None else "the run folder's study"
@@ -86,7 +90,8 @@ def open_study(
             if read_only:
                 return optuna.load_study(study_name=name, storage=backend, pruner=pruner)
             return optuna.create_study(
-                study_name=name, storage=backend, direction="minimize", pruner=pruner,
+                study_name=name, storage=backend, directions=["minimize"] * objectives,
+                pruner=pruner,
                 load_if_exists=True,
             )  # fmt: skip
     except SQLAlchemyError as err:
@@ -180,13 +185,18 @@ def prune_trial(study: optuna.Study, trial: optuna.Trial, steps: int, total_step
 
 
 def finish_trial(
-    study: optuna.Study, trial: optuna.Trial, result: EvalResult, eval_dir: str
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: EvalResult,
+    eval_dir: str,
+    cost: float | None = None,
 ) -> None:
-    """Tell the outcome of a running trial: COMPLETE with its score, or FAIL with its status."""
+    """Tell the outcome of a running trial: COMPLETE with its score (and `cost`, the second
+    objective's value, in a multi-objective study), or FAIL with its status."""
     record_result(trial, result, eval_dir)
     trial.set_user_attr("status", result.status)
     if result.status == "complete" and result.score is not None:
-        study.tell(trial, result.score)
+        study.tell(trial, result.score if cost is None else [result.score, cost])
     else:
         study.tell(trial, state=TrialState.FAIL)
 
@@ -213,6 +223,7 @@ class TrialAttrs(BaseModel):
     arch: ArchConfig | None = None
     gmacs: float | None = None
     params_m: float | None = None
+    latency_ms: float | None = None
     score_name: str = "rfid"
     scores: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
@@ -276,7 +287,11 @@ def to_record(t: FrozenTrial, where: str = "the study") -> TrialRecord:
         reason=a.reason or "",
         gmacs=a.gmacs,
         params_m=a.params_m,
-        score=t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        latency_ms=a.latency_ms,
+        # the first value: the score, alone or with the cost of a multi-objective study
+        score=t.values[0]
+        if t.values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        else None,
         score_name=a.score_name,
         extra={
             k: v

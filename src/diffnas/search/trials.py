@@ -175,11 +175,24 @@ class CandidateTrials:
         study_mod.prune_trial(self.study, trial, steps, self.rungs[-1])
         return None
 
+    def cost(self, trial: Any) -> float | None:
+        """A multi-objective trial's second value, measured at the gate and stored with the
+        candidate: its latency (ms per forward pass) or its GMACs; None with one objective."""
+        objective = self.config.cost_objective
+        if objective is None:
+            return None
+        value = trial.user_attrs.get("latency_ms" if objective == "latency" else "gmacs")
+        assert value is not None, f"trial {trial.number} has no measured {objective}"
+        return float(value)
+
     def tell(self, trial: Any, result: EvalResult, folder: Path) -> None:
         """Finish the trial with the outcome of its evaluation in `folder`."""
         # the grid goes in while the trial still runs: Optuna refuses artifacts on finished ones
         attach_sample_grid(trial, folder, self.run_dir)
-        study_mod.finish_trial(self.study, trial, result, str(folder.relative_to(self.run_dir)))
+        cost = self.cost(trial)
+        study_mod.finish_trial(
+            self.study, trial, result, str(folder.relative_to(self.run_dir)), cost
+        )
         if result.status == "complete":
             metric = escape(self.config.proxy.score.label)
             self.console.print(

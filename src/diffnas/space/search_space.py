@@ -371,8 +371,9 @@ class SearchSpace(BaseModel):
         return proposal
 
     # --- describing ---
-    def describe(self) -> str:
-        """The space in words, for a prompt or `diffnas space show`."""
+    def describe(self, budget_line: str | None = None) -> str:
+        """The space in words, for a prompt or `diffnas space show`; `budget_line` replaces the
+        GMACs budget's line (a search bounded by measured latency instead)."""
         b = self.budget
         lines = [
             f"Search space {self.name!r}: {self.description}".rstrip(": "),
@@ -399,6 +400,8 @@ class SearchSpace(BaseModel):
             f"{self.image_size}x{self.image_size}"
             + (f", at most {b.max_params_m:g} M parameters" if b.max_params_m else ""),
         ]
+        if budget_line is not None:
+            lines[-1] = budget_line
         return "\n".join(lines)
 
     def arch_json_schema(self) -> dict[str, Any]:

@@ -107,10 +107,16 @@ def denoise_step(
     return scheduler.step(model_output, t, x, generator=generator).prev_sample
 
 
+def sampler_dtype(device: torch.device | str) -> Literal["bf16", "fp32"]:
+    """The precision of the sampler's forward passes on `device` (what `diffnas cost --latency`
+    measures by default): bf16 autocast on CUDA only; CPU bf16 is slower on most hosts and
+    changes the numbers."""
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # bf16 autocast on CUDA only: CPU bf16 is slower on most hosts and changes the numbers.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if sampler_dtype(device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
