@@ -145,6 +145,23 @@ def search(
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default SQLite in the run folder)."
     ),
+    screen: int | None = typer.Option(
+        None,
+        help="Screening before training: each round obtains M candidates for its K slots, "
+        "--screener ranks those that pass the gate, only the top K are trained (off by default).",
+    ),
+    screener: str = typer.Option(
+        "gp",
+        help="With --screen: gp (a Gaussian process on the measured trials, by expected "
+        "improvement) | llm (the LLM predicts each candidate's score) | llm+gp (the LLM ranks, "
+        "the GP vetoes; trust shifts to the GP as trials accumulate).",
+    ),
+    warm_start: list[Path] = typer.Option(
+        [],
+        "--warm-start",
+        help="Run folder of an earlier search of the same space (repeat for several): its "
+        "measured trials enter this search's memory and study without training.",
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -191,6 +208,7 @@ def search(
                 time_budget_s=time_budget, prompt_dir=prompt_dir, executor=executor, storage=storage,
                 workers=workers, trials_per_gpu=trials_per_gpu, max_retries=max_retries, ray_address=ray_address,
                 replay=str(replay) if replay else None, halving_rungs=halving_rungs, halving_eta=halving_eta, schedule=schedule,
+                screen=screen, screener=screener, warm_start=[str(p) for p in warm_start],
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
                     score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,

@@ -13,8 +13,20 @@ from typing import Any, Literal
 from diffnas.space.arch import ArchConfig
 
 TrialStatus = Literal[
-    "pending", "running", "complete", "pruned", "rejected", "diverged", "oom", "failed"
+    "pending",
+    "running",
+    "complete",
+    "pruned",
+    "rejected",
+    "diverged",
+    "oom",
+    "failed",
+    "screened-out",
 ]
+#: Candidates that never went to training: refused by the gate, or ranked below the K slots by
+#: a screener (`--screen`). Neither is a measurement, so neither makes a later proposal of the
+#: same architecture a duplicate.
+UNTRAINED: tuple[str, ...] = ("rejected", "screened-out")
 
 
 @dataclass
@@ -40,6 +52,12 @@ class TrialRecord:
         """Scored at the full proxy fidelity (a pruned candidate was scored lower down)."""
         return self.status == "complete" and self.score is not None
 
+    @property
+    def predicted(self) -> float | None:
+        """The score a screener predicted for this candidate before training (`--screen`)."""
+        value = (self.extra.get("screen") or {}).get("predicted")
+        return float(value) if value is not None else None
+
     def fidelity(self) -> tuple[int, int] | None:
         """(training steps reached, steps of the whole proxy run) of a pruned candidate."""
         f = self.extra.get("fidelity")
@@ -55,6 +73,6 @@ def find_duplicate(memory: list[TrialRecord], arch: ArchConfig) -> TrialRecord |
     """An earlier proposal of the same architecture that was (or is being) evaluated."""
     key = arch.key()
     for t in memory:
-        if t.arch is not None and t.status != "rejected" and t.arch.key() == key:
+        if t.arch is not None and t.status not in UNTRAINED and t.arch.key() == key:
             return t
     return None

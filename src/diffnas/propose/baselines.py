@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 
 from diffnas.errors import UserError
 from diffnas.gate.check import Verdict
-from diffnas.gate.memory import TrialRecord
+from diffnas.gate.memory import UNTRAINED, TrialRecord
 from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.space.arch import ArchConfig
 from diffnas.space.params import decode, distributions, encode
@@ -204,10 +204,10 @@ class TPEProposer(Proposer):
             constant_liar=True,
         )
         study = optuna.create_study(direction="minimize", sampler=sampler)
-        kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status != "rejected"}
+        kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status not in UNTRAINED}
         for record in ctx.memory:
-            if record.arch is None or record.status in ("pending", "running"):
-                continue
+            if record.arch is None or record.status in ("pending", "running", "screened-out"):
+                continue  # screened out: a prediction, not a measurement TPE could learn from
             params = encode(ctx.space, record.arch, dists)
             if params is None:
                 continue

@@ -26,6 +26,7 @@ from diffnas.runs import OPTIONS_FILE, read_json, read_jsonl, read_run_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SUMMARY_FILE
+from diffnas.search.screening import screening_summary
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.trainer import EMA_CHECKPOINT
@@ -165,6 +166,8 @@ class SearchRecord:
     trials: list[TrialRow]
     summary: dict[str, Any]
     ledger: Ledger | None
+    # --screen: per screener, Kendall tau of predicted vs measured (`search.screening`)
+    screening: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -307,6 +310,29 @@ def _pruned_reason(record: TrialRecord) -> str | None:
     )
 
 
+def _screened_reason(record: TrialRecord) -> str | None:
+    """ "screened out by gp: predicted 41.2, rank 3; never trained" for a screened-out
+    candidate; "warm start: trial 4 of RUN (measured on DATA)" for an imported one."""
+    mark = record.extra.get("screen") or {}
+    if record.status == "screened-out":
+        guess = f"predicted {record.predicted:.4g}, " if record.predicted is not None else ""
+        return (
+            f"screened out by {mark.get('screener', '?')}: {guess}rank {mark.get('rank', '?')}; "
+            "never trained"
+        )
+    origin = record.extra.get("warm_start")
+    if isinstance(origin, dict):
+        where = (
+            f" (measured on {record.extra['measured_on']})"
+            if record.extra.get("measured_on")
+            else ""
+        )
+        return (
+            f"warm start: trial {origin.get('trial')} of {Path(str(origin.get('run'))).name}{where}"
+        )
+    return None
+
+
 def load_search(run_dir: str | Path) -> SearchRecord:
     """Read a search run folder (finished or still running) into a `SearchRecord`."""
     run_dir = Path(run_dir)
@@ -323,11 +349,12 @@ def load_search(run_dir: str | Path) -> SearchRecord:
     summary_path = run_dir / SUMMARY_FILE
     summary = read_run_json(summary_path, "search summary") if summary_path.is_file() else {}
     origins = _origins(run_dir)
-    rows = []
+    rows, records = [], []
     for frozen in study.get_trials(deepcopy=False):
         if "round" not in frozen.user_attrs:
             continue
         record = study_mod.to_record(frozen)
+        records.append(record)
         attrs = frozen.user_attrs
         final = _final_result(run_dir, record.number)
         device_s = attrs.get("device_s", record.extra.get("wall_s"))
@@ -339,7 +366,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                 proposer=record.proposer,
                 origin=attrs.get("origin") or origins.get((record.round, record.slot)),
                 status=record.status,
-                reason=_pruned_reason(record) or record.reason or "",
+                reason=_pruned_reason(record) or _screened_reason(record) or record.reason or "",
                 rationale=record.rationale or "",
                 arch=record.arch,
                 raw=record.raw,
@@ -368,6 +395,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
         trials=rows,
         summary=summary if isinstance(summary, dict) else {},
         ledger=load_ledger(run_dir, summary if isinstance(summary, dict) else {}),
+        screening=screening_summary(records),
     )
 
 

@@ -19,6 +19,7 @@ from rich.text import Text
 from diffnas.execute.accounting import compute_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
+from diffnas.search.screening import screening_lines
 
 STATUS_STYLE = {
     "complete": "green",
@@ -26,6 +27,7 @@ STATUS_STYLE = {
     "rejected": "yellow",
     "running": "cyan",
     "pending": "cyan",
+    "screened-out": "dim",
 }
 PIPE_WIDTH = 200  # piped or captured output: room for whole reasons
 MIN_REASON = 8  # the columns that give way when the terminal is narrow keep this much
@@ -43,7 +45,7 @@ def _row(t: TrialRow, record: SearchRecord, best: float | None) -> dict[str, Tex
     by = t.origin or (t.proposer if t.proposer != record.proposer else "")
     return {
         "#": _cell(str(t.number)),
-        "rd": _cell(str(t.round + 1)),
+        "rd": _cell(str(t.round + 1) if t.round >= 0 else "w"),  # w: a warm-start trial
         "by": _cell(by),
         "status": _cell(t.status, STATUS_STYLE.get(t.status, "red")),
         "architecture": _cell(t.short_arch if t.arch is not None else str(t.raw)[:40]),
@@ -116,6 +118,7 @@ def footer_lines(record: SearchRecord) -> list[str]:
     compute = record.summary.get("compute")
     if compute:
         lines.append(compute_line(compute) + " in all (proxy and final)")
+    lines += screening_lines(record.screening)
     ledger = record.ledger
     if ledger is not None:
         lines.append(

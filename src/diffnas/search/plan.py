@@ -13,13 +13,19 @@ from diffnas.model.cost import measure_cost, sampling_flops, training_flops
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_structured
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
+from diffnas.propose.screen import LLM_SCREENERS
 from diffnas.runs import OPTIONS_FILE, load_options, read_json
 from diffnas.search.config import SearchConfig
 from diffnas.search.halving import rung_steps
+from diffnas.search.warm_start import check_sources
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from diffnas.train.device import check_device
 from diffnas.train.recipe import TrainRecipe
+
+
+def uses_llm_screener(config: SearchConfig) -> bool:
+    return config.screen is not None and config.screener in LLM_SCREENERS
 
 
 def stored_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
@@ -80,7 +86,13 @@ class SearchPlan:
                 f"--proposer {cfg.proposer!r} is unknown; allowed: {', '.join(PROPOSERS)}.",
                 field="proposer",
             )
-        if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
+        if cfg.screen is not None and cfg.screen <= cfg.per_round:
+            raise UserError(
+                f"--screen {cfg.screen} must be more than --per-round {cfg.per_round}: each "
+                "request obtains M candidates for its K slots and trains the top K",
+                field="screen",
+            )
+        if (cfg.proposer in LLM_PROPOSERS or uses_llm_screener(cfg)) and not cfg.replay:
             provider, _ = parse_spec(cfg.llm)
             check_structured(provider, cfg.structured)
         for spec in (cfg.proxy, cfg.final):
@@ -100,6 +112,7 @@ class SearchPlan:
         )
         for spec in (cfg.proxy, cfg.final):
             check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+        check_sources(cfg, self.space, cfg.data_spec())  # --warm-start: same space, same score
 
     def stages(self) -> list[PlanStage]:
         """The plan's stages with their compute, at the cost of the space's reference (or of
@@ -115,8 +128,11 @@ class SearchPlan:
         sampled = 0 if proxy_score.metric == "loss" else proxy_score.num_samples
         proxy_flops = evaluation_flops(forward, proxy, sampled, proxy_score.steps)
         final_flops = evaluation_flops(forward, final, final_score.num_samples, final_score.steps)
+        asked = f"{cfg.proposer} via {cfg.llm}"
+        if cfg.screen is not None:  # M obtained, the top K by the screener trained
+            asked += f"; {cfg.screen} obtained per round, the top {cfg.per_round} by {cfg.screener}"
         return [
-            PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", None),
+            PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", asked, None),
             PlanStage(
                 "proxy train + score", f"<= {n_candidates}",
                 f"{proxy.steps} steps x {proxy.batch_size}; {cfg.proxy.score.label}"
