@@ -16,6 +16,7 @@ from diffnas.execute.executors import ATTEMPTS_FILE, Executor, InlineExecutor
 from diffnas.execute.job import EvalJob
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
+from tiny_tables import FOUR_DATA, four_archs, make_table
 
 KILLER = str(Path(__file__).with_name("killing_worker.py"))
 BARRIER = str(Path(__file__).with_name("barrier_worker.py"))
@@ -150,3 +151,32 @@ def test_sequential_executor_starts_a_job_only_when_asked(tmp_path) -> None:
     index, first = next(results)
     assert index == 0 and first.status == "complete"
     assert not (tmp_path / "t1").exists()
+
+
+def test_table_executor_keeps_the_contract_where_it_applies(tmp_path) -> None:
+    """`table:PATH` answers by lookup: the same result for the same job, result.json written and
+    reused, a failure with its reason, and it is sequential (run_many starts a job only when
+    asked). Kill handling and concurrency do not apply: it starts no process."""
+    table = make_table(tmp_path / "t", lambda a, setting, seed: 10.0 * a + seed)
+    executor = make_executor(f"table:{table.stem}")
+    setting = table.setting("s2-rfid-n8-s2")
+    archs = list(four_archs().values())
+
+    def lookup(i: int, name: str, arch=None) -> EvalJob:
+        return EvalJob(
+            arch=arch or archs[i].arch, objective="ddpm", data=FOUR_DATA, spec=setting.spec,
+            recipe=setting.recipe, seed=0, workdir=str(tmp_path / name), cache_dir=str(tmp_path),
+        )  # fmt: skip
+
+    first = executor.run(lookup(1, "a"))
+    assert first.status == "complete" and first.score in (10.0, 11.0)
+    assert executor.run(lookup(1, "b")).score == first.score
+    saved = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert saved["score"] == first.score and (tmp_path / "a" / "job.json").is_file()
+    (tmp_path / "a" / "result.json").write_text(json.dumps({**saved, "score": -1.0}))
+    assert executor.run(lookup(1, "a")).score == -1.0  # a finished job's result is reused
+    stranger = ARCH.model_copy(update={"base_channels": 16})
+    failed = executor.run(lookup(0, "c", stranger))
+    assert failed.status == "failed" and "not in table" in failed.error
+    results = executor.run_many([lookup(2, "d"), lookup(3, "e")])
+    assert next(results)[0] == 0 and not (tmp_path / "e").exists()

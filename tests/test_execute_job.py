@@ -87,3 +87,38 @@ def test_loss_metric_scores_the_mean_loss_of_the_last_tenth_without_sampling(tmp
         on_step=lambda step, loss: losses.append(float(loss)), progress=False,
     )  # fmt: skip
     assert result.score == pytest.approx(sum(losses[-2:]) / 2, rel=1e-5)
+
+
+def test_extra_scores_come_from_the_same_checkpoint_and_samples(tmp_path) -> None:
+    """One training, several scores: a protocol that samples like the main one reuses its
+    samples (the same value bit for bit), another N draws its own set - the value a job with
+    that protocol as its main score gets - and the loss is the run's own."""
+    main = TINY_JOB_SPEC.score
+    more_samples = main.model_copy(update={"num_samples": 12})
+    kid = main.model_copy(update={"metric": "kid"})
+    loss = main.model_copy(update={"metric": "loss"})
+
+    def job(spec_score, workdir, extra=None) -> EvalJob:
+        spec = TINY_JOB_SPEC.model_copy(update={"score": spec_score})
+        return EvalJob(
+            arch=TINY_JOB_ARCH, objective="ddpm", data=DataSpec(kind="digits", subset=64),
+            spec=spec, recipe=spec.train_recipe("ddpm", "digits"), seed=2,
+            workdir=str(tmp_path / workdir), cache_dir=str(tmp_path / "cache"),
+            extra_scores=extra or {},
+        )  # fmt: skip
+
+    extras = {"same": main, "n12": more_samples, "kid": kid, "loss": loss}
+    result = candidate.evaluate_candidate(job(main, "all", extras))
+    assert result.status == "complete"
+    assert result.extra_scores["same"]["value"] == result.score
+    assert result.extra_scores["loss"]["value"] == result.train["last_loss"]
+    alone = candidate.evaluate_candidate(job(more_samples, "alone"))
+    assert result.extra_scores["n12"]["value"] == alone.score
+    assert result.extra_scores["n12"]["protocol"]["num_generated"] == 12
+    assert result.extra_scores["kid"]["protocol"]["metric"] == "kid"
+    # what each phase cost: training, and each score's own sampling and scoring
+    phases = result.phase_device_s
+    assert set(phases) == {"train", "score", *extras} and phases["loss"] == 0.0
+    assert all(v >= 0 for v in phases.values()) and phases["train"] > 0
+    with pytest.raises(ValueError, match="extra score names"):
+        job(main, "bad", {"train": main})

@@ -1,25 +1,30 @@
-"""`diffnas proxy-check` at tiny size: the run folder, the statistics against scipy on the
-stored numbers, the compute against its closed form, rescoring against the search's own
-evaluation, resume, architectures from a search, and bad input."""
+"""`diffnas proxy-check` at tiny size: the run folder and its table, the statistics and the
+ceiling against scipy on the stored numbers, the compute against its closed form, extra scores
+against the search's own evaluation, resume, architectures from a search, and bad input."""
 
 from __future__ import annotations
 
-import json
+import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
-from diffnas.execute.job import EvalResult, EvalSpec
+from diffnas.execute import executors
+from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, evaluate_candidate
+from diffnas.execute.table import REFERENCE, Table
 from diffnas.experiments import proxy_check as pc
+from diffnas.experiments.proxy_summary import summarise, write_summary
 from diffnas.gate.entry import RoundEntry
-from diffnas.runs import read_json, read_jsonl, write_json
+from diffnas.runs import read_json, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.space.search_space import load_space
+from tiny_tables import make_table
 
 runner = CliRunner()
 TINY = [
@@ -27,7 +32,7 @@ TINY = [
     "--proxy-steps", "2,4", "--proxy-batch-size", "8", "--metrics", "rfid,kid,loss",
     "--score-samples", "8", "--score-steps", "2", "--reference-steps", "6",
     "--reference-batch-size", "8", "--reference-samples", "8", "--reference-score-steps", "2",
-    "--bootstrap", "200", "--device", "cpu",
+    "--bootstrap", "200", "--device", "cpu", "--seeds", "2",
 ]  # fmt: skip
 
 
@@ -37,39 +42,66 @@ def study(tmp_path_factory) -> Path:
     result = runner.invoke(app, ["proxy-check", *TINY, "--runs", str(runs)])
     assert result.exit_code == 0, result.output
     assert "Proxy settings against FID[classifier]" in result.output
-    assert "best Kendall tau" in result.output
+    assert "best Kendall tau" in result.output and "ceiling" in result.output
     return runs / "00000-proxy-check-tiny"
 
 
-def test_run_folder_holds_options_results_summary_and_plot(study: Path) -> None:
-    for name in ("options.json", "archs.json", "results.jsonl", "summary.json", "summary.md"):
+def stored(study: Path) -> dict[tuple[str, str, int], float]:
+    """(arch_id, setting, seed) -> score, read with the csv module (not the table's reader)."""
+    with open(study / "table.csv", newline="") as f:
+        return {
+            (r["arch_id"], r["setting"], int(r["seed"])): float(r["score"])
+            for r in csv.DictReader(f)
+        }
+
+
+def test_run_folder_holds_options_table_summary_and_plot(study: Path) -> None:
+    for name in (
+        "options.json",
+        "archs.json",
+        "table.csv",
+        "table.json",
+        "summary.json",
+        "summary.md",
+    ):
         assert (study / name).is_file(), name
     with Image.open(study / "scatter.png") as image:
         assert image.format == "PNG" and image.width > 300
-    records = list(read_jsonl(study / "results.jsonl"))
-    assert [r["index"] for r in records] == [0, 1, 2]
     archs = read_json(study / "archs.json")
     assert len({a["arch_hash"] for a in archs}) == 3  # distinct
     space = load_space("tiny")
     assert all(space.budget.min_gmacs <= a["macs"] / 1e9 <= space.budget.max_gmacs for a in archs)
-    # 2 run lengths x (RFID, KID at N=8 S=2, and the loss), every one measured
+    # 2 run lengths x (RFID, KID at N=8 S=2, and the loss), and the reference; 2 seeds each
     config = pc.ProxyCheckConfig.model_validate(read_json(study / "options.json"))
-    assert len(config.settings()) == 6
-    assert all(v is not None for r in records for v in r["values"].values())
-    assert (study / "archs" / f"000-{archs[0]['arch_hash']}" / "proxy-000004" / "train").is_dir()
+    assert len(config.settings()) == 6 and config.seeds == 2
+    values = stored(study)
+    assert len(values) == 3 * 7 * 2 and all(np.isfinite(v) for v in values.values())
+    assert (study / "archs" / archs[0]["arch_hash"] / "proxy-000004-seed1" / "train").is_dir()
 
 
-def test_statistics_match_scipy_on_the_stored_numbers(study: Path) -> None:
-    records = {r["index"]: r for r in read_jsonl(study / "results.jsonl")}
+def test_statistics_and_ceiling_match_scipy_on_the_stored_numbers(study: Path) -> None:
+    values = stored(study)
+    archs = [a["arch_hash"] for a in read_json(study / "archs.json")]
+    reference = np.array([[values[a, REFERENCE, k] for k in (0, 1)] for a in archs])
     summary = read_json(study / "summary.json")
+    ceiling = summary["ceiling"]["agreement"]
+    # two seeds: the ceiling is the reference's seed-to-seed tau
+    assert ceiling["kendall_tau"]["value"] == pytest.approx(
+        stats.kendalltau(reference[:, 0], reference[:, 1]).statistic
+    )
     for row in summary["settings"]:
-        proxy = [records[i]["values"][row["setting"]] for i in sorted(records)]
-        reference = [records[i]["reference"]["value"] for i in sorted(records)]
-        assert [p["proxy"] for p in row["points"]] == proxy
-        tau, rho = row["agreement"]["kendall_tau"], row["agreement"]["spearman_rho"]
-        assert tau["value"] == pytest.approx(stats.kendalltau(proxy, reference).statistic)
-        assert rho["value"] == pytest.approx(stats.spearmanr(proxy, reference).statistic)
-        assert tau["low"] <= tau["value"] <= tau["high"]
+        proxy = np.array([[values[a, row["setting"], k] for k in (0, 1)] for a in archs])
+        assert [p["proxy"] for p in row["points"]] == pytest.approx(proxy.mean(axis=1).tolist())
+        mean_reference = reference.mean(axis=1)
+        taus = [stats.kendalltau(proxy[:, k], mean_reference).statistic for k in (0, 1)]
+        rhos = [stats.spearmanr(proxy[:, k], mean_reference).statistic for k in (0, 1)]
+        a = row["agreement"]
+        assert a["kendall_tau"]["value"] == pytest.approx(np.nanmean(taus))
+        assert a["spearman_rho"]["value"] == pytest.approx(np.nanmean(rhos))
+        repeat = stats.kendalltau(proxy[:, 0], proxy[:, 1]).statistic
+        assert a["seed_tau"]["value"] == (None if np.isnan(repeat) else pytest.approx(repeat))
+        tau = a["kendall_tau"]
+        assert tau["value"] is None or tau["low"] <= tau["value"] <= tau["high"]
 
 
 def test_compute_is_the_closed_form(study: Path) -> None:
@@ -84,40 +116,41 @@ def test_compute_is_the_closed_form(study: Path) -> None:
     assert rows["s2-loss"]["compute_ratio"] == pytest.approx(reference / (6 * macs * 2 * 8))
 
 
-def test_rescoring_reproduces_the_searchs_evaluation(study: Path) -> None:
-    """The first score of a run comes from `evaluate_candidate`; scoring the same checkpoint
-    again the way further settings are scored gives the same number."""
-    config = pc.load_config(study)
-    entry = pc.ArchEntry.model_validate(read_json(study / "archs.json")[1])
-    first = config.settings()[0]
-    job = pc.ProxyCheck(config, study, log=lambda _: None).job(
-        entry, config.proxy_spec(first.steps, first), f"proxy-{first.steps:06d}"
-    )
-    again = pc.rescore(job, {"again": first.score_spec(config.proxy.score)})["again"]
-    stored = next(r for r in read_jsonl(study / "results.jsonl") if r["index"] == 1)
-    assert again["value"] == stored["values"][first.key]  # bit for bit: same samples
-    assert again["protocol"] == stored["scores"][first.key]["protocol"]
+def test_extra_scores_reproduce_the_searchs_evaluation(study: Path, tmp_path) -> None:
+    """A run's further scores are taken by its worker from the same checkpoint: scoring that
+    protocol as an evaluation's own score, as a search does, gives the same number."""
+    table = Table.load(study / "table")
+    arch_id = table.archs()[1]
+    kid = table.setting("s4-kid-n8-s2")  # scored as an extra of the 4-step run
+    job = EvalJob(
+        arch=table.arch(arch_id), objective="ddpm", data=table.meta.data, spec=kid.spec,
+        recipe=kid.recipe, seed=1, workdir=str(tmp_path / "again"),
+        cache_dir=str(study.parent / "cache"),
+    )  # fmt: skip
+    again = evaluate_candidate(job)  # trains afresh: bit-identical weights, same samples
+    assert again.score == table.row(arch_id, "s4-kid-n8-s2", 1).score
+    assert again.scores["kid"]["protocol"] == kid.protocol
 
 
-def test_resume_skips_finished_architectures(study: Path, monkeypatch) -> None:
-    records = (study / "results.jsonl").read_text().splitlines()
-    (study / "results.jsonl").write_text("\n".join(records[:2]) + "\n")  # killed during arch 2
+def test_resume_runs_only_what_the_table_lacks(study: Path, monkeypatch) -> None:
+    before = stored(study)
+    lines = (study / "table.csv").read_text().splitlines()
+    victim = read_json(study / "archs.json")[2]["arch_hash"]
+    (study / "table.csv").write_text(
+        "\n".join(line for line in lines if not line.startswith(victim)) + "\n"
+    )  # killed before arch 2's rows were written
+    (study / "archs" / victim / "reference-seed1" / "result.json").unlink()  # and mid-run
     evaluated = []
-    real = pc.evaluate_candidate
 
     def counting(job):
-        evaluated.append(Path(job.workdir).parent.name)
-        return real(job)
+        evaluated.append(Path(job.workdir).name)
+        return evaluate_candidate(job)
 
-    monkeypatch.setattr(pc, "evaluate_candidate", counting)
+    monkeypatch.setattr(executors, "evaluate_candidate", counting)
     result = runner.invoke(app, ["proxy-check", "--resume", str(study)])
     assert result.exit_code == 0, result.output
-    hash2 = read_json(study / "archs.json")[2]["arch_hash"]
-    assert evaluated == [f"002-{hash2}"] * 3  # its two proxy runs and its reference only
-    again = (study / "results.jsonl").read_text().splitlines()
-    assert again[:2] == records[:2]
-    # its training resumed from the finished checkpoints: the same numbers
-    assert json.loads(again[2])["values"] == json.loads(records[2])["values"]
+    assert evaluated == ["reference-seed1"]  # the others' results were on disk
+    assert stored(study) == before  # the same numbers: training is deterministic
     refused = runner.invoke(app, ["proxy-check", "--resume", str(study), "--archs", "4"])
     assert refused.exit_code != 0 and "drop --archs" in str(refused.exception)
 
@@ -160,6 +193,7 @@ def test_dry_run_and_bad_input_create_nothing(tmp_path) -> None:
     assert (
         "reference_tflops" in result.output and "2 steps, KID[classifier] N=8 S=2" in result.output
     )
+    assert '"seeds": [\n    0,\n    1\n  ]' in result.output
     for args, fragment in (
         (["--proxy-steps", "100,abc"], "--proxy-steps '100,abc': expected whole numbers"),
         (["--proxy-steps", "100,100"], "distinct whole numbers"),
@@ -168,6 +202,8 @@ def test_dry_run_and_bad_input_create_nothing(tmp_path) -> None:
         (["--reference-metric", "psnr"], "reference"),
         (["--data", "fashion-mnist:" + str(tmp_path)], "apt-get install dataset-fashion-mnist"),
         (["--archs", "2"], "num_archs"),
+        (["--seeds", "0"], "seeds"),
+        (["--executor", "table:micro-digits"], "executor"),
     ):
         result = runner.invoke(app, ["proxy-check", *args, "--runs", str(runs)])
         assert result.exit_code != 0 and fragment in str(result.exception), (args, result.output)
@@ -181,3 +217,29 @@ def test_proxy_spec_keeps_the_recipe_and_sets_length_and_loss_window() -> None:
     assert isinstance(spec, EvalSpec) and spec.recipe == "proxy"
     assert spec.recipe_overrides == {"batch_size": 32, "steps": 500, "log_every": 50}
     assert (spec.score.metric, spec.score.num_samples, spec.score.steps) == ("rfid", 250, 20)
+
+
+def test_summary_of_a_hand_made_table_with_its_ceiling(tmp_path) -> None:
+    """No training: the summary of any table, here one whose numbers the test chose."""
+    reference = {0: [1.0, 2.5], 1: [2.0, 1.5], 2: [3.0, 3.5], 3: [4.0, 4.5]}  # one swap
+    proxy = {0: [4.0, 1.0], 1: [3.0, 2.0], 2: [2.0, 3.0], 3: [1.0, 4.0]}
+
+    def score(a: int, setting: str, seed: int) -> float:
+        return (reference if setting == REFERENCE else proxy)[a][seed]
+
+    table = make_table(tmp_path / "hand", score)
+    summary = summarise(table, top_k=2, resamples=300)
+    ref = np.array([reference[a] for a in range(4)])
+    ceiling = summary["ceiling"]["agreement"]
+    assert ceiling["kendall_tau"]["value"] == pytest.approx(
+        stats.kendalltau(ref[:, 0], ref[:, 1]).statistic
+    )
+    row = next(r for r in summary["settings"] if r["setting"] == "s4-rfid-n8-s2")
+    p = np.array([proxy[a] for a in range(4)])
+    # seed 0 ranks backwards, seed 1 perfectly against the mean reference: tau averages to 0
+    expected = np.mean([stats.kendalltau(p[:, k], ref.mean(axis=1)).statistic for k in (0, 1)])
+    assert row["agreement"]["kendall_tau"]["value"] == pytest.approx(expected) == 0
+    assert row["agreement"]["seed_tau"]["value"] == pytest.approx(-1)
+    write_summary(tmp_path, summary)
+    text = (tmp_path / "summary.md").read_text()
+    assert "reference itself (ceiling" in text and "+0.67" in text  # the ceiling's tau, 4/6

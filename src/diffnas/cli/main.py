@@ -24,6 +24,7 @@ from diffnas.cli import (
     score_cmd,
     search_cmd,
     space_cmd,
+    tabulate_cmd,
     train_cmd,
     worker_cmd,
 )
@@ -45,6 +46,7 @@ app.command("search")(search_cmd.search)
 app.command("status")(search_cmd.status)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("proxy-check")(proxy_check_cmd.proxy_check)
+app.command("tabulate")(tabulate_cmd.tabulate)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffnas.evaluate.score import check_scoring
+from diffnas.execute.executors import check_executor
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
@@ -66,7 +68,22 @@ def proxy_check(
     ),
     top_k: int | None = typer.Option(None, help="k of the top-k overlap (default 3)."),
     bootstrap: int | None = typer.Option(None, help="Bootstrap resamples (default 2000)."),
-    seed: int | None = typer.Option(None, help="Seeds training and sampling (default 0)."),
+    seed: int | None = typer.Option(
+        None, help="First seed of training and sampling (default 0; then seed + 1, ...)."
+    ),
+    seeds: int | None = typer.Option(
+        None,
+        help="Seeds per architecture for every proxy setting and the reference (default 2): "
+        "the reference's seed-to-seed agreement is the ceiling a proxy is read against.",
+    ),
+    executor: str | None = typer.Option(
+        None, help="Where the runs go: inline (default) | subprocess | pool | ray | queue."
+    ),
+    workers: int | None = typer.Option(None, help="pool: concurrent CPU workers."),
+    trials_per_gpu: int | None = typer.Option(None, help="pool/ray: runs packed on one GPU."),
+    max_retries: int | None = typer.Option(None, help="A killed worker is tried again (2)."),
+    ray_address: str | None = typer.Option(None, help="ray: an existing cluster's address."),
+    storage: str | None = typer.Option(None, help="queue: the database of the job queue."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -84,6 +101,7 @@ def proxy_check(
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = pc.build_config(options)
     check_device(config.proxy.device)
+    check_executor(config.executor, config.storage)
     space, images, chosen = pc.prepare(config)
     for spec in (config.proxy, config.reference):
         check_scoring(images, spec.score.extractor, spec.score.inception_weights)
@@ -93,13 +111,20 @@ def proxy_check(
         return
     run_dir = resume or next_run_dir(runs, "proxy-check", Path(config.space).stem)
     console.print(f"run folder: [bold]{run_dir}[/bold]")
-    summary = pc.ProxyCheck(config, run_dir, log=lambda text: console.print(escape(text))).run(
-        chosen
+    study = pc.ProxyCheck(
+        config, run_dir, log=lambda text: console.print(escape(text)), command=command_line()
     )
+    summary = study.run(chosen)
     show_summary(summary)
     console.print(
-        f"Files: {run_dir} ({summary_mod.SUMMARY_MD}, {summary_mod.SCATTER_FILE}, {pc.RESULTS_FILE})"
+        f"Files: {run_dir} ({summary_mod.SUMMARY_MD}, {summary_mod.SCATTER_FILE}, "
+        f"{pc.TABLE_NAME}.csv, {pc.TABLE_NAME}.json)"
     )
+
+
+def command_line() -> str:
+    """This process's command line as typed (recorded with the table it builds)."""
+    return shlex.join(["diffnas", *sys.argv[1:]])
 
 
 def show_summary(summary: dict) -> None:
@@ -108,7 +133,8 @@ def show_summary(summary: dict) -> None:
         *summary_mod.TABLE_HEADER,
         title=escape(  # "FID[classifier]" is text, not markup
             f"Proxy settings against {summary['reference_label']} "
-            f"({summary['finished']} of {summary['archs']} architectures)"
+            f"({summary['finished']} of {summary['archs']} architectures, "
+            f"{len(summary['seeds'])} seed(s))"
         ),
     )
     for row in summary_mod.table_rows(summary):

@@ -13,9 +13,10 @@ from rich.table import Table
 
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalSpec, ScoreSpec
+from diffnas.execute.table_executor import is_table, load_executor_table
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 from diffnas.report.terminal import print_status
-from diffnas.runs import next_run_dir, refuse_on_resume
+from diffnas.runs import given_options, next_run_dir, refuse_on_resume
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
 from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
@@ -128,7 +129,8 @@ def search(
         "inline",
         help="inline | subprocess | pool (concurrent worker processes on this machine's GPUs or "
         "CPU cores) | ray (Ray tasks, local or --ray-address) | queue (`diffnas worker` "
-        "processes on any machine, pulling from --storage).",
+        "processes on any machine, pulling from --storage) | table:NAME|PATH (every evaluation "
+        "looked up in a table of `diffnas tabulate`: a search in seconds, the optimum known).",
     ),
     workers: int | None = typer.Option(
         None, help="pool without GPU: concurrent CPU workers (cores split between them)."
@@ -222,6 +224,8 @@ def search(
             )  # fmt: skip
         except ValidationError as err:
             raise _config_error(err) from None
+        if is_table(config.executor):
+            config = config.model_copy(update={"final": table_final(ctx, config, device)})
         run_dir = None
     plan = SearchPlan(config)
     if dry_run:
@@ -236,6 +240,22 @@ def search(
     console.print(
         f"stopped: {escape(summary['stop_reason'])}. Files: {run_dir} (study.db, rounds/, trials/, llm/calls.jsonl)"
     )
+
+
+FINAL_OPTIONS = ("final_recipe", "final_steps", "final_batch_size", "fid_samples", "fid_steps")
+
+
+def table_final(ctx: typer.Context, config: SearchConfig, device: str) -> EvalSpec:
+    """A search against a table promotes to the table's reference: its recipe and score."""
+    given = given_options(ctx, ignore=set(ctx.params) - set(FINAL_OPTIONS))
+    table = load_executor_table(config.executor)
+    if given:
+        raise UserError(
+            f"--executor {config.executor}: the final training is the table's reference "
+            f"({table.meta.reference.label}); drop {', '.join(given)}.",
+            field="final",
+        )
+    return table.meta.reference.spec.model_copy(update={"device": device})
 
 
 def print_plan(plan: SearchPlan) -> None:

@@ -22,6 +22,7 @@ from diffnas.childproc import die_with_parent, signal_name
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.runs import append_jsonl, read_json, write_json
+from diffnas.space.arch import ArchConfig
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
@@ -103,6 +104,11 @@ class Executor:
 
     def close(self) -> None:
         """Release processes, threads or a cluster connection (nothing for the sequential ones)."""
+
+    def admits(self, arch: ArchConfig) -> str | None:
+        """None if this executor can evaluate `arch`; else why not, one sentence for the gate
+        (a table answers only the architectures it holds)."""
+        return None
 
 
 class InlineExecutor(Executor):
@@ -247,11 +253,16 @@ class SubprocessExecutor(Executor):
 
 
 EXECUTORS = ("inline", "subprocess", "pool", "ray", "queue")
+TABLE_EXECUTOR = "table:NAME|PATH"  # a lookup in a table (`diffnas.execute.table_executor`)
 
 
 def make_executor(name: str, **options: Any) -> Executor:
     """The executor `name`; `options` are its settings (None values take the defaults)."""
     options = {k: v for k, v in options.items() if v is not None}
+    if name.startswith("table:"):
+        from diffnas.execute.table_executor import TableExecutor, load_executor_table
+
+        return TableExecutor(load_executor_table(name))
     if name == "inline":
         return InlineExecutor()
     if name == "subprocess":
@@ -274,12 +285,18 @@ def make_executor(name: str, **options: Any) -> Executor:
         check_executor(name, options.get("storage"))
         return QueueExecutor(**_take(options, "storage", "workers", "max_retries"))
     raise UserError(
-        f"executor {name!r} is not known; allowed: {', '.join(EXECUTORS)}.", field="executor"
+        f"executor {name!r} is not known; allowed: {', '.join((*EXECUTORS, TABLE_EXECUTOR))}.",
+        field="executor",
     )
 
 
 def check_executor(name: str, storage: str | None = None) -> None:
-    """Refuse an executor whose package or database is missing, before any run folder exists."""
+    """Refuse an executor whose package, database or table is missing, before any run folder
+    exists."""
+    if name.startswith("table:"):
+        from diffnas.execute.table_executor import load_executor_table
+
+        load_executor_table(name)
     if name == "queue" and not storage:
         raise UserError(
             "--executor queue needs --storage URL: the database (PostgreSQL for workers on "

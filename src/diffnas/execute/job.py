@@ -6,6 +6,11 @@ executor - this process, a child process, a GPU pool, a Ray worker - can run it.
 interrupted job resumes from the trainer's checkpoint in `workdir/train`. It lives next to the
 executors (not in `evaluate/`, which holds the metrics only) because it composes training,
 sampling and scoring.
+
+A job may ask for further scores of the same checkpoint (`extra_scores`: `diffnas tabulate`
+and `proxy-check` rank by several protocols at the cost of one training): the worker samples
+once per (sampler, N, S, batch) exactly as the main score samples, and records what each
+phase cost, so a table can say what ranking by one protocol alone costs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from diffnas.data.datasets import DataSpec, ImageData, load_images
 from diffnas.errors import UserError
@@ -34,6 +39,7 @@ from diffnas.train.sampling import sample_images, save_grid
 from diffnas.train.trainer import train
 
 LOSS_LABEL = "training loss"
+PHASES = ("train", "score")  # `EvalResult.phase_device_s` keys besides the extra scores' names
 
 
 class ScoreSpec(BaseModel):
@@ -127,6 +133,17 @@ class EvalJob(BaseModel):
     # same training run (`train_dir`, shared by a candidate's rungs) from its checkpoint
     max_steps: int | None = Field(None, ge=1)
     train_dir: str | None = None  # the training run's folder; default `workdir/train`
+    # more protocols to score the same checkpoint by, each under its own name (the same
+    # samples serve every protocol that samples alike); results in `EvalResult.extra_scores`
+    extra_scores: dict[str, ScoreSpec] = Field(default_factory=dict)
+
+    @field_validator("extra_scores")
+    @classmethod
+    def _named(cls, specs: dict[str, ScoreSpec]) -> dict[str, ScoreSpec]:
+        taken = [name for name in specs if name in PHASES or not name]
+        if taken:
+            raise ValueError(f"extra score names must be non-empty and not {PHASES}: {taken}")
+        return specs
 
 
 class EvalResult(BaseModel):
@@ -140,6 +157,12 @@ class EvalResult(BaseModel):
     # time times the share of the card it was given; on CPU the process's CPU time)
     device: str | None = None
     device_s: float = 0.0
+    # each of the job's `extra_scores` by name: value, label and protocol (as `scores`)
+    extra_scores: dict[str, Any] = Field(default_factory=dict)
+    # device-seconds per phase: "train", then per score ("score" and each extra name) its
+    # sampling (each score is charged the whole sampling it used, as if scored alone) and
+    # scoring; the cost of ranking by one protocol is train + that score's share
+    phase_device_s: dict[str, float] = Field(default_factory=dict)
 
 
 def evaluate_candidate(job: EvalJob) -> EvalResult:
@@ -163,6 +186,24 @@ def evaluate_candidate(job: EvalJob) -> EvalResult:
         job.spec.device, result.wall_s, time.process_time() - cpu_start
     )
     return result
+
+
+class PhaseClock:
+    """Device-seconds since `start()`, measured as `device_seconds` measures a whole job."""
+
+    def __init__(self, device_name: str) -> None:
+        self.device_name = device_name
+        self.start()
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> float:
+        return device_seconds(
+            self.device_name,
+            time.perf_counter() - self._wall,
+            time.process_time() - self._cpu,
+        )[1]
 
 
 def device_seconds(device_name: str, wall_s: float, cpu_s: float) -> tuple[str, float]:
@@ -215,6 +256,7 @@ def score_samples(
 
 def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
     device = resolve_device(job.spec.device)
+    clock = PhaseClock(job.spec.device)
     data = load_images(job.data)
     if data.image_size != job.arch.image_size or data.channels != job.arch.in_channels:
         raise UserError(
@@ -247,25 +289,69 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         "last_loss": trained.last_loss,
         "images_per_sec": trained.images_per_sec,
     }
+    phases = {"train": round(clock.elapsed(), 3)}
     reached_bound = trained.status == "paused" and trained.steps == job.max_steps
     if trained.status != "complete" and not reached_bound:
-        return EvalResult(status=trained.status, train=train_info, error=trained.error)
-    spec = job.spec.score
-    if spec.metric == "loss":  # nothing to sample: the run's own loss is the score
-        loss = {"value": trained.last_loss, "label": LOSS_LABEL, "protocol": {"metric": "loss"}}
         return EvalResult(
-            status="complete", score=trained.last_loss, scores={"loss": loss}, train=train_info
+            status=trained.status, train=train_info, error=trained.error, phase_device_s=phases
         )
-    restore_ema(model, trained.ema_checkpoint)
-    images = sample_images(
-        model, diffusion, spec.num_samples, sampler=spec.sampler, steps=spec.steps,
-        seed=job.seed, batch_size=spec.batch_size, device=device,
-    )  # fmt: skip
-    save_grid(images[:64], workdir / "samples.png")
-    score = score_samples(images, data, job.data.split, spec, Path(job.cache_dir), device)
+    specs = {MAIN_SCORE: job.spec.score, **job.extra_scores}
+    loss = {"value": trained.last_loss, "label": LOSS_LABEL, "protocol": {"metric": "loss"}}
+    scored = {name: loss for name, spec in specs.items() if spec.metric == "loss"}
+    phases.update(dict.fromkeys(scored, 0.0))  # the run's own loss: nothing to sample
+    sampled = {name: spec for name, spec in specs.items() if spec.metric != "loss"}
+    if sampled:
+        restore_ema(model, trained.ema_checkpoint)
+        results, grid = _score_sampled(job, model, diffusion, data, sampled)
+        for name, (score, cost) in results.items():
+            scored[name], phases[name] = score, cost
+        save_grid(grid, workdir / "samples.png")  # the main score's samples, or the first drawn
+    main = scored[MAIN_SCORE]
+    spec = job.spec.score
     return EvalResult(
         status="complete",
-        score=score.value,
-        scores={spec.metric: score.model_dump(mode="json")},
+        score=main["value"],
+        scores={spec.metric: main},
         train=train_info,
+        extra_scores={name: scored[name] for name in job.extra_scores},
+        phase_device_s={k or "score": v for k, v in phases.items()},
     )
+
+
+MAIN_SCORE = ""  # the job's own score among `extra_scores`' names (which are never empty)
+
+
+def _score_sampled(
+    job: EvalJob,
+    model: torch.nn.Module,
+    diffusion: DiffusionConfig,
+    data: ImageData,
+    specs: dict[str, ScoreSpec],
+) -> tuple[dict[str, tuple[dict[str, Any], float]], torch.Tensor]:
+    """Score the trained `model` by every sampled protocol of `specs`: one set of samples per
+    (sampler, N, S, batch), drawn with the job's seed. Returns name -> (score as JSON, the
+    device-seconds of its sampling and scoring), and up to 64 samples to show (the main
+    score's when it samples)."""
+    device = resolve_device(job.spec.device)
+    groups: dict[tuple[Any, ...], dict[str, ScoreSpec]] = {}
+    for name, spec in specs.items():
+        groups.setdefault((spec.sampler, spec.num_samples, spec.steps, spec.batch_size), {})[
+            name
+        ] = spec
+    clock = PhaseClock(job.spec.device)
+    out, grid = {}, None
+    for (sampler, n, steps, batch), group in groups.items():
+        clock.start()
+        images = sample_images(
+            model, diffusion, n, sampler=sampler, steps=steps, seed=job.seed,
+            batch_size=batch, device=device,
+        )  # fmt: skip
+        sampling_s = clock.elapsed()
+        if grid is None or MAIN_SCORE in group:
+            grid = images[:64]
+        for name, spec in group.items():
+            clock.start()
+            score = score_samples(images, data, job.data.split, spec, Path(job.cache_dir), device)
+            out[name] = (score.model_dump(mode="json"), round(sampling_s + clock.elapsed(), 3))
+    assert grid is not None  # `specs` is not empty
+    return out, grid

@@ -1,111 +1,145 @@
-"""What `diffnas proxy-check` concludes and writes: per proxy setting, the agreement with the
-reference ranking (Kendall tau, Spearman rho with bootstrap intervals, top-k overlap) and the
-compute of both sides; `summary.json`, `summary.md` and `scatter.png` in the run folder."""
+"""What `diffnas proxy-check` concludes from a table (`diffnas.execute.table`) and writes.
+
+Per proxy setting: Kendall's tau and Spearman's rho of each proxy seed against the mean
+reference, averaged over the proxy's seeds, with bootstrap intervals over the architectures;
+the proxy's own seed-to-seed tau; the spread of its scores over seeds; the top-k overlap; and
+the compute of both sides. The reference gets the same row against itself - each seed against
+the mean of the others - which is the noise ceiling: no proxy is expected to rank the
+architectures better than rerunning the reference does. Written as `summary.json`,
+`summary.md` and `scatter.png` (with the seeds' range as error bars).
+
+Works on any table, so a bundled one is summarised without training anything.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from diffnas.execute.job import ScoreSpec
-from diffnas.experiments.compute import sampling_flops, training_flops
-from diffnas.experiments.ranking import Agreement, Estimate, agreement
+import numpy as np
+
+from diffnas.execute.table import REFERENCE, Table, TableSetting
+from diffnas.experiments.ranking import Estimate, seed_agreement
+from diffnas.experiments.tabulate import setting_flops
 from diffnas.report.markdown import markdown_table
 from diffnas.runs import write_json
-from diffnas.space.search_space import SearchSpace
-from diffnas.train.diffusion import DiffusionConfig
-
-if TYPE_CHECKING:  # proxy_check imports this module
-    from diffnas.experiments.proxy_check import ArchEntry, ProxyCheckConfig, ProxySetting
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_MD = "summary.md"
 SCATTER_FILE = "scatter.png"
-SAMPLED = ("rfid", "kid")  # the metrics that sample the checkpoint
+CLOSE_TO_BEST = 0.1  # tau within this of the best counts as "ranks as well"
 
 
-def _sampler_steps(score: ScoreSpec, space: SearchSpace) -> int:
-    """Denoiser calls per image: S, or every step of the schedule for ancestral DDPM."""
-    if score.sampler == "ddpm" or score.steps is None:
-        return DiffusionConfig.resolve(space.objective, space.learn_sigma).timesteps
-    return score.steps
+def _matrix(table: Table, setting: str, archs: list[str]) -> np.ndarray:
+    """architecture x seed scores of `setting` (rows in `archs` order)."""
+    values = table.values(setting)
+    return np.array([[values[a][s] for s in table.seeds] for a in archs], dtype=float)
 
 
-def setting_flops(
-    config: ProxyCheckConfig, space: SearchSpace, setting: ProxySetting, macs: int
-) -> float:
-    """What a search pays per candidate to rank it by `setting`: the proxy run and its sampling."""
-    batch = config.proxy.train_recipe(space.objective).batch_size
-    flops = training_flops(macs, setting.steps, batch)
-    if setting.metric in SAMPLED:
-        score = setting.score_spec(config.proxy.score)
-        flops += sampling_flops(macs, score.num_samples, _sampler_steps(score, space))
-    return flops
+def _complete(table: Table, setting: str) -> set[str]:
+    """The architectures with a finished score for every seed under `setting`."""
+    seeds = set(table.seeds)
+    return {a for a, v in table.values(setting).items() if set(v) == seeds}
 
 
-def reference_flops(config: ProxyCheckConfig, space: SearchSpace, macs: int) -> float:
-    recipe = config.reference.train_recipe(space.objective)
-    score = config.reference.score
-    return training_flops(macs, recipe.steps, recipe.batch_size) + sampling_flops(
-        macs, score.num_samples, _sampler_steps(score, space)
-    )
+def _points(
+    table: Table, setting: str, archs: list[str], index: dict[str, int]
+) -> list[dict[str, Any]]:
+    proxy, reference = _matrix(table, setting, archs), _matrix(table, REFERENCE, archs)
+    return [
+        {
+            "arch_id": a,
+            "index": index.get(a, i),
+            "proxy": float(p.mean()),
+            "proxy_seeds": p.tolist(),
+            "reference": float(r.mean()),
+            "reference_seeds": r.tolist(),
+        }  # fmt: skip
+        for i, (a, p, r) in enumerate(zip(archs, proxy, reference))
+    ]
+
+
+def _row(
+    table: Table,
+    setting: TableSetting,
+    *,
+    top_k: int,
+    resamples: int,
+    seed: int,
+    index: dict[str, int],
+) -> dict[str, Any]:
+    """One setting against the mean reference over the architectures scored on every seed."""
+    is_reference = setting.name == REFERENCE
+    archs = [
+        a
+        for a in table.archs()
+        if a in _complete(table, setting.name) and a in _complete(table, REFERENCE)
+    ]
+    stats = seed_agreement(
+        _matrix(table, setting.name, archs), _matrix(table, REFERENCE, archs), top_k=top_k,
+        resamples=resamples, seed=seed, ceiling=is_reference,
+    )  # fmt: skip
+    space = table.meta.space
+    reference = table.setting(REFERENCE)
+    macs = [table.meta.archs[a].macs for a in archs]
+    proxy_cost = sum(setting_flops(setting, space, m) for m in macs)
+    reference_cost = sum(setting_flops(reference, space, m) for m in macs)
+    return {
+        "setting": setting.name,
+        "label": setting.label,
+        "steps": setting.steps,
+        "metric": setting.score.metric,
+        "agreement": stats.model_dump(),
+        "proxy_tflops": proxy_cost / 1e12,
+        "reference_tflops": reference_cost / 1e12,
+        "compute_ratio": reference_cost / proxy_cost if proxy_cost else None,
+        "points": _points(table, setting.name, archs, index),
+    }
 
 
 def summarise(
-    config: ProxyCheckConfig,
-    space: SearchSpace,
-    archs: list[ArchEntry],
-    results: list[dict[str, Any]],
+    table: Table,
+    *,
+    top_k: int = 3,
+    resamples: int = 2000,
+    seed: int = 0,
+    index: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Per proxy setting: agreement with the reference and the compute of both sides."""
-    macs = {a.index: a.macs for a in archs}
-    reference = {
-        r["index"]: r["reference"]["value"]
-        for r in results
-        if r["reference"]["status"] == "complete" and r["reference"]["value"] is not None
-    }
-    rows = []
-    for setting in config.settings():
-        pairs = [
-            (r["index"], r["values"].get(setting.key), reference[r["index"]])
-            for r in results
-            if r["index"] in reference and r["values"].get(setting.key) is not None
-        ]
-        stats: Agreement = agreement(
-            [p for _, p, _ in pairs], [q for _, _, q in pairs], top_k=config.top_k,
-            resamples=config.bootstrap, seed=config.seed,
-        )  # fmt: skip
-        proxy_cost = sum(setting_flops(config, space, setting, macs[i]) for i, _, _ in pairs)
-        reference_cost = sum(reference_flops(config, space, macs[i]) for i, _, _ in pairs)
-        rows.append(
-            {
-                "setting": setting.key,
-                "label": setting.label(config.proxy.score.extractor),
-                **setting.model_dump(),
-                "agreement": stats.model_dump(),
-                "proxy_tflops": proxy_cost / 1e12,
-                "reference_tflops": reference_cost / 1e12,
-                "compute_ratio": reference_cost / proxy_cost if proxy_cost else None,
-                "points": [{"index": i, "proxy": p, "reference": q} for i, p, q in pairs],
-            }
-        )
+    """Per proxy setting: agreement with the mean reference, next to the reference's ceiling.
+    `index`: each arch_id's number in the study (the scatter's labels)."""
+    index = index or {a: i for i, a in enumerate(table.archs())}
+    kwargs = {"top_k": top_k, "resamples": resamples, "seed": seed, "index": index}
+    rows = [_row(table, s, **kwargs) for s in table.settings("proxy")]  # type: ignore[arg-type]
+    ceiling = _row(table, table.setting(REFERENCE), **kwargs)  # type: ignore[arg-type]
+    finished = _complete(table, REFERENCE)
     wall = {
-        "proxy_s": sum(
-            run["wall_s"] + run.get("rescore_wall_s", 0.0)
-            for r in results
-            for run in r["proxy_runs"].values()
-        ),
-        "reference_s": sum(r["reference"]["wall_s"] for r in results),
+        "proxy_s": _wall(table, "proxy"),
+        "reference_s": _wall(table, "reference"),
     }
     return {
-        "archs": len(archs),
-        "finished": len(results),
-        "reference_label": config.reference.score.label,
+        "table": table.name,
+        "archs": len(table.archs()),
+        "finished": len(finished),
+        "seeds": table.seeds,
+        "reference_label": table.setting(REFERENCE).score.label,
+        "reference_setting": table.setting(REFERENCE).label,
+        "ceiling": ceiling,
         "settings": rows,
         "best": _best(rows),
         "cheapest_close_to_best": _cheapest_close(rows),
         "wall": wall,
     }
+
+
+def _wall(table: Table, role: str) -> float:
+    """Measured wall time of the runs of `role` (a run's rows share its time: counted once)."""
+    names = {s.name for s in table.settings(role)}
+    runs = {
+        (r.arch_id, r.seed, table.setting(r.setting).steps): r.wall_seconds
+        for r in table.rows
+        if r.setting in names
+    }
+    return sum(runs.values())
 
 
 def _tau(row: dict[str, Any]) -> float | None:
@@ -115,9 +149,6 @@ def _tau(row: dict[str, Any]) -> float | None:
 def _best(rows: list[dict[str, Any]]) -> str | None:
     ranked = [r for r in rows if _tau(r) is not None]
     return max(ranked, key=_tau)["setting"] if ranked else None
-
-
-CLOSE_TO_BEST = 0.1  # tau within this of the best counts as "ranks as well"
 
 
 def _cheapest_close(rows: list[dict[str, Any]]) -> str | None:
@@ -132,52 +163,71 @@ def _cheapest_close(rows: list[dict[str, Any]]) -> str | None:
 
 # ----- what it writes -----
 
-
-def table_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """The summary as table cells: setting, n, tau, rho, top-k, proxy TFLOPs, ratio."""
-    rows = []
-    for r in summary["settings"]:
-        a = r["agreement"]
-        tau = Estimate.model_validate(a["kendall_tau"]).text()
-        rho = Estimate.model_validate(a["spearman_rho"]).text()
-        overlap = (
-            "-" if a["top_k_overlap"] is None else f"{a['top_k_overlap']:.2f} (k={a['top_k']})"
-        )
-        ratio = "-" if r["compute_ratio"] is None else f"{r['compute_ratio']:.1f}x"
-        marks = "".join(
-            m
-            for m, key in (("*", summary["best"]), ("$", summary["cheapest_close_to_best"]))
-            if r["setting"] == key
-        )
-        rows.append(
-            [r["label"] + (f" {marks}" if marks else ""), str(a["n"]), tau, rho, overlap,
-             f"{r['proxy_tflops']:.3g}", ratio]
-        )  # fmt: skip
-    return rows
-
-
 TABLE_HEADER = [
     "proxy setting",
     "n",
-    "Kendall tau [95% CI]",
+    "Kendall tau vs mean reference [95% CI]",
     "Spearman rho [95% CI]",
+    "seed-to-seed tau",
+    "seed sd / arch sd",
     "top-k overlap",
     "proxy TFLOPs",
     "reference / proxy compute",
 ]
 
 
+def _cells(row: dict[str, Any], name: str) -> list[str]:
+    a = row["agreement"]
+    tau = Estimate.model_validate(a["kendall_tau"]).text()
+    rho = Estimate.model_validate(a["spearman_rho"]).text()
+    repeat = Estimate.model_validate(a["seed_tau"]).text()
+    ratio = a["spread"]["ratio"]
+    overlap = "-" if a["top_k_overlap"] is None else f"{a['top_k_overlap']:.2f} (k={a['top_k']})"
+    compute = "-" if row["compute_ratio"] is None else f"{row['compute_ratio']:.1f}x"
+    spread = "-" if ratio is None else f"{ratio:.2f}"
+    return [
+        name,
+        str(a["n"]),
+        tau,
+        rho,
+        repeat,
+        spread,
+        overlap,
+        f"{row['proxy_tflops']:.3g}",
+        compute,
+    ]
+
+
+def table_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The summary as table cells, the reference's ceiling first."""
+    rows = [_cells(summary["ceiling"], "reference itself (ceiling: each seed vs the others)")]
+    for r in summary["settings"]:
+        marks = "".join(
+            m
+            for m, key in (("*", summary["best"]), ("$", summary["cheapest_close_to_best"]))
+            if r["setting"] == key
+        )
+        rows.append(_cells(r, r["label"] + (f" {marks}" if marks else "")))
+    return rows
+
+
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / SUMMARY_FILE, summary)
     lines = [
         f"# Proxy check: {summary['finished']} of {summary['archs']} architectures against "
-        f"{summary['reference_label']} after the reference recipe",
+        f"{summary['reference_label']} after the reference recipe ({summary['reference_setting']}), "
+        f"seeds {', '.join(map(str, summary['seeds']))}",
         "",
         *markdown_table(TABLE_HEADER, table_rows(summary)),
         "",
-        "`*` best Kendall tau; `$` cheapest setting whose tau is within "
-        f"{CLOSE_TO_BEST} of the best. Compute: training 3 x 2 x MACs x steps x batch plus "
-        "sampling 2 x MACs x N x S, summed over the architectures.",
+        "Kendall tau and Spearman rho: each proxy seed against the mean reference over the "
+        "seeds, averaged over the proxy's seeds; the first row is the reference itself, each "
+        "seed against the mean of the others (with two seeds, the seed-to-seed tau): the noise "
+        "ceiling. Seed-to-seed tau: two seeds of the same score against each other. Seed sd / "
+        "arch sd: the scores' spread over seeds over the spread between the architectures' "
+        f"means. `*` best Kendall tau; `$` cheapest setting whose tau is within {CLOSE_TO_BEST} "
+        "of the best. Compute: training 3 x 2 x MACs x steps x batch plus sampling "
+        "2 x MACs x N x S, summed over the architectures, one seed.",
         f"Measured wall time: proxy runs {summary['wall']['proxy_s']:.0f} s, reference runs "
         f"{summary['wall']['reference_s']:.0f} s.",
     ]
@@ -186,7 +236,8 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def scatter_plot(summary: dict[str, Any], path: Path) -> None:
-    """One panel per proxy setting: proxy value against reference value, one dot per architecture."""
+    """One panel per proxy setting: the mean proxy value against the mean reference value, one
+    point per architecture, its bars spanning the seeds' values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,18 +247,36 @@ def scatter_plot(summary: dict[str, Any], path: Path) -> None:
     cols = min(3, len(rows))
     nrows = -(-len(rows) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    ceiling = Estimate.model_validate(summary["ceiling"]["agreement"]["kendall_tau"]).text()
     for ax, row in zip(axes.flat, rows):
         points = row["points"]
-        ax.scatter([p["proxy"] for p in points], [p["reference"] for p in points], s=18)
+        x = np.array([p["proxy"] for p in points])
+        y = np.array([p["reference"] for p in points])
+        xerr = _range(x, [p["proxy_seeds"] for p in points])
+        yerr = _range(y, [p["reference_seeds"] for p in points])
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=3, lw=0.7, capsize=1.5)
         for p in points:
             ax.annotate(str(p["index"]), (p["proxy"], p["reference"]), fontsize=7)
-        tau = Estimate.model_validate(row["agreement"]["kendall_tau"]).text()
-        ax.set_title(f"{row['label']}\ntau {tau}", fontsize=8)
-        ax.set_xlabel("proxy", fontsize=8)
-        ax.set_ylabel(summary["reference_label"], fontsize=8)
+        a = row["agreement"]
+        tau = Estimate.model_validate(a["kendall_tau"]).text()
+        repeat = Estimate.model_validate(a["seed_tau"]).text()
+        ax.set_title(
+            f"{row['label']}\ntau {tau} (ceiling {ceiling}); seed-to-seed {repeat}", fontsize=7
+        )
+        ax.set_xlabel("proxy (mean over seeds; bars: their range)", fontsize=7)
+        ax.set_ylabel(f"{summary['reference_label']} (mean)", fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _range(means: np.ndarray, seeds: list[list[float]]) -> np.ndarray | None:
+    """Error bars from each mean down to its lowest seed and up to its highest."""
+    if not seeds or len(seeds[0]) < 2:
+        return None
+    low = means - np.array([min(s) for s in seeds])
+    high = np.array([max(s) for s in seeds]) - means
+    return np.vstack([low, high])

@@ -121,3 +121,138 @@ def agreement(
         top_k_overlap=top_k_overlap(x, y, k), confidence=confidence, resamples=resamples,
         resamples_used=used,
     )  # fmt: skip
+
+
+# ----- several seeds: agreement against the mean reference, and the noise ceiling -----
+#
+# Scores come as arrays of one row per architecture and one column per seed. A search sees one
+# seed of its proxy, so a proxy's agreement is the mean over its seeds of its agreement with
+# the mean reference. The ceiling is the same statistic for the reference itself: each seed
+# against the mean of the other seeds (with two seeds, the seed-to-seed tau). A proxy near the
+# ceiling ranks as well as running the reference again would.
+
+
+def _mean_over_seeds(per_seed: list[float]) -> float:
+    values = [v for v in per_seed if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def against_mean(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """`statistic` of each proxy seed (a column of x) against the mean reference (over y's
+    columns), averaged over the proxy's seeds (nan ones left out)."""
+
+    def paired(x: np.ndarray, y: np.ndarray) -> float:
+        target = y.mean(axis=1)
+        return _mean_over_seeds([statistic(x[:, k], target) for k in range(x.shape[1])])
+
+    return paired
+
+
+def leave_one_out(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """`statistic` of each seed of x against the mean of x's other seeds, averaged: the noise
+    ceiling (nan with one seed). The second argument is ignored (bootstrap's pairing)."""
+
+    def ceiling(x: np.ndarray, _: np.ndarray | None = None) -> float:
+        seeds = x.shape[1]
+        if seeds < 2:
+            return float("nan")
+        return _mean_over_seeds(
+            [statistic(x[:, k], np.delete(x, k, axis=1).mean(axis=1)) for k in range(seeds)]
+        )
+
+    return ceiling
+
+
+def seed_to_seed(x: np.ndarray, _: np.ndarray | None = None) -> float:
+    """Kendall's tau between two seeds of the same scores, averaged over every pair of seeds:
+    how repeatable one ranking is (nan with one seed)."""
+    pairs = [(i, j) for i in range(x.shape[1]) for j in range(i + 1, x.shape[1])]
+    return _mean_over_seeds([kendall_tau(x[:, i], x[:, j]) for i, j in pairs])
+
+
+class SeedSpread(BaseModel):
+    """How far one architecture's score moves between seeds, against how far architectures differ."""
+
+    seed_sd: float | None  # pooled within-architecture standard deviation over seeds
+    arch_sd: float | None  # standard deviation of the architectures' mean scores
+    ratio: float | None  # seed_sd / arch_sd: 0 is noise-free, near 1 means noise as large as signal
+
+
+def seed_spread(x: np.ndarray) -> SeedSpread:
+    n, seeds = x.shape
+    seed_sd = float(np.sqrt(np.mean(np.var(x, axis=1, ddof=1)))) if seeds > 1 else None
+    arch_sd = float(np.std(x.mean(axis=1), ddof=1)) if n > 1 else None
+    ratio = seed_sd / arch_sd if seed_sd is not None and arch_sd else None
+    return SeedSpread(seed_sd=seed_sd, arch_sd=arch_sd, ratio=ratio)
+
+
+class SeedAgreement(BaseModel):
+    """A proxy (several seeds) against the mean of a reference (several seeds) over n archs."""
+
+    n: int
+    seeds: int  # the proxy's seeds
+    kendall_tau: Estimate  # mean over proxy seeds of tau(seed, mean reference)
+    spearman_rho: Estimate
+    seed_tau: Estimate  # the proxy's own seed-to-seed tau (its repeatability)
+    top_k: int
+    top_k_overlap: float | None  # mean over proxy seeds, against the mean reference
+    spread: SeedSpread
+    confidence: float
+    resamples: int
+    resamples_used: int
+
+
+def _estimate(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    x: np.ndarray,
+    y: np.ndarray,
+    draws: np.ndarray,
+    confidence: float,
+) -> tuple[Estimate, int]:
+    value = statistic(x, y)
+    low, high, used = _bootstrap(statistic, x, y, draws, confidence)
+    if not np.isfinite(value):
+        return Estimate(value=None), used
+    return Estimate(value=value, low=low, high=high), used
+
+
+def seed_agreement(
+    proxy: np.ndarray,
+    reference: np.ndarray,
+    *,
+    top_k: int = 3,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    ceiling: bool = False,
+) -> SeedAgreement:
+    """Agreement of `proxy` with the mean of `reference` (arrays: architecture x seed) with
+    bootstrap intervals over the architectures. `ceiling`: `proxy` is the reference itself, so
+    each seed is compared with the mean of the others (`leave_one_out`)."""
+    x, y = np.asarray(proxy, dtype=float), np.asarray(reference, dtype=float)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"need architecture x seed arrays of as many rows: {x.shape}, {y.shape}")
+    n, seeds = x.shape
+    k = max(1, min(top_k, n))
+    none = Estimate(value=None)
+    if n < MIN_ARCHS:
+        return SeedAgreement(
+            n=n, seeds=seeds, kendall_tau=none, spearman_rho=none, seed_tau=none, top_k=k,
+            top_k_overlap=None, spread=seed_spread(x), confidence=confidence, resamples=0,
+            resamples_used=0,
+        )  # fmt: skip
+    wrap = leave_one_out if ceiling else against_mean
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    tau, used = _estimate(wrap(kendall_tau), x, y, draws, confidence)
+    rho, _ = _estimate(wrap(spearman_rho), x, y, draws, confidence)
+    repeat, _ = _estimate(seed_to_seed, x, y, draws, confidence) if seeds > 1 else (none, 0)
+    overlap = wrap(lambda a, b: top_k_overlap(a, b, k))(x, y)
+    return SeedAgreement(
+        n=n, seeds=seeds, kendall_tau=tau, spearman_rho=rho, seed_tau=repeat, top_k=k,
+        top_k_overlap=None if not np.isfinite(overlap) else overlap, spread=seed_spread(x),
+        confidence=confidence, resamples=resamples, resamples_used=used,
+    )  # fmt: skip

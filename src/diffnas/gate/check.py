@@ -6,6 +6,7 @@ recorded with a rejected trial.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,15 @@ class Verdict:
 
 
 def check_candidate(
-    raw: Any, space: SearchSpace, memory: list[TrialRecord], accepted: list[ArchConfig]
+    raw: Any,
+    space: SearchSpace,
+    memory: list[TrialRecord],
+    accepted: list[ArchConfig],
+    admit: Callable[[ArchConfig], str | None] | None = None,
 ) -> Verdict:
-    """Verdict on one raw proposal against the space, the memory, this round so far and the budget."""
+    """Verdict on one raw proposal against the space, the memory, this round so far and the
+    budget; then `admit`, what the evaluation can take (a table holds only its architectures:
+    `Executor.admits`), which returns None or the reason."""
     try:
         arch = space.complete(raw)
     except ArchitectureError as err:
@@ -47,4 +54,8 @@ def check_candidate(
             )
     cost = measure_cost(arch)
     ok, sentence = budget_verdict(cost, space.budget)
+    if ok and admit is not None:
+        refused = admit(arch)
+        if refused is not None:
+            return Verdict(arch=arch, cost=cost, reason=refused)
     return Verdict(arch=arch, cost=cost, reason=None if ok else sentence)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffnas.data.datasets import DataSpec, parse_data
+from diffnas.execute.executors import EXECUTORS, TABLE_EXECUTOR
 from diffnas.execute.job import EvalSpec
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS
 
@@ -74,11 +75,12 @@ class SearchConfig(BaseModel):
         1, ge=0, description="top-k candidates trained with the final recipe and scored by FID"
     )
     seed: int = Field(0, description="seeds proposals, training and sampling")
-    executor: Literal["inline", "subprocess", "pool", "ray", "queue"] = Field(
+    executor: str = Field(
         "inline",
         description="inline: this process; subprocess: a child process per candidate; pool: "
         "concurrent worker processes on this machine's GPUs or CPU cores; ray: Ray tasks; "
-        "queue: `diffnas worker` processes on any machine pulling from --storage's queue",
+        "queue: `diffnas worker` processes on any machine pulling from --storage's queue; "
+        "table:NAME|PATH: every evaluation looked up in a table (`diffnas tabulate`)",
     )
     workers: int | None = Field(
         None,
@@ -132,6 +134,15 @@ class SearchConfig(BaseModel):
         description="run folders of earlier searches of the same space whose measured trials "
         "enter this search's memory and study without training",
     )
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, name: str) -> str:
+        if name not in EXECUTORS and not name.startswith("table:"):
+            raise ValueError(
+                f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}, {TABLE_EXECUTOR}"
+            )
+        return name
 
     @model_validator(mode="before")
     @classmethod

@@ -328,7 +328,9 @@ class SearchRun:
             num_rounds=num_rounds or cfg.rounds,
             k=wanted,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
-            check=lambda raw, accepted: check_candidate(raw, self.space, memory, accepted),
+            check=lambda raw, accepted: check_candidate(
+                raw, self.space, memory, accepted, self.executor.admits
+            ),
             task=self._task_line(),
             reference_line=self._reference_line(),
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
@@ -379,7 +381,7 @@ class SearchRun:
             # A proposal the proposer already judged bad keeps that reason (its raw text may
             # not even parse); a good one is checked again against this round's acceptances.
             if verdict is None or verdict.ok:
-                verdict = check_candidate(p.raw, self.space, memory, accepted)
+                verdict = check_candidate(p.raw, self.space, memory, accepted, self.executor.admits)
             if verdict.ok and verdict.arch is not None:
                 accepted.append(verdict.arch)
             cost = verdict.cost or (

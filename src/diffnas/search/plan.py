@@ -9,6 +9,7 @@ from diffnas.data.datasets import check_data_fits, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.score import check_scoring
 from diffnas.execute.executors import check_executor
+from diffnas.execute.table_executor import check_search, is_table, load_executor_table
 from diffnas.model.cost import measure_cost, sampling_flops, training_flops
 from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_structured
@@ -99,8 +100,13 @@ class SearchPlan:
             check_device(spec.device)
             spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
         proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
-        rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
+        rungs = rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor, cfg.storage)
+        if is_table(cfg.executor):  # every evaluation must be one the table recorded
+            check_search(
+                load_executor_table(cfg.executor), space=self.space, data=cfg.data_spec(),
+                proxy=cfg.proxy, rung_steps=rungs, final=cfg.final, promote=cfg.promote,
+            )  # fmt: skip
         # The images are read now, so an unreadable file or a size the space cannot take is
         # refused before a run folder exists rather than by the first candidate's training.
         images = load_images(cfg.data_spec())

@@ -5,6 +5,7 @@ Counts are of the diffusers `UNet2DModel` they build to (see README, "How FLOPs 
 - `iddpm-cifar10`: Nichol & Dhariwal 2021, CIFAR-10 L_hybrid model. 52.55 M parameters (published 52.5 M),
   8.39 GMACs at 32x32.
 - `tiny-digits`: a small net for 16x16 grey digits, the reference of the `tiny` space.
+- `micro-digits`: a smaller one inside the `micro` space (its reference; 0.017 GMACs).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ REFERENCE_ARCHS: dict[str, ArchConfig] = {
         num_res_blocks=1,
         attention_resolutions=[8],
         head_channels=32,
+        norm_groups=8,
+    ),
+    "micro-digits": ArchConfig(
+        image_size=16,
+        in_channels=1,
+        base_channels=16,
+        channel_mult=[1, 2, 2],
+        num_res_blocks=1,
+        attention_resolutions=[8],
+        head_channels=16,
         norm_groups=8,
     ),
 }

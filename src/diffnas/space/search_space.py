@@ -8,8 +8,11 @@ exports the JSON schema that constrains an LLM's structured output.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -202,6 +205,63 @@ class SearchSpace(BaseModel):
             return outside("norm_groups", arch.norm_groups, self.norm_groups)
         return None
 
+    # --- enumeration ---
+    def _mults(self, levels: int) -> list[tuple[int, ...]]:
+        """Every allowed channel_mult of `levels` levels, in a fixed order."""
+        values = sorted(set(self.channel_mult_values))
+        if self.mult_non_decreasing:
+            return list(itertools.combinations_with_replacement(values, levels))
+        return list(itertools.product(values, repeat=levels))
+
+    def _attention_subsets(self, levels: int) -> list[list[int]]:
+        """Every attention placement a net of `levels` levels can take (the empty one first)."""
+        reachable = sorted(
+            {r for r in self.attention_resolutions if r in _resolutions(self.image_size, levels)},
+            reverse=True,
+        )
+        return [
+            list(chosen)
+            for size in range(len(reachable) + 1)
+            for chosen in itertools.combinations(reachable, size)
+        ]
+
+    _OTHER_DIMENSIONS = (
+        "base_channels", "num_res_blocks", "mid_attention", "head_channels", "dropout",
+        "scale_shift_norm", "resblock_updown", "norm_groups",
+    )  # fmt: skip
+
+    def combinations(self) -> int:
+        """How many choice combinations `enumerate` walks through (before structural checks and
+        before duplicates, e.g. head widths of a net without attention, are removed): the
+        closed form, so a space too large to enumerate is refused without walking it."""
+        others = math.prod(len(set(getattr(self, f))) for f in self._OTHER_DIMENSIONS)
+        shapes = sum(
+            len(self._mults(levels)) * 2 ** len(self._attention_subsets(levels)[-1])
+            for levels in sorted(set(self.num_levels))
+        )
+        return shapes * others
+
+    def enumerate(self) -> Iterator[ArchConfig]:
+        """Every distinct valid architecture of the space, in a fixed order (the budget is not
+        checked here: that needs the model's cost)."""
+        seen: set[str] = set()
+        for levels in sorted(set(self.num_levels)):
+            for mult, attention in itertools.product(
+                self._mults(levels), self._attention_subsets(levels)
+            ):
+                for values in itertools.product(
+                    *(_unique(getattr(self, f)) for f in self._OTHER_DIMENSIONS)
+                ):
+                    proposal = dict(zip(self._OTHER_DIMENSIONS, values))
+                    proposal.update(channel_mult=list(mult), attention_resolutions=attention)
+                    try:
+                        arch = self.complete(proposal)
+                    except ArchitectureError:
+                        continue  # e.g. channels that do not divide by the head width
+                    if arch.key() not in seen:
+                        seen.add(arch.key())
+                        yield arch
+
     # --- sampling and mutation ---
     def sample(self, rng: random.Random, max_tries: int = 10_000) -> ArchConfig:
         """Draw each dimension uniformly from its choices; redraw structurally invalid combinations."""
@@ -351,6 +411,11 @@ class SearchSpace(BaseModel):
 
 def _resolutions(image_size: int, levels: int) -> list[int]:
     return [image_size // 2**i for i in range(levels)]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """The choices without repeats, in their given order."""
+    return list(dict.fromkeys(values))
 
 
 def _j(values: list[Any]) -> str:

@@ -1,0 +1,127 @@
+"""`diffnas tabulate`: every architecture of a small space x proxy settings and the reference x
+seeds, recorded as a table (NAME.csv + NAME.json) that searches can answer from."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from diffnas.evaluate.score import check_scoring
+from diffnas.execute.executors import check_executor
+from diffnas.execute.table import table_files
+from diffnas.experiments import tabulate as tab
+from diffnas.experiments.inputs import load_space_data
+from diffnas.runs import OPTIONS_FILE, load_options, next_run_dir, refuse_on_resume, write_json
+from diffnas.space.search_space import load_space
+from diffnas.train.device import check_device
+
+console = Console()
+
+
+def tabulate(
+    ctx: typer.Context,
+    space: str | None = typer.Option(None, help="Space preset or YAML file (default tiny)."),
+    data: str | None = typer.Option(
+        None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
+    ),
+    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
+    data_image_size: int | None = typer.Option(
+        None, help="Resize the images (default: the space's image size)."
+    ),
+    proxy_steps: str | None = typer.Option(
+        None, help="Proxy run lengths, comma-separated (default 100,400)."
+    ),
+    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
+    metrics: str | None = typer.Option(
+        None, help="Proxy scores among rfid,kid,loss (default all three)."
+    ),
+    score_samples: str | None = typer.Option(
+        None, help="Proxy scores' generated images N, comma-separated (default 250,1000)."
+    ),
+    score_steps: str | None = typer.Option(
+        None, help="Proxy scores' sampler steps S, comma-separated (default 20)."
+    ),
+    sampler: str | None = typer.Option(None, help="ddim (default) | ddpm | respaced"),
+    extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
+    inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
+    reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
+    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
+    reference_batch_size: int | None = typer.Option(
+        None, help="Reference batch size (default 32)."
+    ),
+    reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
+    reference_samples: int | None = typer.Option(
+        None, help="Reference score's generated images (default 1000)."
+    ),
+    reference_score_steps: int | None = typer.Option(
+        None, help="Reference score's sampler steps (default 50)."
+    ),
+    seed: int | None = typer.Option(None, help="First seed (default 0; then seed + 1, ...)."),
+    seeds: int | None = typer.Option(None, help="Seeds per architecture and setting (default 2)."),
+    executor: str | None = typer.Option(
+        None, help="inline (default) | subprocess | pool | ray | queue"
+    ),
+    workers: int | None = typer.Option(None, help="pool: concurrent CPU workers."),
+    trials_per_gpu: int | None = typer.Option(None, help="pool/ray: runs packed on one GPU."),
+    max_retries: int | None = typer.Option(None, help="A killed worker is tried again (2)."),
+    ray_address: str | None = typer.Option(None, help="ray: an existing cluster's address."),
+    storage: str | None = typer.Option(None, help="queue: the database of the job queue."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    out: str | None = typer.Option(
+        None, "--out", help="The table's name: RUN_DIR/NAME.csv and NAME.json (default SPACE-DATA)."
+    ),
+    max_archs: int | None = typer.Option(
+        None, help=f"Refuse a space with more choice combinations (default {tab.MAX_ARCHS})."
+    ),
+    runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
+    resume: Path | None = typer.Option(
+        None, help="Continue the table in this run folder with its saved options."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the options, the plan and its compute; run nothing."
+    ),
+) -> None:
+    """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
+    if resume is not None:
+        refuse_on_resume(ctx, allowed=("dry_run",))
+        config = load_options(resume, tab.TabulateConfig, kind="tabulate")
+    else:
+        options = {
+            k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run", "out")
+        }
+        config = tab.build_tabulate_config({**options, "name": out})
+    check_device(config.proxy.device)
+    check_executor(config.executor, config.storage)
+    search_space = load_space(config.space)
+    for spec in (config.proxy, config.reference):
+        spec.train_recipe(search_space.objective)  # UserError for a bad override
+    archs = tab.enumerate_archs(search_space, config.max_archs)
+    images = load_space_data(search_space, config.data_spec(search_space))
+    for spec in (config.proxy, config.reference):
+        check_scoring(images, spec.score.extractor, spec.score.inception_weights)
+    if dry_run:
+        console.print_json(config.model_dump_json())
+        console.print_json(data=tab.plan(config, search_space, archs))
+        return
+    run_dir = resume or next_run_dir(runs, "tabulate", Path(config.space).stem)
+    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
+    stem = run_dir / config.table_name(search_space)
+    tabulation = tab.Tabulation(
+        config, search_space, stem, work_dir=run_dir / "archs",
+        cache_dir=run_dir.parent / "cache",  # shared with searches under --runs
+        log=lambda text: console.print(escape(text)),
+    )  # fmt: skip
+    meta = tabulation.start(archs, images.fingerprint, shlex.join(["diffnas", *sys.argv[1:]]))
+    table = tabulation.run(meta)
+    csv_path, json_path = table_files(stem)
+    finished = sum(r.status == "complete" for r in table.rows)
+    console.print(
+        f"{len(table.rows)} rows ({finished} complete) of {len(table.archs())} architectures x "
+        f"{len(table.settings())} settings x {len(table.seeds)} seeds. Files: {csv_path}, {json_path}"
+    )

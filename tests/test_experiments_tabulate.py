@@ -1,0 +1,165 @@
+"""`diffnas tabulate`: enumerating a space (against uniform sampling), the micro preset (a strict
+subset of tiny), a 4-architecture table end to end, killed with SIGKILL at a random moment and
+resumed to the same table, and spaces too large to enumerate refused with their count."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from diffnas.cli.main import app
+from diffnas.errors import UserError
+from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
+from diffnas.experiments.tabulate import enumerate_archs
+from diffnas.model.cost import Cost, budget_verdict, measure_cost
+from diffnas.space.search_space import load_space
+from tiny_tables import FOUR, FOUR_OPTIONS
+
+runner = CliRunner()
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_enumeration_is_every_architecture_uniform_sampling_finds() -> None:
+    space = FOUR.model_copy(update={"channel_mult_values": [1, 2], "attention_resolutions": [8]})
+    listed = list(space.enumerate())
+    keys = [a.key() for a in listed]
+    assert len(set(keys)) == len(keys)  # distinct
+    rng = random.Random(0)
+    sampled = {space.sample(rng).key() for _ in range(3000)}
+    assert sampled == set(keys)  # nothing missed, nothing invented
+    # the closed form counts choice combinations: 3 multiplier pairs x 2 attention subsets
+    # x 2 block counts x 2 middle attentions; the head width of a net without attention is
+    # moot, so fewer distinct architectures
+    assert space.combinations() == 3 * 2 * 2 * 2 == 24
+    assert len(listed) <= 24
+
+
+def test_micro_is_a_strict_subset_of_tiny_with_24_to_48_architectures() -> None:
+    micro, tiny = load_space("micro"), load_space("tiny")
+    for field in ("image_size", "in_channels", "objective"):
+        assert getattr(micro, field) == getattr(tiny, field)
+    assert tiny.budget.min_gmacs <= micro.budget.min_gmacs < micro.budget.max_gmacs
+    assert micro.budget.max_gmacs <= tiny.budget.max_gmacs
+    entries = list(enumerate_archs(micro).values())
+    archs = [entry.arch for entry in entries]
+    assert 24 <= len(archs) <= 48
+    for entry in entries:  # every micro architecture is a tiny one, within tiny's budget
+        assert tiny.contains(entry.arch)
+        cost = Cost(params=entry.params, macs=entry.macs, image_size=16)
+        assert budget_verdict(cost, tiny.budget)[0]
+    assert micro.combinations() < tiny.combinations()
+    # it varies what the paper searches
+    assert len({a.base_channels for a in archs}) >= 2
+    assert len({tuple(a.channel_mult) for a in archs}) >= 3
+    assert len({a.num_res_blocks for a in archs}) >= 2
+    assert len({tuple(sorted(a.attention_resolutions)) for a in archs}) >= 3
+    assert micro.contains(load_reference("micro-digits"))
+
+
+def load_reference(name: str):
+    from diffnas.space.references import get_reference
+
+    return get_reference(name)
+
+
+def test_a_space_too_large_to_enumerate_is_refused_with_its_count(tmp_path) -> None:
+    tiny = load_space("tiny")
+    with pytest.raises(UserError, match=f"{tiny.combinations():,} combinations"):
+        enumerate_archs(tiny)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["tabulate", "--space", "tiny", "--runs", str(runs)])
+    assert "13,312 combinations" in str(result.exception) and "micro" in str(result.exception)
+    for args, fragment in (
+        (["--seeds", "0"], "seeds"),
+        (["--executor", "table:micro-digits"], "executor"),
+        (["--proxy-steps", "2,x"], "--proxy-steps"),
+    ):
+        result = runner.invoke(app, ["tabulate", "--space", "micro", *args, "--runs", str(runs)])
+        assert fragment in str(result.exception), (args, result.output)
+    assert not runs.exists()
+
+
+def four_space(tmp_path: Path) -> Path:
+    path = tmp_path / "four.yaml"
+    path.write_text(yaml.safe_dump(FOUR.model_dump(mode="json")))
+    return path
+
+
+def test_dry_run_plans_every_evaluation_and_its_compute(tmp_path) -> None:
+    args = ["tabulate", "--space", str(four_space(tmp_path)), *FOUR_OPTIONS, "--dry-run"]
+    result = runner.invoke(app, [*args, "--seeds", "3", "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    # 4 archs x (2 proxy runs + the reference) x 3 seeds; rows: x (2 x 2 proxy settings + 1)
+    assert '"runs": 36' in result.output and '"rows": 60' in result.output
+    macs = sum(measure_cost(a).macs for a in FOUR.enumerate())
+    # per seed: training 6 x MACs x steps x batch (2, 4 and 4 steps at batch 4), sampling
+    # 2 x MACs x N x S for the two RFIDs and the reference (N=8, S=2)
+    expected = 3 * (6 * macs * (2 + 4 + 4) * 4 + 3 * 2 * macs * 8 * 2) / 1e12
+    shown = result.output.split('"training_and_sampling_tflops": ')[1].split()[0]
+    assert float(shown) == pytest.approx(expected)
+    assert not (tmp_path / "runs").exists()
+
+
+def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:
+    return ["tabulate", "--space", str(four_space(tmp_path)), *FOUR_OPTIONS, "--runs", str(runs)]
+
+
+def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    whole = runner.invoke(app, tabulate_args(tmp_path, runs))
+    assert whole.exit_code == 0, whole.output
+    first = runs / "00000-tabulate-four"
+    table = Table.load(first / "four-digits")
+    assert len(table.rows) == 4 * 5 * 2 and all(r.status == "complete" for r in table.rows)
+    assert table.meta.command.startswith("diffnas") or table.meta.command == ""
+    assert {"diffnas", "torch", "diffusers"} <= set(table.meta.versions)
+    reference = table.setting(REFERENCE)
+    assert len(reference.protocol["weights_sha256"]) == 64  # the extractor's weights, pinned
+    assert reference.recipe.steps == 4 and reference.spec.score.num_samples == 8
+
+    # the same build in a child process, SIGKILLed once its table has some rows but not all
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # the threads the tests train with
+    command = [sys.executable, "-m", "diffnas", "--quiet", *tabulate_args(tmp_path, runs)]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = runs / "00001-tabulate-four"
+    deadline, rows = time.monotonic() + 300, 0
+    while time.monotonic() < deadline and child.poll() is None:
+        rows = (
+            len(read_rows(second / "four-digits")) if (second / "four-digits.json").is_file() else 0
+        )
+        if rows >= 3:
+            break
+        time.sleep(0.05)
+    time.sleep(random.uniform(0, 0.5))  # a random moment: mid-run, mid-write, or between
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+    killed_rows = len(read_rows(second / "four-digits"))
+    assert 0 < killed_rows < len(table.rows)  # it was stopped part-way
+    resumed = runner.invoke(app, ["tabulate", "--resume", str(second)])
+    assert resumed.exit_code == 0, resumed.output
+    again = Table.load(second / "four-digits")
+
+    def outcome(t: Table) -> dict:
+        return {(r.arch_id, r.setting, r.seed): (r.status, r.score, r.final_loss) for r in t.rows}
+
+    assert outcome(again) == outcome(table)  # the same numbers, every row once
+    assert len(again.rows) == len(table.rows)
+    assert len(again.meta.notes["sittings"]) == 2  # the killed sitting and the resumed one
+    # nothing is rerun once its rows are in: a second resume adds nothing
+    csv_path = table_files(second / "four-digits")[0]
+    before = csv_path.read_text()
+    runner.invoke(app, ["tabulate", "--resume", str(second)])
+    assert csv_path.read_text() == before
+    assert not math.isnan(again.optimum()[1])
