@@ -24,6 +24,8 @@ from rich.console import Console
 from scipy import stats
 
 from diffnas.cli.search_cmd import show_status
+from diffnas.report.page import render_markdown
+from diffnas.report.source import load_search
 from diffnas.runs import read_json
 from diffnas.search import screening
 from diffnas.search import study as study_mod
@@ -113,6 +115,10 @@ def test_summary_tau_is_scipys_on_the_studys_predictions(tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert "screened-out" in out and "screened out by gp" in out
     assert f"Kendall tau of predicted vs measured {gp['tau']:+.2f}" in out
+    # the report's facts carry the same line
+    page = render_markdown([load_search(run_dir)], [])
+    assert "screening (6 per round, gp)" in page
+    assert f"Kendall tau of predicted vs measured {gp['tau']:+.2f}" in page
 
 
 def test_pool_size_is_in_proportion_to_the_slots_asked() -> None:
@@ -137,25 +143,32 @@ def kill_and_resume(tmp_path: Path, cfg: SearchConfig, table: dict, kill_at: str
     return run_dir
 
 
-@pytest.mark.parametrize("kill_at", ["evaluate:3", "screened-out:5"])
-def test_a_kill_9_then_resume_gives_what_an_uninterrupted_search_gives(
-    tmp_path: Path, kill_at: str
-) -> None:
-    space_file = write_space(tmp_path)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[SearchConfig, dict, Path]:
+    """(config, table, run folder) of a screened search that ran without a kill."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    space_file = write_space(folder)
     table = make_table(load_space(space_file))
-    # four rounds so the GP screens with measured trials (it needs 3) after the kill
-    cfg = config(space_file, rounds=4, per_round=2, screen=5)
-    whole = tmp_path / "whole"
-    executor = TableExecutor(table)
-    SearchRun(cfg, whole, executor=executor, console=QUIET).run()
+    # three rounds: the GP screens with measured trials (it needs 3) in round 3, after the kill
+    cfg = config(space_file, rounds=3, per_round=2, screen=5)
+    SearchRun(cfg, folder / "whole", executor=TableExecutor(table), console=QUIET).run()
+    return cfg, table, folder / "whole"
+
+
+@pytest.mark.parametrize("kill_at", ["evaluate:3", "screened-out:4"])
+def test_a_kill_9_then_resume_gives_what_an_uninterrupted_search_gives(
+    tmp_path: Path, uninterrupted, kill_at: str
+) -> None:
+    cfg, table, whole = uninterrupted
     resumed = kill_and_resume(tmp_path, cfg, table, kill_at)
     assert outcome(resumed) == outcome(whole)
     statuses = [o[3] for o in outcome(whole)]
-    assert statuses.count("complete") == 8 and statuses.count("screened-out") >= 8
+    assert statuses.count("complete") == 6 and statuses.count("screened-out") >= 6
+    assert read_json(whole / "rounds" / "round-002.json")["screening"]["info"].startswith("GP on")
     # screened-out candidates never trained, before or after the kill
     trained = sorted(p.name for p in (resumed / "trials").iterdir())
     assert trained == [f"{o[0]:05d}" for o in outcome(resumed) if o[3] == "complete"]
-    for r in range(4):
+    for r in range(3):
         name = f"round-{r:03d}.json"
         assert read_json(resumed / "rounds" / name) == read_json(whole / "rounds" / name)
 
