@@ -227,3 +227,22 @@ def test_the_llm_screener_resumes_from_its_record_and_replays_offline(
     again = SearchRun(offline, replayed, executor=TableExecutor(table), console=QUIET).run()
     assert outcome(replayed) == outcome(run_dir)
     assert again["llm"]["calls"] == 2 and again["screening"] == summary["screening"]
+
+
+def test_the_async_schedule_screens_each_request_in_proportion(tmp_path: Path) -> None:
+    space_file = write_space(tmp_path)
+    table = make_table(load_space(space_file))
+    executor, stub = TableExecutor(table), StubScreener(table)
+    cfg = config(space_file, schedule="async", rounds=2, per_round=2, screen=4)
+    summary = SearchRun(
+        cfg, tmp_path / "run", executor=executor, screener=stub, console=QUIET
+    ).run()
+    # one slot: four requests for one candidate each, each obtaining ceil(1 x 4 / 2) = 2
+    files = sorted((tmp_path / "run" / "rounds").glob("round-*.json"))
+    assert [read_json(f)["asked"] for f in files] == [1, 1, 1, 1]
+    assert [len(read_json(f)["entries"]) for f in files] == [2, 2, 2, 2]
+    assert len(executor.evaluated) == 4 and summary["status_counts"]["screened-out"] == 4
+    for f in files:  # the stub's better candidate of each pair is the one trained
+        entries = read_json(f)["entries"]
+        best = min(entries, key=lambda e: e["screen"]["predicted"])
+        assert best["screen"]["selected"] and best["screen"]["rank"] == 1
