@@ -162,3 +162,14 @@ def test_the_embedded_model_predicts_through_its_grammar() -> None:
     screener = LLMScreener(backend, max_repairs=1, max_tokens=120)
     values, info = screener.predict(context(n=3, memory_size=3))
     assert values is not None and len(values) == 3, info
+
+
+def test_without_an_llm_answer_the_gp_ranks_alone() -> None:
+    from diffnas.propose.screen import GPScreener
+
+    ctx = toy_context(k=2)
+    down = Answers(LLMUnavailable("http://x", "HTTP 503", 5))
+    ranking = HybridScreener(LLMScreener(down)).rank(ctx)
+    assert ranking.order == GPScreener().rank(ctx).order
+    assert ranking.info.startswith("the LLM was unavailable (LLM endpoint http://x")
+    assert ranking.info.endswith("the GP ranks alone (GP on 20 measured trials)")

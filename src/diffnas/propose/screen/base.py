@@ -55,6 +55,10 @@ class Ranking:
         return self.notes[index] if index < len(self.notes) else ""
 
 
+#: How a screener that cannot judge ends its `info` (the hybrid replaces it with what it does).
+ORDER_KEPT = ": the proposer's order is kept"
+
+
 def proposer_order(ctx: ScreenContext, info: str) -> Ranking:
     """The proposer's own order, no predictions: what a screener answers when it cannot judge."""
     n = len(ctx.candidates)

@@ -25,7 +25,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
 from diffnas.gate.memory import TrialRecord
-from diffnas.propose.screen.base import Ranking, ScreenContext, Screener, proposer_order
+from diffnas.propose.screen.base import ORDER_KEPT, Ranking, ScreenContext, Screener, proposer_order
 from diffnas.propose.screen.encoding import encode
 
 MIN_OBSERVATIONS = 3
@@ -114,8 +114,8 @@ class GPScreener(Screener):
             n = len(observations(ctx.memory))
             return proposer_order(
                 ctx,
-                f"the GP needs {self.min_observations} measured trials, the memory has {n}: "
-                "the proposer's order is kept",
+                f"the GP needs {self.min_observations} measured trials, the memory has "
+                f"{n}{ORDER_KEPT}",
             )
         ei, std = posterior.expected_improvement(), posterior.std
         order = sorted(range(len(ei)), key=lambda i: (-ei[i], i))

@@ -25,7 +25,14 @@ the GP can be fitted the LLM ranks alone.
 
 from __future__ import annotations
 
-from diffnas.propose.screen.base import Ranking, ScreenContext, Screener, order_by, proposer_order
+from diffnas.propose.screen.base import (
+    ORDER_KEPT,
+    Ranking,
+    ScreenContext,
+    Screener,
+    order_by,
+    proposer_order,
+)
 from diffnas.propose.screen.gp import MIN_OBSERVATIONS, GPScreener, fit_posterior
 from diffnas.propose.screen.llm import LLMScreener
 
@@ -67,9 +74,13 @@ class HybridScreener(Screener):
         posterior = fit_posterior(ctx, self.gp.min_observations, self.gp.restarts)
         if values is None:
             if posterior is None:
-                return proposer_order(ctx, f"{llm_info}; the GP is not fitted yet")
+                return proposer_order(
+                    ctx, f"{llm_info.removesuffix(ORDER_KEPT)}; no GP yet{ORDER_KEPT}"
+                )
             ranking = self.gp.rank(ctx)
-            ranking.info = f"{llm_info.split(':')[0]}: the GP ranks alone; {ranking.info}"
+            ranking.info = (
+                f"{llm_info.removesuffix(ORDER_KEPT)}: the GP ranks alone ({ranking.info})"
+            )
             return ranking
         notes = [f"LLM {v:.4g}" for v in values]
         if posterior is None:

@@ -32,6 +32,7 @@ from diffnas.propose.llm import ChatMessage, LLMBackend, LLMRequest, LLMUnavaila
 from diffnas.propose.parse import AnswerError, extract_json
 from diffnas.propose.prompt import TEMPLATE_DIR, MemoryLayout, PromptTemplates, memory_entries
 from diffnas.propose.screen.base import (
+    ORDER_KEPT,
     Candidate,
     Ranking,
     ScreenContext,
@@ -172,7 +173,7 @@ class LLMScreener(Screener):
             try:
                 text = self.backend.complete(request).text
             except LLMUnavailable as err:
-                return None, f"the LLM was unavailable ({err}): the proposer's order is kept"
+                return None, f"the LLM was unavailable ({err}){ORDER_KEPT}"
             try:
                 values = parse_predictions(text, n)
             except AnswerError as err:
@@ -185,8 +186,7 @@ class LLMScreener(Screener):
                 continue
             return values, f"LLM predictions ({turn + 1} call(s))"
         return None, (
-            f"no usable prediction in {self.max_repairs + 1} call(s) (last: {problem}): "
-            "the proposer's order is kept"
+            f"no usable prediction in {self.max_repairs + 1} call(s) (last: {problem}){ORDER_KEPT}"
         )
 
     def rank(self, ctx: ScreenContext) -> Ranking:
