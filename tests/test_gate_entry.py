@@ -31,7 +31,7 @@ def test_an_old_round_file_loads_and_writes_back_with_the_same_keys() -> None:
     assert not rejected.accepted and rejected.raw == "not json at all"
     written = json.loads(json.dumps(loaded.model_dump(mode="json")))
     for old, new in zip(OLD_ROUND_FILE["entries"], written["entries"], strict=True):
-        assert set(new) == set(old) | {"origin"}
+        assert set(new) == set(old) | {"origin", "screen"}  # the keys added since: None
         assert {k: new[k] for k in old} == old
 
 
@@ -48,3 +48,18 @@ def test_trial_attrs_carry_the_entry_and_its_round() -> None:
     assert attrs["round"] == 3 and attrs["slot"] == 2 and attrs["origin"] == "llm"
     assert len(attrs["rationale"]) == 500 and attrs["raw"] == '{"a": 1}'
     assert attrs["arch_hash"] == ARCH.arch_hash() and attrs["score_name"] == "RFID[classifier]"
+
+
+def test_a_screened_entry_keeps_its_verdict_in_the_round_file_and_the_trial() -> None:
+    from diffnas.gate.entry import ScreenMark
+
+    mark = ScreenMark(screener="gp", predicted=41.5, rank=3, selected=False, note="GP 41.5")
+    entry = RoundEntry(slot=1, proposer="random", arch=ARCH, screen=mark)
+    assert entry.accepted and entry.screened_out
+    assert not RoundEntry(slot=1, proposer="random", arch=ARCH).screened_out
+    assert not RoundEntry(slot=1, proposer="r", reason="over budget", screen=mark).screened_out
+    loaded = RoundFile.model_validate(
+        json.loads(json.dumps(RoundFile(round=0, proposer="random", entries=[entry]).model_dump()))
+    )
+    assert loaded.entries[0].screen == mark
+    assert entry.trial_attrs(0, "RFID")["screen"] == mark.model_dump()

@@ -229,6 +229,23 @@ def search(
     storage: str | None = typer.Option(
         None, help="Optuna storage URL (default SQLite in the run folder)."
     ),
+    screen: int | None = typer.Option(
+        None,
+        help="Screening before training: each round obtains M candidates for its K slots, "
+        "--screener ranks those that pass the gate, only the top K are trained (off by default).",
+    ),
+    screener: str = typer.Option(
+        "gp",
+        help="With --screen: gp (a Gaussian process on the measured trials, by expected "
+        "improvement) | llm (the LLM predicts each candidate's score) | llm+gp (the LLM ranks, "
+        "the GP vetoes; trust shifts to the GP as trials accumulate).",
+    ),
+    warm_start: list[Path] = typer.Option(
+        [],
+        "--warm-start",
+        help="Run folder of an earlier search of the same space (repeat for several): its "
+        "measured trials enter this search's memory and study without training.",
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -281,6 +298,7 @@ def search(
                     warmup=latency_warmup, threads=latency_threads, channels_last=latency_channels_last,
                     compile=latency_compile,
                 ),
+                screen=screen, screener=screener, warm_start=[str(p) for p in warm_start],
                 proxy=EvalSpec(
                     recipe="proxy", recipe_overrides=recipe(proxy_steps, proxy_batch_size), device=device,
                     score=ScoreSpec(metric=metric, extractor=extractor, num_samples=score_samples,

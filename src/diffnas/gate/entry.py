@@ -2,7 +2,9 @@
 
 A round file `rounds/round-RRR.json` is a `RoundFile`; the loop builds its `RoundEntry`s in the
 gate, and `diffnas.search.study` stores each as an Optuna trial's user attrs. Round files written
-by earlier versions load unchanged (same keys; `origin` may be absent).
+by earlier versions load unchanged (same keys; `origin` may be absent). Under `--screen` an
+accepted entry also carries its screener's verdict (`ScreenMark`): it is written with the round
+before any trial exists, so a resumed or replayed search trains exactly what was selected.
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from diffnas.runs import read_file
 from diffnas.space.arch import ArchConfig
 
 _JSON_LEAVES = (dict, list, str, int, float, bool)
+
+
+class ScreenMark(BaseModel):
+    """What a screener (`--screen`) said of an accepted candidate before any training."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    screener: str  # "llm", "gp", "llm+gp" (or a test's stub)
+    predicted: float | None = None  # its predicted score (lower is better); None: no prediction
+    rank: int  # 1 = the screener's first choice among the request's accepted candidates
+    selected: bool  # among the top K: evaluated; False: recorded as screened-out, never trained
+    note: str = ""  # e.g. "GP mean 41.2 +- 3.1, EI 0.8" or "vetoed by the GP"
 
 
 class RoundEntry(BaseModel):
@@ -36,6 +50,7 @@ class RoundEntry(BaseModel):
     # measured at the gate (a latency objective or budget); left out of files when not measured
     latency_ms: float | None = Field(None, exclude_if=lambda v: v is None)
     meta: dict[str, Any] = Field(default_factory=dict)
+    screen: ScreenMark | None = None  # set when a screener ranked this accepted candidate
 
     @field_validator("raw", mode="before")
     @classmethod
@@ -44,7 +59,13 @@ class RoundEntry(BaseModel):
 
     @property
     def accepted(self) -> bool:
+        """Passed the gate (it is trained unless a screener ranks it below the K slots)."""
         return self.reason is None
+
+    @property
+    def screened_out(self) -> bool:
+        """Passed the gate, but a screener ranked it below the K slots: never trained."""
+        return self.accepted and self.screen is not None and not self.screen.selected
 
     def trial_attrs(self, round_index: int, score_name: str) -> dict[str, Any]:
         """The Optuna user attrs of this candidate's trial (kept small: Optuna stores them as text)."""
@@ -62,6 +83,7 @@ class RoundEntry(BaseModel):
             "latency_ms": self.latency_ms,  # None (not stored) unless measured
             "score_name": score_name,
             "reason": self.reason,
+            "screen": self.screen.model_dump() if self.screen is not None else None,
         }
 
 
@@ -75,6 +97,9 @@ class RoundFile(BaseModel):
     entries: list[RoundEntry]
     asked: int | None = None  # candidates asked for (files from before it was recorded: None)
     seen: list[int] | None = None  # finished trials whose outcome the request showed
+    # --screen: the screener, how many candidates were obtained for the `asked` slots, and what
+    # it said of the request as a whole (e.g. why it kept the proposer's order)
+    screening: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, path: Path) -> RoundFile | None:

@@ -18,8 +18,20 @@ Objective = Literal["score", "latency", "macs"]
 OBJECTIVES: tuple[str, ...] = ("score", "latency", "macs")
 
 TrialStatus = Literal[
-    "pending", "running", "complete", "pruned", "rejected", "diverged", "oom", "failed"
+    "pending",
+    "running",
+    "complete",
+    "pruned",
+    "rejected",
+    "diverged",
+    "oom",
+    "failed",
+    "screened-out",
 ]
+#: Candidates that never went to training: refused by the gate, or ranked below the K slots by
+#: a screener (`--screen`). Neither is a measurement, so neither makes a later proposal of the
+#: same architecture a duplicate.
+UNTRAINED: tuple[str, ...] = ("rejected", "screened-out")
 
 
 @dataclass
@@ -50,6 +62,12 @@ class TrialRecord:
         """The second objective's value: measured latency (ms) or GMACs."""
         return self.latency_ms if objective == "latency" else self.gmacs
 
+    @property
+    def predicted(self) -> float | None:
+        """The score a screener predicted for this candidate before training (`--screen`)."""
+        value = (self.extra.get("screen") or {}).get("predicted")
+        return float(value) if value is not None else None
+
     def fidelity(self) -> tuple[int, int] | None:
         """(training steps reached, steps of the whole proxy run) of a pruned candidate."""
         f = self.extra.get("fidelity")
@@ -65,7 +83,7 @@ def find_duplicate(memory: list[TrialRecord], arch: ArchConfig) -> TrialRecord |
     """An earlier proposal of the same architecture that was (or is being) evaluated."""
     key = arch.key()
     for t in memory:
-        if t.arch is not None and t.status != "rejected" and t.arch.key() == key:
+        if t.arch is not None and t.status not in UNTRAINED and t.arch.key() == key:
             return t
     return None
 

@@ -21,7 +21,7 @@ from optuna.trial import TrialState, create_trial
 
 from diffnas.errors import UserError
 from diffnas.gate.check import Verdict
-from diffnas.gate.memory import TrialRecord
+from diffnas.gate.memory import UNTRAINED, TrialRecord
 from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.space.arch import ArchConfig
 from diffnas.space.params import decode, distributions, encode
@@ -214,11 +214,11 @@ def memory_study(
     costs = [c for t in ctx.memory if t.evaluated and (c := t.cost(objective or "")) is not None]
     cost_filler = max(costs, default=0.0)
     study = optuna.create_study(directions=["minimize"] * len(ctx.objectives), sampler=sampler)
-    kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status != "rejected"}
+    kept_keys = {t.arch.key() for t in ctx.memory if t.arch and t.status not in UNTRAINED}
     complete = 0
     for record in ctx.memory:
-        if record.arch is None or record.status in ("pending", "running"):
-            continue
+        if record.arch is None or record.status in ("pending", "running", "screened-out"):
+            continue  # screened out: a prediction, not a measurement a sampler could learn from
         params = encode(ctx.space, record.arch, dists)
         if params is None:
             continue

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from diffnas.errors import UserError
 from diffnas.gate.check import Verdict, within_budget
+from diffnas.gate.memory import UNTRAINED
 from diffnas.model.cost import Cost, measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposal, ProposalContext, Proposer
 from diffnas.propose.baselines import draw_until_ok
@@ -191,7 +192,9 @@ class LLMProposer(Proposer):
         bases = edit_bases(ctx.space, shown, self.max_bases, first=front)
         if not bases:  # nothing to edit (no reference in the space, empty memory): ask for it whole
             return self._propose_full(ctx, seed)
-        seen = {t.arch.key() for t in ctx.memory if t.arch is not None and t.status != "rejected"}
+        seen = {
+            t.arch.key() for t in ctx.memory if t.arch is not None and t.status not in UNTRAINED
+        }
         taken = _Taken()
         messages: list[ChatMessage] = []
         calls = 0

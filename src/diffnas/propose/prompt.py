@@ -165,6 +165,12 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
     cost = _cost_text(record)
     if record.evaluated:
         outcome = f"{record.score_name} {record.score:.4g}"
+        if record.extra.get("measured_on"):  # a warm-start trial from another dataset
+            outcome += f" (measured on {record.extra['measured_on']})"
+    elif record.status == "screened-out":
+        predicted = record.predicted
+        guess = f"predicted {record.score_name} {predicted:.4g}, " if predicted is not None else ""
+        outcome = f"{guess}not measured (screened out before training)"
     elif record.status == "rejected":
         cost = ""  # the reason already says what the check measured
         outcome = f"REJECTED: {record.reason or 'no reason given'}"

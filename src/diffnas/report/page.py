@@ -32,6 +32,7 @@ from diffnas.report.source import (
     load_search,
 )
 from diffnas.runs import check_out_dir
+from diffnas.search.screening import screening_lines
 from diffnas.train.latency import LatencySettings
 
 HTML_FILE, MARKDOWN_FILE, PLOTS_DIR = "report.html", "report.md", "plots"
@@ -279,6 +280,12 @@ def _run_facts(record: SearchRecord) -> list[tuple[str, str]]:
     for t in record.trials:
         if t.final is not None:
             facts.append((f"final trial {t.number}", _score_text(t.final)))
+    if c.screen is not None:
+        lines = screening_lines(record.screening) or ["nothing screened yet"]
+        facts.append((f"screening ({c.screen} per round, {c.screener})", " | ".join(lines)))
+    if c.warm_start:
+        imported = sum(1 for t in record.trials if t.round < 0)
+        facts.append(("warm start", f"{imported} measured trial(s) from {', '.join(c.warm_start)}"))
     return facts
 
 

@@ -28,6 +28,7 @@ from diffnas.report.dashboard import SAMPLES_FILE
 from diffnas.runs import OPTIONS_FILE, load_options, read_file
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
+from diffnas.search.screening import screening_summary
 from diffnas.search.summary import SUMMARY_FILE, SearchSummary
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
@@ -172,6 +173,8 @@ class SearchRecord:
     trials: list[TrialRow]
     summary: dict[str, Any]
     ledger: Ledger | None
+    # --screen: per screener, Kendall tau of predicted vs measured (`search.screening`)
+    screening: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -338,6 +341,29 @@ def _pruned_reason(record: TrialRecord) -> str | None:
     )
 
 
+def _screened_reason(record: TrialRecord) -> str | None:
+    """ "screened out by gp: predicted 41.2, rank 3; never trained" for a screened-out
+    candidate; "warm start: trial 4 of RUN (measured on DATA)" for an imported one."""
+    mark = record.extra.get("screen") or {}
+    if record.status == "screened-out":
+        guess = f"predicted {record.predicted:.4g}, " if record.predicted is not None else ""
+        return (
+            f"screened out by {mark.get('screener', '?')}: {guess}rank {mark.get('rank', '?')}; "
+            "never trained"
+        )
+    origin = record.extra.get("warm_start")
+    if isinstance(origin, dict):
+        where = (
+            f" (measured on {record.extra['measured_on']})"
+            if record.extra.get("measured_on")
+            else ""
+        )
+        return (
+            f"warm start: trial {origin.get('trial')} of {Path(str(origin.get('run'))).name}{where}"
+        )
+    return None
+
+
 def load_search(run_dir: str | Path) -> SearchRecord:
     """Read a search run folder (finished or still running) into a `SearchRecord`."""
     run_dir = Path(run_dir)
@@ -353,8 +379,9 @@ def load_search(run_dir: str | Path) -> SearchRecord:
     study = open_run_study(run_dir, config)
     summary = load_summary(run_dir)
     origins = _origins(run_dir)
-    rows = []
+    rows, records = [], []
     for record in study_mod.load_memory(study):
+        records.append(record)
         final = _final_result(run_dir, record.number)
         device_s = record.extra.get("device_s", record.extra.get("wall_s"))
         rows.append(
@@ -365,7 +392,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
                 proposer=record.proposer,
                 origin=record.extra.get("origin") or origins.get((record.round, record.slot)),
                 status=record.status,
-                reason=_pruned_reason(record) or record.reason or "",
+                reason=_pruned_reason(record) or _screened_reason(record) or record.reason or "",
                 rationale=record.rationale or "",
                 arch=record.arch,
                 raw=record.raw,
@@ -395,6 +422,7 @@ def load_search(run_dir: str | Path) -> SearchRecord:
         trials=rows,
         summary=summary,
         ledger=load_ledger(run_dir, summary),
+        screening=screening_summary(records),
     )
 
 

@@ -20,6 +20,7 @@ from diffnas.console import output_console
 from diffnas.execute.accounting import compute_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
+from diffnas.search.screening import screening_lines
 
 STATUS_STYLE = {
     "complete": "green",
@@ -27,6 +28,7 @@ STATUS_STYLE = {
     "rejected": "yellow",
     "running": "cyan",
     "pending": "cyan",
+    "screened-out": "dim",
 }
 MIN_REASON = 8  # the columns that give way when the terminal is narrow keep this much
 MIN_ARCH = 12
@@ -44,7 +46,7 @@ def _row(t: TrialRow, record: SearchRecord, best: float | None, front: set[int])
     by = t.origin or (t.proposer if t.proposer != record.proposer else "")
     return {
         "#": _cell(str(t.number)),
-        "rd": _cell(str(t.round + 1)),
+        "rd": _cell(str(t.round + 1) if t.round >= 0 else "w"),  # w: a warm-start trial
         "by": _cell(by),
         "status": _cell(t.status, STATUS_STYLE.get(t.status, "red")),
         "architecture": _cell(t.short_arch if t.arch is not None else str(t.raw)[:40]),
@@ -136,6 +138,7 @@ def footer_lines(record: SearchRecord) -> list[str]:
     compute = record.summary.get("compute")
     if compute:
         lines.append(compute_line(compute) + " in all (proxy and final)")
+    lines += screening_lines(record.screening)
     ledger = record.ledger
     if ledger is not None:
         lines.append(

@@ -151,6 +151,24 @@ class SearchConfig(BaseModel):
     final: EvalSpec = Field(
         default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
     )
+    screen: int | None = Field(
+        None,
+        ge=2,
+        description="screening before training: each request obtains this many candidates (M) "
+        "for its K slots, a screener ranks those that pass the gate and only the top K are "
+        "trained; the rest are recorded as screened-out with their prediction (None: off)",
+    )
+    screener: Literal["llm", "gp", "llm+gp"] = Field(
+        "gp",
+        description="with screen: llm (the LLM predicts each candidate's score), gp (a Gaussian "
+        "process on the measured trials, by expected improvement), llm+gp (the LLM ranks, the "
+        "GP vetoes what it is confident is worse; trust shifts to the GP with observations)",
+    )
+    warm_start: list[str] = Field(
+        default_factory=list,
+        description="run folders of earlier searches of the same space whose measured trials "
+        "enter this search's memory and study without training",
+    )
     objectives: list[Objective] = Field(
         default_factory=lambda: ["score"],
         description="what the search minimises: score (the proxy score alone), or score,latency "

@@ -60,8 +60,9 @@ from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt import task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
+from diffnas.propose.screen import LLM_SCREENERS, ScreenContext, Screener, make_screener
 from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
-from diffnas.search import asynchronous, halving, objectives
+from diffnas.search import asynchronous, halving, objectives, screening, warm_start
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
@@ -74,9 +75,16 @@ EVENTS_FILE = "events.jsonl"
 ENV_FIX = "it only records the versions and seed of each start: delete it and resume again"
 
 
+def needs_llm(config: SearchConfig) -> bool:
+    """An LLM proposer, or an LLM screener under --screen: the search asks a language model."""
+    return config.proposer in LLM_PROPOSERS or (
+        config.screen is not None and config.screener in LLM_SCREENERS
+    )
+
+
 def as_in_flight(record: TrialRecord) -> TrialRecord:
     """A finished trial as a request that did not see its outcome saw it: being evaluated."""
-    if record.status in ("rejected", "pending", "running"):
+    if record.status in ("rejected", "screened-out", "pending", "running") or record.round < 0:
         return record
     return replace(record, status="running", score=None, reason="", extra={})
 
@@ -92,6 +100,7 @@ class SearchRun:
         console: Console | None = None,
         llm_backend: LLMBackend | None = None,
         executor: Executor | None = None,
+        screener: Screener | None = None,
         sleep: Callable[[float], None] = time.sleep,
         measure_latency: Measure | None = None,
     ) -> None:
@@ -109,6 +118,7 @@ class SearchRun:
             storage=config.storage,
         )
         self._llm_backend = llm_backend
+        self._screener = screener  # a test's stand-in; else made from --screener
         self._sleep = sleep
         # requests of this process the proposer answered (or their round files did) and that
         # failed because the LLM was unavailable: a search that got no answer at all failed
@@ -146,7 +156,7 @@ class SearchRun:
         return cfg.model_copy(update={"study_name": name})
 
     def _make_backend(self) -> LLMBackend | None:
-        if self.config.proposer not in LLM_PROPOSERS:
+        if not needs_llm(self.config):
             return None
         if self._llm_backend is not None:
             return self._llm_backend
@@ -249,7 +259,18 @@ class SearchRun:
         self.trials = CandidateTrials(
             cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
         )
+        added = warm_start.import_trials(
+            self.study,
+            self.space,
+            warm_start.check_sources(cfg, self.space, self.data),
+            cfg.cost_objective,
+        )
+        if added:
+            runs = ", ".join(cfg.warm_start)
+            self.console.print(f"warm start: {added} measured trial(s) from {escape(runs)}")
+            self._event("warm_start", trials=added, runs=cfg.warm_start)
         backend = self._make_backend()
+        self.screener = self._make_screener(backend)
         proposer = make_proposer(
             cfg.proposer,
             llm_backend=backend,
@@ -340,6 +361,20 @@ class SearchRun:
             self.requests_failed.append(message)
             return None, None
 
+    def _make_screener(self, backend: LLMBackend | None) -> Screener | None:
+        cfg = self.config
+        if cfg.screen is None:
+            return None
+        if self._screener is not None:
+            return self._screener
+        return make_screener(
+            cfg.screener,
+            llm_backend=backend,
+            prompt_dir=cfg.prompt_dir,
+            max_repairs=cfg.max_repairs,
+            max_tokens=cfg.llm_max_output_tokens,
+        )
+
     # ----- proposing -----
     def round_file(self, r: int) -> Path:
         return self.run_dir / "rounds" / f"round-{r:03d}.json"
@@ -369,6 +404,8 @@ class SearchRun:
             return saved.entries
         path, cfg = self.round_file(r), self.config
         k = k or cfg.per_round
+        # --screen: M candidates for the K slots (in proportion for a smaller request)
+        wanted = screening.pool_size(k, cfg.per_round, cfg.screen) if self.screener else k
         memory = study_mod.load_memory(self.study)
         if seen is not None:
             memory = [t if t.number in seen else as_in_flight(t) for t in memory]
@@ -377,7 +414,7 @@ class SearchRun:
             memory=memory,
             round=r,
             num_rounds=num_rounds or cfg.rounds,
-            k=k,
+            k=wanted,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
             check=lambda raw, accepted: check_candidate(
                 raw, self.space, memory, accepted, self.executor.admits, self.latency
@@ -388,11 +425,30 @@ class SearchRun:
             objectives=tuple(cfg.objectives),
             latency=self.latency,
         )
+        screened = f" (screened by {self.screener.name} down to {k})" if self.screener else ""
         self.console.print(
-            f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for {k}"
+            f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for "
+            f"{wanted}{screened}"
         )
-        proposals: list[Proposal] = proposer.propose(ctx)[:k]
+        proposals: list[Proposal] = proposer.propose(ctx)[:wanted]
         entries = self._gate(proposals, memory)
+        screen_info = None
+        if self.screener is not None:
+            entries, screen_info = screening.screen_entries(
+                self.screener,
+                entries,
+                k,
+                ScreenContext(
+                    space=self.space,
+                    memory=memory,
+                    candidates=[],
+                    k=k,
+                    seed=random.Random(f"{cfg.seed}-screen-{r}").randrange(2**31),
+                    score_name=ctx.score_name,
+                    task=ctx.task,
+                    reference_line=ctx.reference_line,
+                ),
+            )
         path.parent.mkdir(exist_ok=True)
         round_file = RoundFile(
             round=r,
@@ -400,6 +456,7 @@ class SearchRun:
             entries=entries,
             asked=k,
             seen=sorted(t.number for t in memory if t.status not in ("pending", "running")),
+            screening=screen_info,
         )
         write_json(path, round_file.model_dump(mode="json"))
         ok = sum(e.accepted for e in entries)
@@ -527,6 +584,9 @@ class SearchRun:
             "llm": ledger.summary() if ledger is not None else None,
             "rounds_failed": len(self.requests_failed),
             **objectives.objective_summary(self.config, memory, self.meter),
+            # --screen: each screener's Kendall tau of predicted vs measured, per round and all
+            "screening": screening.screening_summary(memory),
+            "warm_start": sum(1 for t in memory if t.extra.get("warm_start")),
         }
         # the shape readers rely on (`status`, `report`): checked as it is written
         return SearchSummary.model_validate(summary).model_dump(mode="json")

@@ -26,9 +26,11 @@ from diffnas.propose.llm import parse_spec
 from diffnas.propose.llm.factory import check_backend, check_base_url
 from diffnas.propose.prompt import PromptTemplates
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS, resolve_llm_mode
+from diffnas.propose.screen import LLM_SCREENERS
 from diffnas.runs import OPTIONS_FILE, load_options
 from diffnas.search.config import SearchConfig
 from diffnas.search.halving import rung_steps
+from diffnas.search.warm_start import check_sources
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from diffnas.train.device import available_memory, check_device, resolve_device
@@ -40,6 +42,10 @@ from diffnas.train.sampling import make_scheduler
 #: score of the promoted candidates (--fid-samples, --fid-steps), not a proxy.
 PROXY_METRICS = ("rfid", "kid", "loss")
 GiB = 2**30
+
+
+def uses_llm_screener(config: SearchConfig) -> bool:
+    return config.screen is not None and config.screener in LLM_SCREENERS
 
 
 def stored_llm_mode(llm_mode: str, llm: str, replay: Path | None) -> str:
@@ -112,7 +118,13 @@ class SearchPlan:
             )
         if cfg.proposer in LLM_PROPOSERS:
             PromptTemplates(cfg.prompt_dir).check()
-        if cfg.proposer in LLM_PROPOSERS and not cfg.replay:
+        if cfg.screen is not None and cfg.screen <= cfg.per_round:
+            raise UserError(
+                f"--screen {cfg.screen} must be more than --per-round {cfg.per_round}: each "
+                "request obtains M candidates for its K slots and trains the top K",
+                field="screen",
+            )
+        if (cfg.proposer in LLM_PROPOSERS or uses_llm_screener(cfg)) and not cfg.replay:
             check_backend(
                 cfg.llm,
                 base_url=cfg.base_url,
@@ -159,6 +171,7 @@ class SearchPlan:
                 spec.score.inception_weights,
                 allow_download=not dry_run,
             )
+        check_sources(cfg, self.space, cfg.data_spec())  # --warm-start: same space, same score
         self._check_memory()
         return images
 
@@ -282,8 +295,11 @@ class SearchPlan:
         proxy_flops = evaluation_flops(forward, proxy, sampled, proxy_score.steps)
         final_flops = evaluation_flops(forward, final, final_score.num_samples, final_score.steps)
         data_bytes = images.x.numel() * images.x.element_size()
+        asked = f"{cfg.proposer} via {cfg.llm}"
+        if cfg.screen is not None:  # M obtained, the top K by the screener trained
+            asked += f"; {cfg.screen} obtained per round, the top {cfg.per_round} by {cfg.screener}"
         return [
-            PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", f"{cfg.proposer} via {cfg.llm}", None),
+            PlanStage("LLM rounds", f"{cfg.rounds} x {cfg.per_round}", asked, None),
             PlanStage("data", f"{len(images):,} images", f"{images.name}, {images.channels}x{images.image_size}x{images.image_size}", None, data_bytes),
             PlanStage(
                 "proxy train + score", f"<= {n_candidates}",

@@ -5,9 +5,11 @@ Each candidate is one trial:
 - value: the proxy score (minimised); with two objectives (`--objectives score,latency` or
   `score,macs`) the values [score, cost], both minimised, the cost being the latency measured
   at the gate (ms per forward pass) or the GMACs;
-- user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", or the baseline's
-  name), rationale, status, reason, cost, scores with their protocol, and the raw proposal.
-States: COMPLETE (scored), FAIL (rejected before training, diverged, oom, failed),
+- user attrs: round, slot, proposer, origin ("llm", "llm-edit", "fallback", "warm-start", or
+  the baseline's name), rationale, status, reason, cost, scores with their protocol, the raw
+  proposal, and under `--screen` the screener's verdict (`screen`: predicted score, rank).
+States: COMPLETE (scored; also a warm-start trial measured by an earlier search, round -1),
+FAIL (rejected before training, screened out by a screener, diverged, oom, failed),
 PRUNED (stopped by successive halving: its value is the score at the last rung it reached,
 its intermediate values the score at each rung), RUNNING (being evaluated, or interrupted by a
 kill: resumed by the loop), WAITING (enqueued).
@@ -33,7 +35,7 @@ from diffnas import storage
 from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundEntry
-from diffnas.gate.memory import TrialRecord, TrialStatus
+from diffnas.gate.memory import UNTRAINED, TrialRecord, TrialStatus
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
@@ -138,6 +140,24 @@ def add_rejected(
     return study.trials[-1].number
 
 
+def add_screened_out(
+    study: optuna.Study, space: SearchSpace, entry: RoundEntry, round_index: int, score_name: str
+) -> int:
+    """Record an accepted proposal a screener ranked below the K slots: a FAIL trial (it was
+    never measured, so no sampler may learn from it) with status "screened-out" and the
+    screener's prediction in its `screen` attr; no training spent."""
+    assert entry.arch is not None and entry.screen is not None
+    params = arch_params.encode(space, entry.arch)
+    trial = optuna.trial.create_trial(
+        state=TrialState.FAIL,
+        params=params or {},
+        distributions=arch_params.distributions(space) if params else {},
+        user_attrs=_attrs({**entry.trial_attrs(round_index, score_name), "status": "screened-out"}),
+    )
+    study.add_trial(trial)
+    return study.trials[-1].number
+
+
 def start_trial(
     study: optuna.Study, space: SearchSpace, entry: RoundEntry, round_index: int, score_name: str
 ) -> optuna.Trial:
@@ -212,7 +232,7 @@ class TrialAttrs(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    round: int = Field(ge=0)
+    round: int = Field(ge=-1)  # -1: a warm-start trial measured by an earlier search
     slot: int = Field(ge=0)
     proposer: str = ""
     origin: str | None = None
@@ -232,9 +252,15 @@ class TrialAttrs(BaseModel):
     device: str | None = None
     device_s: float | None = None
     fidelity: Fidelity | None = None
+    screen: dict[str, Any] | None = None  # --screen: the screener's verdict
+    warm_start: dict[str, Any] | None = None  # where it was measured: run, trial, data
+    measured_on: str | None = None  # its data, when not this search's
 
 
-EXTRA_ATTRS = ("scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity")
+EXTRA_ATTRS = (
+    "scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity",
+    "screen", "warm_start", "measured_on",
+)  # fmt: skip
 
 
 def trial_attrs(t: FrozenTrial, where: str = "the study") -> TrialAttrs:
@@ -309,11 +335,12 @@ def load_memory(study: optuna.Study) -> list[TrialRecord]:
 
 
 def origin_counts(memory: list[TrialRecord], origins: tuple[str, ...] = ()) -> dict[str, int]:
-    """How many candidates that went to training (not rejected) came from each origin;
-    every name in `origins` is listed, with 0 when none did."""
+    """How many candidates that went to training (not rejected, not screened out, not brought
+    in by a warm start) came from each origin; every name in `origins` is listed, with 0 when
+    none did."""
     counts = dict.fromkeys(origins, 0)
     for t in memory:
-        if t.status != "rejected":
+        if t.status not in UNTRAINED and not t.extra.get("warm_start"):
             origin = t.extra.get("origin") or t.proposer or "unknown"
             counts[origin] = counts.get(origin, 0) + 1
     return counts

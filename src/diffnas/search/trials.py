@@ -39,6 +39,14 @@ def proxy_rungs(config: SearchConfig, space: SearchSpace, data: DataSpec) -> lis
     return halving.rung_steps(total, config.halving_rungs, config.halving_eta)
 
 
+def screened_line(entry: RoundEntry) -> str:
+    """ "screened out by gp (predicted 41.2, rank 3): not trained" """
+    mark = entry.screen
+    assert mark is not None
+    guess = f"predicted {mark.predicted:.4g}, " if mark.predicted is not None else ""
+    return f"screened out by {mark.screener} ({guess}rank {mark.rank}): not trained"
+
+
 @dataclass(frozen=True)
 class Step:
     """A candidate's next evaluation: its open trial, architecture and the rung it trains to."""
@@ -87,8 +95,9 @@ class CandidateTrials:
         )
 
     def open_trials(self, r: int, entries: list[RoundEntry]) -> list[Step]:
-        """Record the round's rejections and open (or reopen) a trial per accepted candidate:
-        the next evaluation step of each that is not finished."""
+        """Record the round's rejections and screened-out candidates (no training), and open
+        (or reopen) a trial per selected candidate: the next evaluation step of each that is
+        not finished."""
         by_slot = study_mod.trials_by_slot(self.study)
         score_name = self.config.proxy.score.label
         rungs = self.rungs
@@ -101,6 +110,11 @@ class CandidateTrials:
                     self.console.print(  # the reason may quote the LLM: escape its "[...]"
                         f"  trial {number}: [yellow]rejected[/yellow] - {escape(e.reason)}"
                     )
+                continue
+            if e.screened_out:
+                if existing is None:
+                    number = study_mod.add_screened_out(self.study, self.space, e, r, score_name)
+                    self.console.print(f"  trial {number}: [dim]{escape(screened_line(e))}[/dim]")
                 continue
             if existing is not None and existing.state.is_finished():
                 continue
