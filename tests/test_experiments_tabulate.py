@@ -22,6 +22,7 @@ from diffnas.errors import UserError
 from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
 from diffnas.experiments.tabulate import enumerate_archs
 from diffnas.model.cost import Cost, budget_verdict, measure_cost
+from diffnas.runs import read_json
 from diffnas.space.search_space import load_space
 from tiny_tables import FOUR, FOUR_OPTIONS
 
@@ -146,8 +147,13 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path) -> No
     assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
     killed_rows = len(read_rows(second / "four-digits"))
     assert 0 < killed_rows < len(table.rows)  # it was stopped part-way
-    resumed = runner.invoke(app, ["tabulate", "--resume", str(second)])
+    refused = runner.invoke(app, ["tabulate", "--resume", str(second), "--seeds", "3"])
+    assert refused.exit_code != 0 and "drop --seeds" in str(refused.exception)
+    # where the runs go may change on resume (it changes no score): on to a pool of two
+    moved = ["--executor", "pool", "--workers", "2"]
+    resumed = runner.invoke(app, ["tabulate", "--resume", str(second), *moved])
     assert resumed.exit_code == 0, resumed.output
+    assert read_json(second / "options.json")["workers"] == 2
     again = Table.load(second / "four-digits")
 
     def outcome(t: Table) -> dict:

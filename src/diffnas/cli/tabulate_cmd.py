@@ -8,19 +8,33 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from diffnas import limits as L
+from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.execute.executors import check_executor
 from diffnas.execute.table import table_files
 from diffnas.experiments import tabulate as tab
 from diffnas.experiments.inputs import load_space_data
-from diffnas.runs import OPTIONS_FILE, load_options, next_run_dir, refuse_on_resume, write_json
+from diffnas.runs import (
+    OPTIONS_FILE,
+    load_options,
+    next_run_dir,
+    refuse_on_resume,
+    write_json,
+)
 from diffnas.space.search_space import load_space
 from diffnas.train.device import check_device
 
-console = Console()
+console = output_console()
+# the options that say where the runs go, not what they measure: --resume may change them
+WHERE_IT_RUNS = ("executor", "workers", "trials_per_gpu", "max_retries", "ray_address", "storage")
+
+
+def typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def tabulate(
@@ -31,14 +45,21 @@ def tabulate(
     data: str | None = typer.Option(
         None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
     ),
-    data_subset: int | None = typer.Option(None, help="Train on a subset of N images."),
+    data_subset: int | None = typer.Option(
+        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
+    ),
     data_image_size: int | None = typer.Option(
-        None, help="Resize the images (default: the space's image size)."
+        None,
+        min=4,
+        max=L.MAX_IMAGE_SIZE,
+        help="Resize the images (default: the space's image size).",
     ),
     proxy_steps: str | None = typer.Option(
         None, help="Proxy run lengths, comma-separated (default 100,400)."
     ),
-    proxy_batch_size: int | None = typer.Option(None, help="Proxy batch size (default 32)."),
+    proxy_batch_size: int | None = typer.Option(
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 32)."
+    ),
     metrics: str | None = typer.Option(
         None, help="Proxy scores among rfid,kid,loss (default all three)."
     ),
@@ -52,25 +73,37 @@ def tabulate(
     extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
     inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
     reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
-    reference_steps: int | None = typer.Option(None, help="Reference run length (default 1500)."),
+    reference_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Reference run length (default 1500)."
+    ),
     reference_batch_size: int | None = typer.Option(
-        None, help="Reference batch size (default 32)."
+        None, min=1, max=L.MAX_BATCH_SIZE, help="Reference batch size (default 32)."
     ),
     reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
     reference_samples: int | None = typer.Option(
-        None, help="Reference score's generated images (default 1000)."
+        None, min=2, max=L.MAX_SAMPLES, help="Reference score's generated images (default 1000)."
     ),
     reference_score_steps: int | None = typer.Option(
-        None, help="Reference score's sampler steps (default 50)."
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Reference score's sampler steps (default 50)."
     ),
-    seed: int | None = typer.Option(None, help="First seed (default 0; then seed + 1, ...)."),
-    seeds: int | None = typer.Option(None, help="Seeds per architecture and setting (default 2)."),
+    seed: int | None = typer.Option(
+        None, min=0, max=L.MAX_SEED, help="First seed (default 0; then seed + 1, ...)."
+    ),
+    seeds: int | None = typer.Option(
+        None, min=1, max=100, help="Seeds per architecture and setting (default 2)."
+    ),
     executor: str | None = typer.Option(
         None, help="inline (default) | subprocess | pool | ray | queue"
     ),
-    workers: int | None = typer.Option(None, help="pool: concurrent CPU workers."),
-    trials_per_gpu: int | None = typer.Option(None, help="pool/ray: runs packed on one GPU."),
-    max_retries: int | None = typer.Option(None, help="A killed worker is tried again (2)."),
+    workers: int | None = typer.Option(
+        None, min=1, max=L.MAX_WORKERS, help="pool: concurrent CPU workers."
+    ),
+    trials_per_gpu: int | None = typer.Option(
+        None, min=1, max=64, help="pool/ray: runs packed on one GPU."
+    ),
+    max_retries: int | None = typer.Option(
+        None, min=0, max=10, help="A killed worker is tried again (2)."
+    ),
     ray_address: str | None = typer.Option(None, help="ray: an existing cluster's address."),
     storage: str | None = typer.Option(None, help="queue: the database of the job queue."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
@@ -78,7 +111,10 @@ def tabulate(
         None, "--out", help="The table's name: RUN_DIR/NAME.csv and NAME.json (default SPACE-DATA)."
     ),
     max_archs: int | None = typer.Option(
-        None, help=f"Refuse a space with more choice combinations (default {tab.MAX_ARCHS})."
+        None,
+        min=1,
+        max=100_000,
+        help=f"Refuse a space with more choice combinations (default {tab.MAX_ARCHS}).",
     ),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -90,15 +126,20 @@ def tabulate(
 ) -> None:
     """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
     if resume is not None:
-        refuse_on_resume(ctx, allowed=("dry_run",))
+        refuse_on_resume(ctx, allowed=("dry_run", *WHERE_IT_RUNS))
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")
+        # where the runs go never changes a score (one feature space, deterministic training):
+        # a table started on one worker may continue on two, or on a cluster
+        moved = {k: ctx.params[k] for k in WHERE_IT_RUNS if typed(ctx, k)}
+        if moved:
+            config = tab.TabulateConfig.model_validate({**config.model_dump(), **moved})
     else:
         options = {
             k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run", "out")
         }
         config = tab.build_tabulate_config({**options, "name": out})
     check_device(config.proxy.device)
-    check_executor(config.executor, config.storage)
+    check_executor(config.executor, config.storage, config.ray_address)
     search_space = load_space(config.space)
     for spec in (config.proxy, config.reference):
         spec.train_recipe(search_space.objective)  # UserError for a bad override
@@ -111,7 +152,7 @@ def tabulate(
         console.print_json(data=tab.plan(config, search_space, archs))
         return
     run_dir = resume or next_run_dir(runs, "tabulate", Path(config.space).stem)
-    console.print(f"run folder: [bold]{run_dir}[/bold]")
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
     write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
     stem = run_dir / config.table_name(search_space)
     tabulation = tab.Tabulation(
