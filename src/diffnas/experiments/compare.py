@@ -25,26 +25,26 @@ from rich.console import Console
 
 from diffnas.data.datasets import ImageData
 from diffnas.execute.job import EvalSpec
+from diffnas.experiments import regret
 from diffnas.experiments.compute import training_flops
-from diffnas.experiments.inputs import (
-    config_error,
-    word_list,
-)
+from diffnas.experiments.inputs import config_error, word_list
+from diffnas.experiments.regret import TRAINED, value_at
+from diffnas.gate.memory import TrialRecord
 from diffnas.limits import MAX_SEED, MAX_SEEDS
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.report.markdown import markdown_table
 from diffnas.report.plots import text
-from diffnas.runs import OPTIONS_FILE, load_options, write_json
+from diffnas.runs import OPTIONS_FILE, load_options, read_file, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SUMMARY_FILE, SearchRun
 from diffnas.search.plan import SearchPlan
+from diffnas.search.summary import SearchSummary
 from diffnas.space.search_space import load_space
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
-TRAINED = ("complete", "pruned", "diverged", "oom", "failed")  # candidates that cost training
 
 
 class CompareConfig(BaseModel):
@@ -171,14 +171,19 @@ def run_compare(config: CompareConfig, run_dir: Path, console: Console) -> dict[
 # ----- curves -----
 
 
-def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
+def load_memory(run_dir: Path) -> list[TrialRecord]:
+    """Every candidate of the search in `run_dir`, read from its study without writing."""
+    # the study name the search chose when it started (one per run folder on a shared storage)
+    options = load_options(run_dir, SearchConfig, kind="search", option="")
+    study = study_mod.open_study(
+        run_dir, options.storage, read_only=True, study_name=options.study_name
+    )
+    return study_mod.load_memory(study)
+
+
+def search_curve(memory: list[TrialRecord], config: SearchConfig) -> dict[str, Any]:
     """One search's best proxy score so far after each trained candidate, with the training
     compute spent so far."""
-    # the study name the search chose when it started (one per run folder on a shared storage)
-    study_name = load_options(run_dir, SearchConfig, kind="search", option="").study_name
-    memory = study_mod.load_memory(
-        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=study_name)
-    )
     space = load_space(config.space)
     batch = config.proxy.train_recipe(space.objective).batch_size
     best: float | None = None
@@ -191,7 +196,7 @@ def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
         flops += training_flops((t.gmacs or 0.0) * 1e9, steps, batch)
         if t.evaluated:
             best = t.score if best is None else min(best, t.score)  # type: ignore[type-var]
-        points.append({"trial": t.number, "flops": flops, "best": best})
+        points.append({"trial": t.number, "n": len(points) + 1, "flops": flops, "best": best})
     return {
         "points": points,
         "evaluated": len(points),
@@ -202,14 +207,8 @@ def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
 
 
 def _best_at(points: list[dict[str, Any]], x: float, axis: str) -> float | None:
-    """Best so far once `x` candidates (axis "n") or FLOPs (axis "flops") are spent; a run that
-    stopped before `x` keeps its last best: it found that much with no more."""
-    best = None
-    for i, p in enumerate(points, start=1):
-        if (i if axis == "n" else p["flops"]) > x:
-            break
-        best = p["best"]
-    return best
+    """Best so far once `x` candidates (axis "n") or FLOPs (axis "flops") are spent."""
+    return value_at(points, x, axis, "best")
 
 
 def _band(curves: list[list[dict[str, Any]]], grid: list[float], axis: str) -> dict[str, list]:
@@ -227,13 +226,22 @@ def _band(curves: list[list[dict[str, Any]]], grid: list[float], axis: str) -> d
 
 
 def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
-    """Per proposer: its curves over the seeds and the table row."""
+    """Per proposer: its curves over the seeds and the table row; and every search judged by
+    the reference (`regret`)."""
+    truth = regret.table_truth(config.search.executor)
     runs: dict[str, dict[int, dict[str, Any]]] = {}
+    judged: dict[str, dict[int, dict[str, Any]]] = {}
     for proposer, seed, name in config.runs():
         sub = run_dir / name
         if (sub / SUMMARY_FILE).exists():
-            curve = search_curve(sub, config.search_config(proposer, seed))
+            memory = load_memory(sub)
+            curve = search_curve(memory, config.search_config(proposer, seed))
             runs.setdefault(proposer, {})[seed] = curve
+            finals = read_file(
+                sub / SUMMARY_FILE, SearchSummary, "search summary",
+                fix=f"delete it and run `diffnas compare --resume {run_dir}` to redo that search",
+            ).model_dump(mode="json")["final"]  # fmt: skip
+            judged.setdefault(proposer, {})[seed] = regret.judge_search(memory, finals, truth)
     all_points = [p for by_seed in runs.values() for c in by_seed.values() for p in c["points"]]
     max_n = max((c["evaluated"] for s in runs.values() for c in s.values()), default=0)
     flops_grid = sorted({p["flops"] for p in all_points})
@@ -256,8 +264,11 @@ def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
             "training_tflops_mean": float(
                 np.mean([c["training_flops"] for c in by_seed.values()]) / 1e12
             ),
+            "judged": regret.judge_proposer(list(judged[proposer].values())),
         }
     search = config.search
+    by_proposer = {p: list(by_seed.values()) for p, by_seed in judged.items()}
+    beats_on, finals_by_proposer = regret.final_values(by_proposer)
     return {
         "score_label": search.proxy.score.label,
         "space": search.space,
@@ -266,6 +277,23 @@ def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
         "per_round": search.per_round,
         "proposers": proposers,
         "missing": [name for p, s, name in config.runs() if s not in runs.get(p, {})],
+        "judged": {
+            "table": None if truth is None else truth.name,
+            "reference_label": search.final.score.label if truth is None else truth.label,
+            "optimum": None
+            if truth is None
+            else {"arch_id": truth.best_arch, "arch": truth.best_summary, "score": truth.optimum},
+            "searches": {
+                f"{p}-seed{s}": j for p, by_seed in judged.items() for s, j in by_seed.items()
+            },
+            "curves": None
+            if truth is None
+            else regret.regret_curves(
+                {p: [j["curve"] for j in js] for p, js in by_proposer.items()}
+            ),
+            "beats_on": beats_on,
+            "beats": regret.beats(finals_by_proposer),
+        },
     }
 
 
@@ -317,19 +345,23 @@ def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
     ]
     if summary["missing"]:
         lines.append(f"Not finished: {', '.join(summary['missing'])}.")
+    lines += regret.judged_markdown(summary)
     (run_dir / COMPARE_MD).write_text("\n".join(lines) + "\n")
     plot(summary, run_dir / COMPARE_PNG)
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Best so far against candidates and against training compute: mean line, min-max band."""
+    """Best so far against candidates and against training compute: mean line, min-max band;
+    with a table, below them the regret of the best so far (`regret.plot_regret`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (by_n, by_flops) = plt.subplots(1, 2, figsize=(11, 4))
+    curves = summary["judged"]["curves"]
+    fig, axes = plt.subplots(2 if curves else 1, 2, figsize=(11, 8 if curves else 4), squeeze=False)
+    by_n, by_flops = axes[0]
     for proposer, r in summary["proposers"].items():
         for ax, band, scale in (
             (by_n, r["by_candidates"], 1.0),
@@ -353,6 +385,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(text(f"best {label} so far"))
         ax.grid(alpha=0.3)
     by_n.legend(title="mean, min-max over seeds", fontsize=8)
+    if curves:
+        regret.plot_regret(*axes[1], curves)
     fig.suptitle(text(f"{Path(summary['space']).stem} on {summary['data']}"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
