@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from diffnas.data.datasets import ImageData
+from diffnas.errors import UserError
 from diffnas.execute.job import EvalSpec
+from diffnas.execute.table_executor import is_table, load_executor_table
 from diffnas.experiments import regret
 from diffnas.experiments.compute import training_flops
 from diffnas.experiments.inputs import config_error, word_list
@@ -129,10 +131,43 @@ def build_config(options: dict[str, Any]) -> CompareConfig:
         "score": {**base.score.model_dump(), **score},
         "device": given.get("device", base.device),
     }
+    search["promote"] = given.get("promote", 0)
+    search["final"] = final_spec(given, search["promote"], search["proxy"])
     try:  # validated as a whole, so an error names e.g. search.proxy.score.metric
-        return CompareConfig(**fields, search={"promote": 0, **search})
+        return CompareConfig(**fields, search=search)
     except ValidationError as err:
         raise config_error(err, "compare option") from None
+
+
+FINAL_OPTIONS = {"final_steps": "steps", "fid_samples": "num_samples", "fid_steps": "steps"}
+
+
+def final_spec(given: dict[str, Any], promote: int, proxy: dict[str, Any]) -> dict[str, Any]:
+    """The final training of the promoted candidates (`--promote K`): the table's reference
+    against a table (it is looked up too), else the full recipe scored by FID with the proxy's
+    extractor, `--final-steps`, `--fid-samples` and `--fid-steps` as given."""
+    named = [f"--{o.replace('_', '-')}" for o in FINAL_OPTIONS if o in given]
+    executor = given.get("executor", "")
+    if named and (promote == 0 or is_table(executor)):
+        why = (
+            f"the final training of a search against {executor} is the table's reference"
+            if promote
+            else "nothing is promoted (--promote 0, the default)"
+        )
+        raise UserError(f"{', '.join(named)}: {why}; drop {' and '.join(named)}.", field="final")
+    if is_table(executor):
+        reference = load_executor_table(executor).meta.reference.spec
+        return reference.model_copy(update={"device": proxy["device"]}).model_dump(mode="json")
+    base = EvalSpec.final_default()
+    score = {
+        **base.score.model_dump(),
+        "extractor": proxy["score"]["extractor"],
+        "inception_weights": proxy["score"]["inception_weights"],
+        **{FINAL_OPTIONS[o]: given[o] for o in ("fid_samples", "fid_steps") if o in given},
+    }
+    steps = {"steps": given["final_steps"]} if "final_steps" in given else {}
+    return {"recipe": base.recipe, "recipe_overrides": steps, "score": score,
+            "device": proxy["device"]}  # fmt: skip
 
 
 def load_config(run_dir: Path) -> CompareConfig:
