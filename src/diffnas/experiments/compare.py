@@ -4,7 +4,10 @@ Every (proposer, seed) is one ordinary search (`SearchRun` with the shared `Sear
 only `proposer` and `seed` changed) in its own sub-folder, so each is resumable and
 `diffnas status` reads it. Afterwards, per proposer over its seeds: the best proxy score so
 far against the number of evaluated candidates and against the training compute spent
-(3 x 2 x MACs x steps x batch per candidate), as the mean with the min-max band over seeds.
+(3 x 2 x MACs x steps x batch per candidate), as the mean with the min-max band over seeds;
+and what each search hands back judged by the reference (`regret`: its reference score, its
+regret to a table's optimum when the searches looked up a table, the spend until it found a
+top-1 and a top-3 architecture, with intervals, curves and "A beats B").
 
 Run folder (`--resume RUN_DIR` skips the searches that finished and resumes the one that
 was interrupted):
