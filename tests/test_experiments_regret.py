@@ -292,12 +292,16 @@ def test_without_a_table_the_reference_is_the_promoted_final_training(
     assert config.search.promote == 1 and config.search.final.recipe_overrides == {"steps": 2}
 
 
-def test_final_options_without_promotion_or_against_a_table_are_refused(
+def test_final_options_without_promotion_and_protocols_a_table_lacks_are_refused(
     tmp_path, space_file: Path, table_stem: Path
 ) -> None:
     runs = tmp_path / "runs"
     base = ["compare", *SEARCH, "--space", str(space_file), "--runs", str(runs)]
     for extra, fragment in (
+        (
+            ["--score-samples", "9", "--executor", f"table:{table_stem}"],
+            "has no setting for the search's proxy protocol",
+        ),
         (["--final-steps", "5"], "--final-steps: nothing is promoted"),
         (
             ["--promote", "1", "--fid-steps", "3", "--executor", f"table:{table_stem}"],
