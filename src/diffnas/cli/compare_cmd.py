@@ -1,4 +1,4 @@
-"""`diffnas compare`: proposers x seeds on one task; best so far against candidates and compute."""
+"""`diffnas compare`: proposers x seeds on one task; best so far, and what each search hands back."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from diffnas import limits as L
 from diffnas.console import output_console
 from diffnas.evaluate.score import check_scoring
 from diffnas.experiments import compare as cmp
+from diffnas.experiments import regret
 from diffnas.runs import next_run_dir, refuse_on_resume
 from diffnas.train.device import check_device
 
@@ -88,7 +89,27 @@ def compare(
         max=L.MAX_DURATION_S,
         help="Each search stops proposing after this many seconds.",
     ),
-    executor: str | None = typer.Option(None, help="inline (default) | subprocess"),
+    executor: str | None = typer.Option(
+        None,
+        help="inline (default) | subprocess | pool | table:NAME|PATH (every evaluation looked "
+        "up in a table of `diffnas tabulate`: each search judged by its regret to the optimum).",
+    ),
+    promote: int | None = typer.Option(
+        None,
+        min=0,
+        max=L.MAX_PROMOTE,
+        help="Top-k of each search trained with the final recipe (default 0); without a table "
+        "the reference score of what a search hands back is its final score.",
+    ),
+    final_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_TRAIN_STEPS, help="Final recipe: steps (with --promote)."
+    ),
+    fid_samples: int | None = typer.Option(
+        None, min=2, max=L.MAX_SAMPLES, help="Final FID: generated images (with --promote)."
+    ),
+    fid_steps: int | None = typer.Option(
+        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Final FID: sampler steps (with --promote)."
+    ),
     device: str | None = typer.Option(None, help="auto (default) | cpu | cuda[:N]"),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -98,7 +119,7 @@ def compare(
         False, "--dry-run", help="Print the options and the searches; run nothing."
     ),
 ) -> None:
-    """Run one search per proposer and seed with the same budget; plot and tabulate best so far."""
+    """Run one search per proposer and seed with the same budget; judge what each hands back."""
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         config = cmp.load_config(resume)
@@ -122,6 +143,28 @@ def compare(
     for row in cmp.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)
+    print_judged(summary)
     console.print(
         f"Files: {escape(str(run_dir))} ({cmp.COMPARE_MD}, {cmp.COMPARE_PNG}, one folder per search)"
     )
+
+
+def print_judged(summary: dict) -> None:
+    """What the searches hand back: per proposer, and who beats whom."""
+    judged = summary["judged"]
+    wide = output_console()
+    where = f"table {judged['table']!r}" if judged["table"] else "final training"
+    title = escape(f"What each search hands back, by {judged['reference_label']} ({where})")
+    table = Table(*regret.JUDGED_HEADER, title=title)
+    for row in regret.judged_rows(summary):
+        table.add_row(*map(escape, row))
+    wide.print(table)
+    notes = {s["note"] for s in judged["searches"].values() if s["note"]}
+    for note in sorted(notes):
+        console.print(escape(f"no reference score: {note}"))
+    if judged["beats_on"] is not None:
+        header, rows = regret.beats_rows(summary)
+        beats = Table(*header, title=escape(f"P(row beats column), by final {judged['beats_on']}"))
+        for row in rows:
+            beats.add_row(*map(escape, row))
+        wide.print(beats)

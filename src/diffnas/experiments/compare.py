@@ -4,7 +4,10 @@ Every (proposer, seed) is one ordinary search (`SearchRun` with the shared `Sear
 only `proposer` and `seed` changed) in its own sub-folder, so each is resumable and
 `diffnas status` reads it. Afterwards, per proposer over its seeds: the best proxy score so
 far against the number of evaluated candidates and against the training compute spent
-(3 x 2 x MACs x steps x batch per candidate), as the mean with the min-max band over seeds.
+(3 x 2 x MACs x steps x batch per candidate), as the mean with the min-max band over seeds;
+and what each search hands back judged by the reference (`regret`: its reference score, its
+regret to a table's optimum when the searches looked up a table, the spend until it found a
+top-1 and a top-3 architecture, with intervals, curves and "A beats B").
 
 Run folder (`--resume RUN_DIR` skips the searches that finished and resumes the one that
 was interrupted):
@@ -24,27 +27,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from diffnas.data.datasets import ImageData
+from diffnas.errors import UserError
 from diffnas.execute.job import EvalSpec
+from diffnas.execute.table_executor import is_table, load_executor_table
+from diffnas.experiments import regret
 from diffnas.experiments.compute import training_flops
-from diffnas.experiments.inputs import (
-    config_error,
-    word_list,
-)
+from diffnas.experiments.inputs import config_error, word_list
+from diffnas.experiments.regret import TRAINED, value_at
+from diffnas.gate.memory import TrialRecord
 from diffnas.limits import MAX_SEED, MAX_SEEDS
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
 from diffnas.report.markdown import markdown_table
 from diffnas.report.plots import text
-from diffnas.runs import OPTIONS_FILE, load_options, write_json
+from diffnas.runs import OPTIONS_FILE, load_options, read_file, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SUMMARY_FILE, SearchRun
 from diffnas.search.plan import SearchPlan
+from diffnas.search.summary import SearchSummary
 from diffnas.space.search_space import load_space
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
-TRAINED = ("complete", "pruned", "diverged", "oom", "failed")  # candidates that cost training
 
 
 class CompareConfig(BaseModel):
@@ -129,10 +134,43 @@ def build_config(options: dict[str, Any]) -> CompareConfig:
         "score": {**base.score.model_dump(), **score},
         "device": given.get("device", base.device),
     }
+    search["promote"] = given.get("promote", 0)
+    search["final"] = final_spec(given, search["promote"], search["proxy"])
     try:  # validated as a whole, so an error names e.g. search.proxy.score.metric
-        return CompareConfig(**fields, search={"promote": 0, **search})
+        return CompareConfig(**fields, search=search)
     except ValidationError as err:
         raise config_error(err, "compare option") from None
+
+
+FINAL_OPTIONS = {"final_steps": "steps", "fid_samples": "num_samples", "fid_steps": "steps"}
+
+
+def final_spec(given: dict[str, Any], promote: int, proxy: dict[str, Any]) -> dict[str, Any]:
+    """The final training of the promoted candidates (`--promote K`): the table's reference
+    against a table (it is looked up too), else the full recipe scored by FID with the proxy's
+    extractor, `--final-steps`, `--fid-samples` and `--fid-steps` as given."""
+    named = [f"--{o.replace('_', '-')}" for o in FINAL_OPTIONS if o in given]
+    executor = given.get("executor", "")
+    if named and (promote == 0 or is_table(executor)):
+        why = (
+            f"the final training of a search against {executor} is the table's reference"
+            if promote
+            else "nothing is promoted (--promote 0, the default)"
+        )
+        raise UserError(f"{', '.join(named)}: {why}; drop {' and '.join(named)}.", field="final")
+    if is_table(executor):
+        reference = load_executor_table(executor).meta.reference.spec
+        return reference.model_copy(update={"device": proxy["device"]}).model_dump(mode="json")
+    base = EvalSpec.final_default()
+    score = {
+        **base.score.model_dump(),
+        "extractor": proxy["score"]["extractor"],
+        "inception_weights": proxy["score"]["inception_weights"],
+        **{FINAL_OPTIONS[o]: given[o] for o in ("fid_samples", "fid_steps") if o in given},
+    }
+    steps = {"steps": given["final_steps"]} if "final_steps" in given else {}
+    return {"recipe": base.recipe, "recipe_overrides": steps, "score": score,
+            "device": proxy["device"]}  # fmt: skip
 
 
 def load_config(run_dir: Path) -> CompareConfig:
@@ -171,14 +209,19 @@ def run_compare(config: CompareConfig, run_dir: Path, console: Console) -> dict[
 # ----- curves -----
 
 
-def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
+def load_memory(run_dir: Path) -> list[TrialRecord]:
+    """Every candidate of the search in `run_dir`, read from its study without writing."""
+    # the study name the search chose when it started (one per run folder on a shared storage)
+    options = load_options(run_dir, SearchConfig, kind="search", option="")
+    study = study_mod.open_study(
+        run_dir, options.storage, read_only=True, study_name=options.study_name
+    )
+    return study_mod.load_memory(study)
+
+
+def search_curve(memory: list[TrialRecord], config: SearchConfig) -> dict[str, Any]:
     """One search's best proxy score so far after each trained candidate, with the training
     compute spent so far."""
-    # the study name the search chose when it started (one per run folder on a shared storage)
-    study_name = load_options(run_dir, SearchConfig, kind="search", option="").study_name
-    memory = study_mod.load_memory(
-        study_mod.open_study(run_dir, config.storage, read_only=True, study_name=study_name)
-    )
     space = load_space(config.space)
     batch = config.proxy.train_recipe(space.objective).batch_size
     best: float | None = None
@@ -191,7 +234,7 @@ def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
         flops += training_flops((t.gmacs or 0.0) * 1e9, steps, batch)
         if t.evaluated:
             best = t.score if best is None else min(best, t.score)  # type: ignore[type-var]
-        points.append({"trial": t.number, "flops": flops, "best": best})
+        points.append({"trial": t.number, "n": len(points) + 1, "flops": flops, "best": best})
     return {
         "points": points,
         "evaluated": len(points),
@@ -202,14 +245,8 @@ def search_curve(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
 
 
 def _best_at(points: list[dict[str, Any]], x: float, axis: str) -> float | None:
-    """Best so far once `x` candidates (axis "n") or FLOPs (axis "flops") are spent; a run that
-    stopped before `x` keeps its last best: it found that much with no more."""
-    best = None
-    for i, p in enumerate(points, start=1):
-        if (i if axis == "n" else p["flops"]) > x:
-            break
-        best = p["best"]
-    return best
+    """Best so far once `x` candidates (axis "n") or FLOPs (axis "flops") are spent."""
+    return value_at(points, x, axis, "best")
 
 
 def _band(curves: list[list[dict[str, Any]]], grid: list[float], axis: str) -> dict[str, list]:
@@ -227,13 +264,22 @@ def _band(curves: list[list[dict[str, Any]]], grid: list[float], axis: str) -> d
 
 
 def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
-    """Per proposer: its curves over the seeds and the table row."""
+    """Per proposer: its curves over the seeds and the table row; and every search judged by
+    the reference (`regret`)."""
+    truth = regret.table_truth(config.search.executor)
     runs: dict[str, dict[int, dict[str, Any]]] = {}
+    judged: dict[str, dict[int, dict[str, Any]]] = {}
     for proposer, seed, name in config.runs():
         sub = run_dir / name
         if (sub / SUMMARY_FILE).exists():
-            curve = search_curve(sub, config.search_config(proposer, seed))
+            memory = load_memory(sub)
+            curve = search_curve(memory, config.search_config(proposer, seed))
             runs.setdefault(proposer, {})[seed] = curve
+            finals = read_file(
+                sub / SUMMARY_FILE, SearchSummary, "search summary",
+                fix=f"delete it and run `diffnas compare --resume {run_dir}` to redo that search",
+            ).model_dump(mode="json")["final"]  # fmt: skip
+            judged.setdefault(proposer, {})[seed] = regret.judge_search(memory, finals, truth)
     all_points = [p for by_seed in runs.values() for c in by_seed.values() for p in c["points"]]
     max_n = max((c["evaluated"] for s in runs.values() for c in s.values()), default=0)
     flops_grid = sorted({p["flops"] for p in all_points})
@@ -256,8 +302,11 @@ def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
             "training_tflops_mean": float(
                 np.mean([c["training_flops"] for c in by_seed.values()]) / 1e12
             ),
+            "judged": regret.judge_proposer(list(judged[proposer].values())),
         }
     search = config.search
+    by_proposer = {p: list(by_seed.values()) for p, by_seed in judged.items()}
+    beats_on, finals_by_proposer = regret.final_values(by_proposer)
     return {
         "score_label": search.proxy.score.label,
         "space": search.space,
@@ -266,6 +315,23 @@ def summarise(config: CompareConfig, run_dir: Path) -> dict[str, Any]:
         "per_round": search.per_round,
         "proposers": proposers,
         "missing": [name for p, s, name in config.runs() if s not in runs.get(p, {})],
+        "judged": {
+            "table": None if truth is None else truth.name,
+            "reference_label": search.final.score.label if truth is None else truth.label,
+            "optimum": None
+            if truth is None
+            else {"arch_id": truth.best_arch, "arch": truth.best_summary, "score": truth.optimum},
+            "searches": {
+                f"{p}-seed{s}": j for p, by_seed in judged.items() for s, j in by_seed.items()
+            },
+            "curves": None
+            if truth is None
+            else regret.regret_curves(
+                {p: [j["curve"] for j in js] for p, js in by_proposer.items()}
+            ),
+            "beats_on": beats_on,
+            "beats": regret.beats(finals_by_proposer),
+        },
     }
 
 
@@ -317,19 +383,23 @@ def write_outputs(run_dir: Path, summary: dict[str, Any]) -> None:
     ]
     if summary["missing"]:
         lines.append(f"Not finished: {', '.join(summary['missing'])}.")
+    lines += regret.judged_markdown(summary)
     (run_dir / COMPARE_MD).write_text("\n".join(lines) + "\n")
     plot(summary, run_dir / COMPARE_PNG)
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Best so far against candidates and against training compute: mean line, min-max band."""
+    """Best so far against candidates and against training compute: mean line, min-max band;
+    with a table, below them the regret of the best so far (`regret.plot_regret`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (by_n, by_flops) = plt.subplots(1, 2, figsize=(11, 4))
+    curves = summary["judged"]["curves"]
+    fig, axes = plt.subplots(2 if curves else 1, 2, figsize=(11, 8 if curves else 4), squeeze=False)
+    by_n, by_flops = axes[0]
     for proposer, r in summary["proposers"].items():
         for ax, band, scale in (
             (by_n, r["by_candidates"], 1.0),
@@ -353,6 +423,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(text(f"best {label} so far"))
         ax.grid(alpha=0.3)
     by_n.legend(title="mean, min-max over seeds", fontsize=8)
+    if curves:
+        regret.plot_regret(*axes[1], curves)
     fig.suptitle(text(f"{Path(summary['space']).stem} on {summary['data']}"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
