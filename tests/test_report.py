@@ -29,12 +29,12 @@ from diffnas.cli.main import run
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.report import plots
-from diffnas.report.dashboard import ARTIFACT_DIR, dashboard_command
 from diffnas.report.export import export_trial
 from diffnas.report.page import write_report
 from diffnas.report.source import load_search
 from diffnas.report.terminal import print_status
 from diffnas.search import study as study_mod
+from diffnas.search.artifacts import ARTIFACT_DIR, dashboard_command
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
 from diffnas.space.references import get_reference

@@ -21,11 +21,11 @@ from typing import Any
 from diffnas.childproc import die_with_parent, signal_name
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
+from diffnas.layout import RESULT_FILE
 from diffnas.runs import append_jsonl, read_file, write_json
 from diffnas.space.arch import ArchConfig
 
 JOB_FILE = "job.json"
-RESULT_FILE = "result.json"
 USER_ERROR_FILE = "user_error.txt"  # a child's configuration error, raised again in the parent
 ATTEMPTS_FILE = "attempts.jsonl"  # one line per worker process that died without a result
 USER_ERROR_EXIT = 2

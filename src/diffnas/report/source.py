@@ -19,22 +19,26 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from diffnas.errors import UserError
 from diffnas.evaluate.score import score_label
-from diffnas.execute.executors import RESULT_FILE
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundFile
 from diffnas.gate.memory import TrialRecord, non_dominated
+from diffnas.layout import (
+    FINAL_DIR,
+    RESULT_FILE,
+    ROUNDS_DIR,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    TRIALS_DIR,
+)
 from diffnas.propose.llm.record import CALLS_FILE, read_calls
-from diffnas.report.dashboard import SAMPLES_FILE
 from diffnas.runs import OPTIONS_FILE, load_options, read_file
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.screening import screening_summary
-from diffnas.search.summary import SUMMARY_FILE, SearchSummary
+from diffnas.search.summary import SearchSummary
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.trainer import EMA_CHECKPOINT
-
-TRIALS_DIR, FINAL_DIR, ROUNDS_DIR = "trials", "final", "rounds"
 
 
 @dataclass

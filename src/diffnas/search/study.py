@@ -36,14 +36,12 @@ from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundEntry
 from diffnas.gate.memory import UNTRAINED, TrialRecord, TrialStatus
+from diffnas.layout import STUDY_FILE
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 
 STUDY_NAME = "diffnas"
-
-
-STUDY_FILE = "study.db"  # the default storage: SQLite in the run folder
 
 
 def storage_url(run_dir: Path, url: str | None) -> str:
