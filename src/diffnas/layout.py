@@ -14,6 +14,7 @@ FINAL_DIR = "final"  # final/NNNNN: a promoted trial's final training
 ROUNDS_DIR = "rounds"  # rounds/round-RRR.json: each round's proposals and verdicts
 ARTIFACT_DIR = "artifacts"  # the sample grids attached to the study (optuna-dashboard)
 SUMMARY_FILE = "summary.json"  # written when a search ends; proxy-check's summary too
+SUMMARY_MD = "summary.md"  # proxy-check's table of every setting, beside its summary.json
 
 # an evaluation's folder (a trial's, a table run's)
 RESULT_FILE = "result.json"  # the evaluation's EvalResult

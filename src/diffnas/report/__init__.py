@@ -2,6 +2,7 @@
 
 - `source`: a search run folder read into plain rows (the only module that knows where the
   search keeps things);
+- `proxy_study`: a proxy-check run folder (or pairs) read for `--proxy-check`;
 - `plots`: matplotlib figures as PNG bytes;
 - `page`: the self-contained HTML page and the Markdown summary (`write_report`);
 - `markdown`: Markdown tables (the experiments' summaries use them too);
