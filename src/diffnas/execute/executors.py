@@ -18,7 +18,7 @@ from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any
 
-from diffnas.childproc import die_with_parent, signal_name
+from diffnas.childproc import describe_exit, die_with_parent
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.layout import RESULT_FILE
@@ -127,14 +127,6 @@ class InlineExecutor(Executor):
         return evaluate_candidate(job)
 
 
-def describe_exit(returncode: int) -> str:
-    name = signal_name(returncode)
-    if name is not None:
-        hint = " (the out-of-memory killer, or killed by hand)" if name == "SIGKILL" else ""
-        return f"was killed by {name} ({returncode}){hint}"
-    return f"exited with code {returncode} and no result"
-
-
 def run_worker_process(
     workdir: Path,
     *,
@@ -167,7 +159,7 @@ def run_worker_process(
         user_error = workdir / USER_ERROR_FILE
         if proc.returncode == USER_ERROR_EXIT and user_error.is_file():
             raise UserError(user_error.read_text())
-        reason = f"worker process {describe_exit(proc.returncode)}"
+        reason = f"worker process {describe_exit(proc.returncode)} before writing its result"
         reasons.append(reason)
         append_jsonl(
             workdir / ATTEMPTS_FILE,
