@@ -2,9 +2,9 @@
 
 Every executor offers `run(job)` (one job, blocking), `submit(job) -> Future` and
 `run_many(jobs)`, which yields `(index, result)` as jobs finish. The sequential executors
-(inline, subprocess) start a job only when the caller asks for its result, so a search
-tells each result before the next candidate starts; the concurrent ones (pool, ray) start
-every job at once and yield in the order they finish.
+(inline, subprocess, table) start a job only when the caller asks for its result, so a search
+tells each result before the next candidate starts; the concurrent ones (pool, ray, queue)
+start every job at once and yield in the order they finish.
 """
 
 from __future__ import annotations

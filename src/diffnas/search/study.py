@@ -1,7 +1,7 @@
 """The search memory stored as an Optuna study (SQLite in the run folder, or any DB URL).
 
 Each candidate is one trial:
-- params: the architecture (`diffnas.search.params`), when it parsed into the space;
+- params: the architecture (`diffnas.space.params`), when it parsed into the space;
 - value: the proxy score (minimised); with two objectives (`--objectives score,latency` or
   `score,macs`) the values [score, cost], both minimised, the cost being the latency measured
   at the gate (ms per forward pass) or the GMACs;
