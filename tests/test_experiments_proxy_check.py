@@ -24,6 +24,8 @@ from diffnas.execute.table import REFERENCE, Table
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments.proxy_summary import summarise, write_summary
 from diffnas.gate.entry import RoundEntry
+from diffnas.report.page import make_figures
+from diffnas.report.proxy_study import load_proxy_study
 from diffnas.runs import read_json, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -118,6 +120,28 @@ def test_compute_is_the_closed_form(study: Path) -> None:
     assert rows["s2-loss"]["proxy_tflops"] * 1e12 == pytest.approx(6 * macs * 2 * 8)
     reference = 6 * macs * 6 * 8 + 2 * macs * 8 * 2
     assert rows["s2-loss"]["compute_ratio"] == pytest.approx(reference / (6 * macs * 2 * 8))
+
+
+def test_report_plots_the_folder_proxy_check_wrote(study: Path) -> None:
+    """`diffnas report --proxy-check RUN_DIR` on this study: the best setting's points are the
+    architectures' means over seeds of the table's numbers, its tau scipy's on them."""
+    found = load_proxy_study(study)
+    summary = read_json(study / "summary.json")
+    best = summary["best"] or summary["settings"][0]["setting"]
+    values = stored(study)
+    archs = [a["arch_hash"] for a in read_json(study / "archs.json")]
+    means = [
+        (
+            np.mean([values[a, best, k] for k in (0, 1)]),
+            np.mean([values[a, REFERENCE, k] for k in (0, 1)]),
+        )
+        for a in archs
+    ]
+    np.testing.assert_allclose([(x, y) for x, y, _ in found.pairs], means, rtol=1e-9)
+    assert [label for *_, label in found.pairs] == ["0", "1", "2", "3"][: len(archs)]
+    (figure,) = make_figures([], found)
+    tau = stats.kendalltau(*zip(*means)).statistic
+    assert f"Kendall's τ = {tau:.2f} over 3 architectures" in figure.caption
 
 
 def test_extra_scores_reproduce_the_searchs_evaluation(study: Path, tmp_path) -> None:

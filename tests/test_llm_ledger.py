@@ -49,6 +49,17 @@ def test_usd_cap_alone() -> None:
 
 
 def test_no_budget_never_refuses() -> None:
+    """Without caps the ledger only counts: a billion tokens and a million dollars later it
+    still lets calls start (`check` raises nothing) and reports what was spent."""
     ledger = CostLedger()
-    ledger.add(LLMResponse(text="", model="m", prompt_tokens=10**9, cost_usd=1e6))
+    for _ in range(3):
+        ledger.check()
+        ledger.add(LLMResponse(text="", model="m", prompt_tokens=10**9, cost_usd=1e6))
     ledger.check()
+    assert (ledger.budget.max_tokens, ledger.budget.max_usd) == (None, None)
+    assert ledger.summary() == {
+        "calls": 3,
+        "prompt_tokens": 3 * 10**9,
+        "completion_tokens": 0,
+        "cost_usd": 3e6,
+    }

@@ -28,19 +28,22 @@ from diffnas import progress
 from diffnas.cli.main import run
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalSpec, ScoreSpec
+from diffnas.execute.table import REFERENCE
+from diffnas.experiments.proxy_summary import summarise, write_summary
 from diffnas.report import plots
-from diffnas.report.dashboard import ARTIFACT_DIR, dashboard_command
 from diffnas.report.export import export_trial
 from diffnas.report.page import write_report
 from diffnas.report.source import load_search
 from diffnas.report.terminal import print_status
 from diffnas.search import study as study_mod
+from diffnas.search.artifacts import ARTIFACT_DIR, dashboard_command
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from diffnas.train.trainer import load_checkpoint
 from doubles import OpenAILoopback
+from tiny_tables import make_table
 
 SPACE = load_space("tiny")
 REF = SPACE.proposal_of(get_reference("tiny-digits"))
@@ -260,16 +263,38 @@ def test_kendall_tau_of_the_proxy_check_plot() -> None:
 
 
 def test_report_with_a_proxy_check_study(searches, tmp_path) -> None:
-    pairs = {"proxy_label": "RFID[classifier]", "reference_label": "FID[classifier]",
-             "pairs": [{"proxy": 1, "reference": 2}, {"proxy": 2, "reference": 1}]}  # fmt: skip
-    (tmp_path / "check").mkdir()
-    (tmp_path / "check" / "pairs.json").write_text(json.dumps(pairs))
-    files = write_report(searches[:1], tmp_path / "out", proxy_check=tmp_path / "check")
+    """`--proxy-check` reads the folder proxy-check writes (its summary, written by the
+    study's own code from a hand-made table): the setting with the best tau, means over seeds."""
+    # reference ranks the archs 0 < 1 < 2 < 3; the 4-step RFID swaps the last two (tau of the
+    # means = (5 - 1) / 6), every other proxy setting ranks them backwards (tau -1)
+    chosen = {"s4-rfid-n8-s2": [1.0, 2.0, 4.0, 3.0]}
+
+    def score(a: int, setting: str, seed: int) -> float:
+        if setting == REFERENCE:
+            return a + 0.2 * seed  # means a + 0.1
+        return chosen.get(setting, [4.0, 3.0, 2.0, 1.0])[a] + 0.5 * seed
+
+    check = tmp_path / "00000-proxy-check-four"
+    check.mkdir()
+    write_summary(check, summarise(make_table(check / "table", score), resamples=100))
+    files = write_report(searches[:1], tmp_path / "out", proxy_check=check)
     assert "proxy-check.png" in [p.name for p in files.plots]
-    assert "Kendall&#x27;s τ = -1.00 over 2" in files.html.read_text()
+    html = files.html.read_text()
+    assert "Kendall&#x27;s τ = 0.67 over 4 architectures" in html
+    assert (
+        "Shown: the proxy setting 4 steps, RFID[classifier] N=8 S=2 (the study&#x27;s best" in html
+    )
+    # the summary file itself works too; a folder without one is refused by name
+    files = write_report(searches[:1], tmp_path / "out1", proxy_check=check / "summary.json")
+    assert "Kendall&#x27;s τ = 0.67 over 4" in files.html.read_text()
+    with pytest.raises(UserError, match="holds no summary.json"):
+        write_report(searches[:1], tmp_path / "out2", proxy_check=tmp_path / "out")
     (tmp_path / "bad.json").write_text('[{"proxy": 1}]')
     with pytest.raises(UserError, match="'reference'"):
-        write_report(searches[:1], tmp_path / "out2", proxy_check=tmp_path / "bad.json")
+        write_report(searches[:1], tmp_path / "out3", proxy_check=tmp_path / "bad.json")
+    (check / "summary.json").write_text('{"settings": [], "reference_label": "FID"}')
+    with pytest.raises(UserError, match="proxy-check summary .* settings=.*--resume"):
+        write_report(searches[:1], tmp_path / "out4", proxy_check=check)
 
 
 def test_origin_of_a_proposal_is_shown_with_its_proposer(searches) -> None:

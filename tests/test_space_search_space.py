@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import jsonschema
@@ -53,12 +54,40 @@ def test_mutations_stay_in_space_and_change_one_dimension(seed: int, preset: str
     assert len(changed) <= 1
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), preset=st.sampled_from(PRESETS))
-def test_samples_satisfy_the_json_schema(seed: int, preset: str) -> None:
+# A proposal in the tiny preset (presets/tiny.yaml), written by hand from its choices.
+TINY_PROPOSAL = {
+    "base_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 2,
+    "attention_resolutions": [8], "mid_attention": True, "head_channels": 16, "dropout": 0.0,
+    "scale_shift_norm": True, "resblock_updown": False, "norm_groups": 8,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"base_channels": 20}, {"channel_mult": [1]}, {"channel_mult": [1, 2, 2, 2]},
+     {"channel_mult": [1, 4]}, {"attention_resolutions": [8, 8]},
+     {"attention_resolutions": [2]}, {"dropout": 0.3}, {"mid_attention": "yes"},
+     {"norm_groups": 16}, {"extra": 1}],
+)  # fmt: skip
+def test_json_schema_of_the_tiny_space_refuses_what_it_does_not_offer(change: dict) -> None:
+    """The schema the LLM gets: the preset's choices, levels 2-3, no repeats, no other key."""
+    schema = load_space("tiny").arch_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(TINY_PROPOSAL, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**TINY_PROPOSAL, **change}, schema)
+    missing = {k: v for k, v in TINY_PROPOSAL.items() if k != "norm_groups"}
+    with pytest.raises(jsonschema.ValidationError, match="'norm_groups' is a required property"):
+        jsonschema.validate(missing, schema)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_presets_reference_fits_its_json_schema(preset: str) -> None:
+    """The hand-written reference architectures (space/presets, space/references.py) are valid
+    proposals, in the JSON form an LLM sends back."""
     space = load_space(preset)
-    arch = space.sample(random.Random(seed))
-    jsonschema.validate(space.proposal_of(arch), space.arch_json_schema())
+    proposal = json.loads(json.dumps(space.proposal_of(get_reference(space.reference))))
+    jsonschema.validate(proposal, space.arch_json_schema())
 
 
 def test_sampling_is_deterministic_per_seed() -> None:

@@ -1,4 +1,5 @@
-"""Child processes that must not outlive the process that started them."""
+"""Child processes: they must not outlive the process that started them, and how one ended
+is said one way wherever it is reported."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def signal_name(returncode: int) -> str | None:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child ended, for a message: `exited with code 1`, `died with signal SIGSEGV
+    (-11)`, `died with signal SIGKILL (-9) (the out-of-memory killer, or killed by hand)`."""
+    name = signal_name(returncode)
+    if name is None:
+        return f"exited with code {returncode}"
+    hint = " (the out-of-memory killer, or killed by hand)" if name == "SIGKILL" else ""
+    return f"died with signal {name.removeprefix('signal ')} ({returncode}){hint}"

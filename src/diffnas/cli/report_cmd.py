@@ -19,7 +19,8 @@ def report(
     proxy_check: Path | None = typer.Option(
         None,
         "--proxy-check",
-        help="A proxy study's pairs (JSON file, or a folder with pairs.json) to plot with Kendall's tau.",
+        help="A proxy study to plot with Kendall's tau: a `diffnas proxy-check` run folder (its best "
+        "setting), or a JSON file of (proxy, reference) pairs.",
     ),
 ) -> None:
     """Write a self-contained HTML report (plots, trials, samples, LLM ledger) and a Markdown summary."""

@@ -1,8 +1,11 @@
-"""Where a candidate's evaluation runs: in this process, or in a child process.
+"""Where a candidate's evaluation runs (`--executor`): in this process (`inline`), in a child
+process (`subprocess`), in concurrent worker processes on this machine (`pool`), on
+a Ray cluster (`ray`), by `diffnas worker`s sharing a queue study (`queue`), or looked up in a
+table of earlier evaluations (`table:NAME|PATH`).
 
 An evaluation is a pure function of its `EvalJob` (architecture, recipe, data, scoring
 protocol, seed), written to and read from its work folder, so it can run anywhere that sees
-the folder: a GPU pool or a Ray cluster slot in as further executors.
+the folder.
 """
 
 from __future__ import annotations

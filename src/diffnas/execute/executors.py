@@ -2,9 +2,9 @@
 
 Every executor offers `run(job)` (one job, blocking), `submit(job) -> Future` and
 `run_many(jobs)`, which yields `(index, result)` as jobs finish. The sequential executors
-(inline, subprocess) start a job only when the caller asks for its result, so a search
-tells each result before the next candidate starts; the concurrent ones (pool, ray) start
-every job at once and yield in the order they finish.
+(inline, subprocess, table) start a job only when the caller asks for its result, so a search
+tells each result before the next candidate starts; the concurrent ones (pool, ray, queue)
+start every job at once and yield in the order they finish.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import Any
 
-from diffnas.childproc import die_with_parent, signal_name
+from diffnas.childproc import describe_exit, die_with_parent
 from diffnas.errors import UserError
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
+from diffnas.layout import RESULT_FILE
 from diffnas.runs import append_jsonl, read_file, write_json
 from diffnas.space.arch import ArchConfig
 
 JOB_FILE = "job.json"
-RESULT_FILE = "result.json"
 USER_ERROR_FILE = "user_error.txt"  # a child's configuration error, raised again in the parent
 ATTEMPTS_FILE = "attempts.jsonl"  # one line per worker process that died without a result
 USER_ERROR_EXIT = 2
@@ -127,14 +127,6 @@ class InlineExecutor(Executor):
         return evaluate_candidate(job)
 
 
-def describe_exit(returncode: int) -> str:
-    name = signal_name(returncode)
-    if name is not None:
-        hint = " (the out-of-memory killer, or killed by hand)" if name == "SIGKILL" else ""
-        return f"was killed by {name} ({returncode}){hint}"
-    return f"exited with code {returncode} and no result"
-
-
 def run_worker_process(
     workdir: Path,
     *,
@@ -167,7 +159,7 @@ def run_worker_process(
         user_error = workdir / USER_ERROR_FILE
         if proc.returncode == USER_ERROR_EXIT and user_error.is_file():
             raise UserError(user_error.read_text())
-        reason = f"worker process {describe_exit(proc.returncode)}"
+        reason = f"worker process {describe_exit(proc.returncode)} before writing its result"
         reasons.append(reason)
         append_jsonl(
             workdir / ATTEMPTS_FILE,

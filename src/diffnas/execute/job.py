@@ -29,6 +29,7 @@ from diffnas.errors import UserError
 from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.reference import reference_stats
 from diffnas.evaluate.score import Score, score_images, score_label
+from diffnas.layout import SAMPLES_FILE
 from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_SAMPLER_STEPS, MAX_SAMPLES, MAX_SEED
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
@@ -315,7 +316,7 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         results, grid = _score_sampled(job, model, diffusion, data, sampled)
         for name, (score, cost) in results.items():
             scored[name], phases[name] = score, cost
-        save_grid(grid, workdir / "samples.png")  # the main score's samples, or the first drawn
+        save_grid(grid, workdir / SAMPLES_FILE)  # the main score's samples, or the first drawn
     main = scored[MAIN_SCORE]
     spec = job.spec.score
     return EvalResult(

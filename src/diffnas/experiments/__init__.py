@@ -9,6 +9,7 @@
 - `compare`: do proposers (the LLM with memory, random, TPE, evolution) find good
   architectures with less compute, over several seeds?
 
-Both sit on top of the pipeline (space -> model -> train -> evaluate -> propose -> search):
-they evaluate candidates with the search's own evaluation and searches, never a copy.
+They sit on top of the pipeline (space -> model -> train -> evaluate -> gate -> propose ->
+search -> execute): they evaluate candidates with the search's own evaluation and searches,
+never a copy.
 """

@@ -21,12 +21,11 @@ import numpy as np
 from diffnas.execute.table import REFERENCE, Table, TableSetting
 from diffnas.experiments.compute import setting_flops
 from diffnas.experiments.ranking import Estimate, seed_agreement
+from diffnas.layout import SUMMARY_FILE, SUMMARY_MD
 from diffnas.report.markdown import markdown_table
 from diffnas.report.plots import text
 from diffnas.runs import write_json
 
-SUMMARY_FILE = "summary.json"
-SUMMARY_MD = "summary.md"
 SCATTER_FILE = "scatter.png"
 CLOSE_TO_BEST = 0.1  # tau within this of the best counts as "ranks as well"
 

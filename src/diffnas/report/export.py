@@ -24,7 +24,7 @@ from diffusers import DDPMPipeline
 from pydantic import ValidationError
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import RESULT_FILE
+from diffnas.layout import RESULT_FILE
 from diffnas.model.builder import build_unet
 from diffnas.report.source import (
     SearchRecord,

@@ -22,13 +22,12 @@ from diffnas import __version__
 from diffnas.execute.accounting import compute_hours, compute_line
 from diffnas.report import plots
 from diffnas.report.markdown import markdown_table, md_text
+from diffnas.report.proxy_study import ProxyStudy, load_proxy_study
 from diffnas.report.source import (
     Ledger,
-    ProxyCheck,
     ScoreRow,
     SearchRecord,
     TrialRow,
-    load_proxy_check,
     load_search,
 )
 from diffnas.runs import check_out_dir
@@ -68,7 +67,7 @@ def write_report(
     """Read the searches in `run_dirs` and write report.html, report.md and plots/ to `out_dir`."""
     run_dirs = [Path(d) for d in run_dirs]
     records = [load_search(d) for d in run_dirs]
-    check = load_proxy_check(proxy_check) if proxy_check is not None else None
+    check = load_proxy_study(proxy_check) if proxy_check is not None else None
     out = Path(out_dir) if out_dir is not None else default_out(run_dirs)
     check_out_dir(out)  # before the plots: a file there, a place nothing can be written
     figures = make_figures(records, check)
@@ -90,7 +89,7 @@ def write_report(
     return ReportFiles(html_path, md_path, plot_paths, sum(len(r.trials) for r in records))
 
 
-def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> list[Figure]:
+def make_figures(records: Sequence[SearchRecord], check: ProxyStudy | None) -> list[Figure]:
     """The report's plots, in page order (the first two sit side by side on a wide screen)."""
     figures = []
     evaluated = any(t.proxy is not None for r in records for t in r.trials)
@@ -152,12 +151,13 @@ def make_figures(records: Sequence[SearchRecord], check: ProxyCheck | None) -> l
         study = plots.rank_agreement(
             check.pairs, check.proxy_label, check.reference_label, "Proxy-check study"
         )
+        caption = _tau_sentence(study, f"architectures of {check.source}")
         figures.append(
             Figure(
                 "proxy-check",
                 "Proxy-check study",
                 study.png,
-                _tau_sentence(study, f"architectures of {check.source}"),
+                f"{caption} {check.note}" if check.note else caption,
             )
         )
     return figures

@@ -15,26 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from pydantic import BaseModel, Field, TypeAdapter
 
 from diffnas.errors import UserError
 from diffnas.evaluate.score import score_label
-from diffnas.execute.executors import RESULT_FILE
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundFile
 from diffnas.gate.memory import TrialRecord, non_dominated
+from diffnas.layout import (
+    FINAL_DIR,
+    RESULT_FILE,
+    ROUNDS_DIR,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    TRIALS_DIR,
+)
 from diffnas.propose.llm.record import CALLS_FILE, read_calls
-from diffnas.report.dashboard import SAMPLES_FILE
 from diffnas.runs import OPTIONS_FILE, load_options, read_file
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.screening import screening_summary
-from diffnas.search.summary import SUMMARY_FILE, SearchSummary
+from diffnas.search.summary import SearchSummary
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.trainer import EMA_CHECKPOINT
-
-TRIALS_DIR, FINAL_DIR, ROUNDS_DIR = "trials", "final", "rounds"
 
 
 @dataclass
@@ -423,52 +426,4 @@ def load_search(run_dir: str | Path) -> SearchRecord:
         summary=summary,
         ledger=load_ledger(run_dir, summary),
         screening=screening_summary(records),
-    )
-
-
-@dataclass
-class ProxyCheck:
-    """Pairs of (proxy score, reference score) for the same architectures: a proxy study."""
-
-    pairs: list[tuple[float, float, str]]
-    proxy_label: str
-    reference_label: str
-    source: Path
-
-
-PROXY_CHECK_FILE = "pairs.json"
-
-
-class ProxyPair(BaseModel):
-    proxy: float = Field(allow_inf_nan=False, description="the proxy score of one architecture")
-    reference: float = Field(allow_inf_nan=False, description="its reference score")
-    label: str | int | None = None
-
-
-class ProxyPairs(BaseModel):
-    proxy_label: str = "proxy score"
-    reference_label: str = "reference score"
-    pairs: list[ProxyPair]
-
-
-PROXY_PAIRS: TypeAdapter[ProxyPairs | list[ProxyPair]] = TypeAdapter(ProxyPairs | list[ProxyPair])
-
-
-def load_proxy_check(path: str | Path) -> ProxyCheck:
-    """A proxy study's pairs: a JSON file, or a folder holding `pairs.json`, of the form
-    `{"proxy_label": ..., "reference_label": ..., "pairs": [{"proxy": x, "reference": y,
-    "label": "..."}]}` (or just the list of pairs)."""
-    path = Path(path)
-    file = path / PROXY_CHECK_FILE if path.is_dir() else path
-    fix = "give a list of pairs, each an object with numbers 'proxy' and 'reference' (and an optional 'label')"
-    data = read_file(file, PROXY_PAIRS, "--proxy-check pairs", fix=fix, strict=False)
-    found = data if isinstance(data, ProxyPairs) else ProxyPairs(pairs=data)
-    return ProxyCheck(
-        pairs=[
-            (p.proxy, p.reference, str(i if p.label is None else p.label))
-            for i, p in enumerate(found.pairs)
-        ],
-        proxy_label=found.proxy_label,
-        reference_label=found.reference_label,
-        source=file,
     )

@@ -1,7 +1,7 @@
 """The search memory stored as an Optuna study (SQLite in the run folder, or any DB URL).
 
 Each candidate is one trial:
-- params: the architecture (`diffnas.search.params`), when it parsed into the space;
+- params: the architecture (`diffnas.space.params`), when it parsed into the space;
 - value: the proxy score (minimised); with two objectives (`--objectives score,latency` or
   `score,macs`) the values [score, cost], both minimised, the cost being the latency measured
   at the gate (ms per forward pass) or the GMACs;
@@ -36,14 +36,12 @@ from diffnas.errors import UserError, first_field, pydantic_message
 from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundEntry
 from diffnas.gate.memory import UNTRAINED, TrialRecord, TrialStatus
+from diffnas.layout import STUDY_FILE
 from diffnas.space import params as arch_params
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 
 STUDY_NAME = "diffnas"
-
-
-STUDY_FILE = "study.db"  # the default storage: SQLite in the run folder
 
 
 def storage_url(run_dir: Path, url: str | None) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from diffnas.execute.job import EvalResult
+from diffnas.layout import SUMMARY_FILE as SUMMARY_FILE  # the search writes it by this name
 
-SUMMARY_FILE = "summary.json"
 ENV_FILE = "env.json"
 
 

@@ -23,10 +23,11 @@ from diffnas.data.datasets import DataSpec
 from diffnas.execute.executors import Executor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.gate.entry import RoundEntry
+from diffnas.layout import TRIALS_DIR
 from diffnas.progress import task as progress_task
-from diffnas.report.dashboard import attach_sample_grid
 from diffnas.search import halving
 from diffnas.search import study as study_mod
+from diffnas.search.artifacts import attach_sample_grid
 from diffnas.search.config import SearchConfig
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
@@ -159,7 +160,7 @@ class CandidateTrials:
     def step_dir(self, step: Step) -> Path:
         """Where a step's evaluation lives: the trial folder for the whole proxy run (as without
         halving), a folder of its own for a lower rung (job, result, samples)."""
-        folder = self.run_dir / "trials" / f"{step.trial.number:05d}"
+        folder = self.run_dir / TRIALS_DIR / f"{step.trial.number:05d}"
         return folder if self.is_last(step) else folder / f"rung-{self.rungs[step.rung]:07d}"
 
     def step_job(self, step: Step) -> EvalJob:

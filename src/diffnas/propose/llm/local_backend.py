@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from diffnas.childproc import signal_name
+from diffnas.childproc import describe_exit
 from diffnas.errors import UserError
 from diffnas.propose.llm.base import LLMBackend, LLMRequest, LLMResponse
 from diffnas.propose.llm.retry import Fault, RetryPolicy, call_with_retries
@@ -94,14 +94,6 @@ def require_llama_cpp() -> None:
             f"the local LLM needs llama-cpp-python, which is not installed; {INSTALL_HINT}",
             field="llm",
         )
-
-
-def describe_exit(returncode: int) -> str:
-    """`died with signal SIGSEGV (-11)` or `exited with code 1`."""
-    name = signal_name(returncode)
-    if name is not None:
-        return f"died with signal {name} ({returncode})"
-    return f"exited with code {returncode}"
 
 
 class WorkerFault(Exception):

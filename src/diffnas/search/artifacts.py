@@ -3,10 +3,9 @@
     pip install -e '.[dashboard]'
     optuna-dashboard sqlite:///RUN_DIR/study.db --artifact-dir RUN_DIR/artifacts
 
-Optuna accepts artifacts only on a trial that is still running, so the search loop attaches
-a candidate's grid just before it tells the trial's score (`attach_sample_grid`). The files go
+Optuna accepts artifacts only on a trial that is still running, so the search attaches a
+candidate's grid just before it tells the trial's score (`attach_sample_grid`). The files go
 to a `FileSystemArtifactStore` in the run folder, so the folder stays self-contained.
-This module imports nothing of the search, so the loop can call it without a cycle.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-ARTIFACT_DIR = "artifacts"
-SAMPLES_FILE = "samples.png"
+from diffnas.layout import ARTIFACT_DIR, SAMPLES_FILE, STUDY_FILE
 
 
 def artifact_dir(run_dir: str | Path) -> Path:
@@ -27,7 +25,7 @@ def artifact_dir(run_dir: str | Path) -> Path:
 
 def dashboard_command(run_dir: str | Path, storage: str | None = None) -> str:
     """The command that opens a search in optuna-dashboard with its sample grids."""
-    url = storage or f"sqlite:///{(Path(run_dir) / 'study.db').resolve()}"
+    url = storage or f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
     return f"optuna-dashboard {url} --artifact-dir {artifact_dir(run_dir).resolve()}"
 
 

@@ -1,0 +1,21 @@
+"""The names of the files and folders in run folders, in one module that imports nothing.
+
+The code that writes a file and the code that reads it back (the report, exports, `--resume`)
+both take its name from here, so a reader needs none of the writer's modules (the report of
+a search does not pull in its executors or LLM backends for a file name).
+"""
+
+from __future__ import annotations
+
+# a search's run folder
+STUDY_FILE = "study.db"  # the default storage: SQLite in the run folder
+TRIALS_DIR = "trials"  # trials/NNNNN: a trial's proxy evaluation
+FINAL_DIR = "final"  # final/NNNNN: a promoted trial's final training
+ROUNDS_DIR = "rounds"  # rounds/round-RRR.json: each round's proposals and verdicts
+ARTIFACT_DIR = "artifacts"  # the sample grids attached to the study (optuna-dashboard)
+SUMMARY_FILE = "summary.json"  # written when a search ends; proxy-check's summary too
+SUMMARY_MD = "summary.md"  # proxy-check's table of every setting, beside its summary.json
+
+# an evaluation's folder (a trial's, a table run's)
+RESULT_FILE = "result.json"  # the evaluation's EvalResult
+SAMPLES_FILE = "samples.png"  # its grid of samples
