@@ -7,6 +7,9 @@
 
 PYTHON ?= python3
 VENV   := .venv
+# `make test` runs one pytest process per core (pytest-xdist), a test file per process so a
+# file's shared fixtures (a trained study, a finished search) are built once
+TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 # torch is installed first and pinned so no other package pulls a different build.
 # On this project's machines 2.14.1 lies on disk; on a GPU box keep its torch with
@@ -74,7 +77,7 @@ browser:
 	fi
 
 test: setup browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The main job, offline on a CPU: a real DiffNAS search of the `tiny` space on the bundled
 # digits with the embedded local LLM (3 rounds x 2 candidates, short proxy runs, RFID on

@@ -143,8 +143,8 @@ def test_replay_reproduces_trials_and_scores(tmp_path) -> None:
 def test_resume_after_sigkill_keeps_every_trial_exactly_once(tmp_path) -> None:
     runs = tmp_path / "runs"
     args = [
-        sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "tiny",
-        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "400",
+        sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "micro",
+        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "200",
         "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
         "--device", "cpu", "--runs", str(runs),
     ]  # fmt: skip
