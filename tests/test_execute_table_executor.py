@@ -87,11 +87,11 @@ def test_an_architecture_not_in_the_table_is_refused_at_the_gate(table, tmp_path
          "norm_groups": 8}
     )  # fmt: skip
     space = FOUR.model_copy(update={"base_channels": [8, 16]})  # in this space, not the table
-    verdict = check_candidate(space.proposal_of(outside), space, [], [], executor.admits)
+    verdict = check_candidate(space.proposal_of(outside), space, [], [], admit=executor.admits)
     assert not verdict.ok and "not in table 'four-digits'" in verdict.reason
     assert "4 architectures" in verdict.reason
     inside = list(four_archs().values())[0].arch
-    assert check_candidate(space.proposal_of(inside), space, [], [], executor.admits).ok
+    assert check_candidate(space.proposal_of(inside), space, [], [], admit=executor.admits).ok
     # a job that got past the gate anyway fails with the reason, it is not made up
     j = job(table, 0, "s2-loss", 0, tmp_path).model_copy(update={"arch": outside})
     result = executor.run(j)

@@ -85,8 +85,9 @@ def check_candidate(
     space: SearchSpace,
     memory: list[TrialRecord],
     accepted: list[ArchConfig],
-    admit: Callable[[ArchConfig], str | None] | None = None,
     latency: LatencyCheck | None = None,
+    *,
+    admit: Callable[[ArchConfig], str | None] | None = None,
 ) -> Verdict:
     """Verdict on one raw proposal against the space, the memory, this round so far and the
     budget (`latency`: measured for a latency objective, and the bound when it has one); then

@@ -417,7 +417,7 @@ class SearchRun:
             k=wanted,
             rng=random.Random(f"{cfg.seed}-round-{r}"),
             check=lambda raw, accepted: check_candidate(
-                raw, self.space, memory, accepted, self.executor.admits, self.latency
+                raw, self.space, memory, accepted, self.latency, admit=self.executor.admits
             ),
             task=self._task_line(),
             reference_line=self._reference_line(),
@@ -472,7 +472,7 @@ class SearchRun:
             # not even parse); a good one is checked again against this round's acceptances.
             if verdict is None or verdict.ok:
                 verdict = check_candidate(
-                    p.raw, self.space, memory, accepted, self.executor.admits, self.latency
+                    p.raw, self.space, memory, accepted, self.latency, admit=self.executor.admits
                 )
             if verdict.ok and verdict.arch is not None:
                 accepted.append(verdict.arch)

@@ -139,6 +139,7 @@ class LLMScreener(Screener):
             count=len(ctx.memory),
             entries="\n".join(entries) if entries else "(none yet: nothing has been measured)",
             score_name=ctx.score_name,
+            front="",  # a screener predicts the score alone: no Pareto front to extend
         )
         user = self.screen_template.render(
             task=ctx.task,
