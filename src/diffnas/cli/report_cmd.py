@@ -27,3 +27,5 @@ def report(
     files = write_report(run_dirs, out, proxy_check)
     print(f"report of {files.trials} trials: {files.html}")
     print(f"summary: {files.markdown} (plots in {files.markdown.parent / 'plots'})")
+    for line in files.trust:
+        print(line)

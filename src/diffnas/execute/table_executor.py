@@ -64,6 +64,13 @@ def job_recipe(job: EvalJob) -> TrainRecipe:
     return spec.train_recipe(job.objective, job.data.kind, device_type="cpu")
 
 
+def same_space(a: SearchSpace, b: SearchSpace) -> bool:
+    """The same architectures under the same budget: equal once names and descriptions are
+    set aside (a copy of a preset in a YAML file is the preset)."""
+    words = {"name", "description"}
+    return a.model_dump(exclude=words) == b.model_dump(exclude=words)
+
+
 def same_data(a: DataSpec, b: DataSpec, image_size: int) -> bool:
     """The same images: equal specs once an unset size is the size the space takes."""
 
@@ -151,9 +158,7 @@ def check_search(
     data, a proxy protocol (or a rung's step count) it has no setting for, a final protocol
     other than its reference. Every refusal lists what the table has."""
     meta = table.meta
-    if space.model_dump(exclude={"name", "description"}) != meta.space.model_dump(
-        exclude={"name", "description"}
-    ):
+    if not same_space(space, meta.space):
         raise UserError(
             f"--space {space.name!r} is not the space of table {table.name!r} "
             f"({meta.space.name!r}): search that space (--space {meta.space.name}).",

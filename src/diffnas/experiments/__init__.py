@@ -6,6 +6,8 @@
   several seeds, as a table (`diffnas.execute.table`) that searches can be answered from;
   `proxy_check` runs the same engine over a sample of architectures (`study` holds their
   shared options).
+- `trust`: how far a search's winner can be trusted - its proxy's Kendall tau on the space's
+  bundled table, next to the reference's ceiling - for `diffnas status` and `report`.
 - `compare`: do proposers (the LLM with memory, random, TPE, evolution) find good
   architectures with less compute, over several seeds?
 

@@ -42,6 +42,14 @@ def _complete(table: Table, setting: str) -> set[str]:
     return {a for a, v in table.values(setting).items() if set(v) == seeds}
 
 
+def paired_scores(table: Table, setting: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The architectures scored on every seed under both `setting` and the reference, and
+    their architecture x seed scores under each: what a setting's agreement is measured on."""
+    both = _complete(table, setting) & _complete(table, REFERENCE)
+    archs = [a for a in table.archs() if a in both]
+    return archs, _matrix(table, setting, archs), _matrix(table, REFERENCE, archs)
+
+
 def _points(
     table: Table, setting: str, archs: list[str], index: dict[str, int]
 ) -> list[dict[str, Any]]:
@@ -69,15 +77,10 @@ def _row(
     index: dict[str, int],
 ) -> dict[str, Any]:
     """One setting against the mean reference over the architectures scored on every seed."""
-    is_reference = setting.name == REFERENCE
-    archs = [
-        a
-        for a in table.archs()
-        if a in _complete(table, setting.name) and a in _complete(table, REFERENCE)
-    ]
+    archs, proxy, reference_scores = paired_scores(table, setting.name)
     stats = seed_agreement(
-        _matrix(table, setting.name, archs), _matrix(table, REFERENCE, archs), top_k=top_k,
-        resamples=resamples, seed=seed, ceiling=is_reference,
+        proxy, reference_scores, top_k=top_k, resamples=resamples, seed=seed,
+        ceiling=setting.name == REFERENCE,
     )  # fmt: skip
     space = table.meta.space
     reference = table.setting(REFERENCE)

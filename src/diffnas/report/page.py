@@ -30,6 +30,7 @@ from diffnas.report.source import (
     TrialRow,
     load_search,
 )
+from diffnas.report.terminal import winner_trust
 from diffnas.runs import check_out_dir
 from diffnas.search.screening import screening_lines
 from diffnas.train.latency import LatencySettings
@@ -52,6 +53,7 @@ class ReportFiles:
     markdown: Path
     plots: list[Path]
     trials: int
+    trust: list[str]  # how far each search's proxy can be trusted (`winner_trust`), once each
 
 
 def default_out(run_dirs: Sequence[Path]) -> Path:
@@ -86,7 +88,8 @@ def write_report(
     html_path, md_path = out / HTML_FILE, out / MARKDOWN_FILE
     html_path.write_text(render_html(records, figures), encoding="utf-8")
     md_path.write_text(render_markdown(records, figures), encoding="utf-8")
-    return ReportFiles(html_path, md_path, plot_paths, sum(len(r.trials) for r in records))
+    trust = [line for line in dict.fromkeys(map(winner_trust, records)) if line]
+    return ReportFiles(html_path, md_path, plot_paths, sum(len(r.trials) for r in records), trust)
 
 
 def make_figures(records: Sequence[SearchRecord], check: ProxyStudy | None) -> list[Figure]:
@@ -221,7 +224,8 @@ def answer(record: SearchRecord) -> Answer:
         )
     grid, stage = (best.final_samples, "final") if best.final_samples else (best.samples, "proxy")
     caption = f"trial {best.number}: samples after its {stage} training"
-    return Answer([lead, f"{evaluated}; {compute}."], grid, caption)
+    trust = winner_trust(record)
+    return Answer([lead, *([trust] if trust else []), f"{evaluated}; {compute}."], grid, caption)
 
 
 # ----- shared formatting -----

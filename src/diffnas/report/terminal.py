@@ -18,6 +18,7 @@ from rich.text import Text
 
 from diffnas.console import output_console
 from diffnas.execute.accounting import compute_line
+from diffnas.experiments.trust import trust_line
 from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
 from diffnas.search.screening import screening_lines
@@ -118,8 +119,17 @@ def trials_table(record: SearchRecord, width: int = 80) -> Table:
     return table
 
 
+def winner_trust(record: SearchRecord) -> str | None:
+    """How well the search's proxy ranks its space, measured on the space's bundled table
+    (`experiments.trust`); None before any candidate is scored or without such a table."""
+    if not any(t.proxy is not None for t in record.trials):
+        return None
+    return trust_line(record.space, record.config.data_spec(), record.config.proxy)
+
+
 def footer_lines(record: SearchRecord) -> list[str]:
-    """Final scores and the LLM ledger under the table (plain text)."""
+    """Final scores, how far the proxy can be trusted, and the LLM ledger under the table
+    (plain text)."""
     lines = []
     for t in record.trials:
         if t.final is not None:
@@ -130,6 +140,9 @@ def footer_lines(record: SearchRecord) -> list[str]:
     for final in record.summary.get("final", []):
         if final.get("status") != "complete":
             lines.append(f"final: trial {final.get('trial')} -> {final.get('status')}")
+    trust = winner_trust(record)
+    if trust is not None:
+        lines.append(trust)
     origins = record.summary.get("origins") or {}
     if origins:
         order = [o for o in ORIGINS if o in origins] + sorted(set(origins) - set(ORIGINS))
