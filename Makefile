@@ -1,6 +1,7 @@
 # diffnas: every command of the README is a target here.
 #   make setup   create .venv and install diffnas with its test/dev extras and the local LLM
 #   make test    set up if needed (and chromium for the report's browser test), then run the whole test suite
+#   make test-fast  the suite without its end-to-end files (tests/conftest.py: SLOW_FILES), for the edit loop
 #   make demo    set up if needed, then run the main job
 #   make bench   set up if needed, then run the benchmarks (figures go to benchmarks/RESULTS.md by hand)
 #   make lint    ruff check + format check
@@ -39,7 +40,7 @@ PYTAG         := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0
 WHEELHOUSE    ?= $(HOME)/.cache/diffnas/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(PYTAG)-$(ARCH)-portable-v1
 STAMP  := $(VENV)/.diffnas-installed
 
-.PHONY: setup llama-wheel browser test demo bench lint clean
+.PHONY: setup llama-wheel browser test test-fast demo bench lint clean
 
 setup: $(STAMP)
 
@@ -78,6 +79,10 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The edit loop: every test but the end-to-end files (tests/conftest.py: SLOW_FILES)
+test-fast: setup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # The main job, offline on a CPU: a real DiffNAS search of the `tiny` space on the bundled
 # digits with the embedded local LLM (3 rounds x 2 candidates, short proxy runs, RFID on

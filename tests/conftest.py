@@ -19,3 +19,43 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Files whose tests run whole searches, worker processes, servers or trainings end to end (tens
+# of seconds each): `make test-fast` (`-m "not slow"`) leaves them out for the edit loop;
+# `make test` runs everything. A test elsewhere that takes seconds is marked on its own.
+SLOW_FILES = {
+    "test_bench_screening.py",
+    "test_cli_bad_input.py",
+    "test_cli_bad_input_limits.py",
+    "test_cli_bad_input_readback.py",
+    "test_cli_search.py",
+    "test_cli_train_score.py",
+    "test_doctor.py",
+    "test_evaluate_score.py",
+    "test_execute_conformance.py",
+    "test_execute_executors.py",
+    "test_execute_queue.py",
+    "test_experiments_compare.py",
+    "test_experiments_proxy_check.py",
+    "test_experiments_regret.py",
+    "test_experiments_tabulate.py",
+    "test_experiments_trust.py",
+    "test_llm_llama_server.py",
+    "test_llm_local_backend.py",
+    "test_report.py",
+    "test_search_async.py",
+    "test_search_executors.py",
+    "test_search_faults.py",
+    "test_search_halving.py",
+    "test_search_loop.py",
+    "test_search_objectives.py",
+    "test_search_screening.py",
+    "test_search_warm_start.py",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
