@@ -193,3 +193,19 @@ def test_cost_refuses_an_unvalidated_absurd_net_before_building(monkeypatch) -> 
     monkeypatch.setattr(cost_mod, "build_unet", must_not_build)
     with pytest.raises(ArchitectureError, match="num_res_blocks.*less than or equal to 16"):
         measure_cost(absurd)
+
+
+def test_an_architecture_is_counted_once_per_process(monkeypatch) -> None:
+    builds = []
+    real = cost_mod.build_unet
+    monkeypatch.setattr(
+        cost_mod, "build_unet", lambda arch, **kw: builds.append(arch) or real(arch, **kw)
+    )
+    monkeypatch.setattr(cost_mod, "_COUNTED", {})
+    arch = get_reference("tiny-digits")
+    first = measure_cost(arch)
+    first.macs = -1  # a caller changing its copy changes nothing for the next one
+    again = measure_cost(arch.model_copy())
+    assert len(builds) == 1 and again.macs > 0
+    wider = arch.model_copy(update={"base_channels": arch.base_channels * 2})
+    assert measure_cost(wider).params > again.params and len(builds) == 2

@@ -56,15 +56,31 @@ class Cost(BaseModel):
         }
 
 
+# Costs already counted in this process, by the architecture's JSON: the gate, the proposers,
+# the plan and the memory count the same architectures again and again (a search answered
+# from a table spent most of its time here). Bounded: a long study never holds more.
+_COUNTED: dict[str, Cost] = {}
+_MAX_COUNTED = 4096
+
+
 def measure_cost(arch: ArchConfig) -> Cost:
     """Parameters and MACs of one forward pass (batch 1), counted on the meta device.
 
     Refuses (`ArchitectureError`) an architecture outside `ArchConfig`'s bounds before
     building anything: even on meta, a net of a million blocks takes minutes and gigabytes
     of Python objects to build. A validated `ArchConfig` always passes; one made with
-    `model_construct` (no validation) is checked here.
+    `model_construct` (no validation) is checked here. Counted once per process.
     """
     parse_arch(arch.model_dump())
+    key = arch.model_dump_json()
+    if key not in _COUNTED:
+        if len(_COUNTED) >= _MAX_COUNTED:
+            _COUNTED.clear()
+        _COUNTED[key] = _count(arch)
+    return _COUNTED[key].model_copy()
+
+
+def _count(arch: ArchConfig) -> Cost:
     model = build_unet(arch, device="meta")
     params = sum(p.numel() for p in model.parameters())
     x = torch.empty(1, arch.in_channels, arch.image_size, arch.image_size, device="meta")
