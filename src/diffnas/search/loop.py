@@ -22,13 +22,11 @@ LLM requests it has already paid for from the record.
 from __future__ import annotations
 
 import fcntl
-import json
 import platform
 import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import LatencyCheck, check_candidate, latency_verdict, within_budget
+from diffnas.gate.check import LatencyCheck, check_candidate
 from diffnas.gate.entry import RoundEntry, RoundFile
 from diffnas.gate.memory import TrialRecord, best_first
 from diffnas.model.cost import measure_cost
@@ -58,7 +56,7 @@ from diffnas.propose.llm.ledger import LLMBudget
 from diffnas.propose.llm.record import calls_path, read_calls
 from diffnas.propose.llm.redact import env_secrets, redact
 from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
-from diffnas.propose.prompt import task_line
+from diffnas.propose.prompt_lines import data_words, memory_as_seen, reference_line, task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.propose.screen import LLM_SCREENERS, ScreenContext, Screener, make_screener
 from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
@@ -67,7 +65,6 @@ from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
 from diffnas.search.trials import CandidateTrials, proxy_rungs
-from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.latency import LatencyMeter, Measure
 
@@ -80,13 +77,6 @@ def needs_llm(config: SearchConfig) -> bool:
     return config.proposer in LLM_PROPOSERS or (
         config.screen is not None and config.screener in LLM_SCREENERS
     )
-
-
-def as_in_flight(record: TrialRecord) -> TrialRecord:
-    """A finished trial as a request that did not see its outcome saw it: being evaluated."""
-    if record.status in ("rejected", "screened-out", "pending", "running") or record.round < 0:
-        return record
-    return replace(record, status="running", score=None, reason="", extra={})
 
 
 class SearchRun:
@@ -407,8 +397,7 @@ class SearchRun:
         # --screen: M candidates for the K slots (in proportion for a smaller request)
         wanted = screening.pool_size(k, cfg.per_round, cfg.screen) if self.screener else k
         memory = study_mod.load_memory(self.study)
-        if seen is not None:
-            memory = [t if t.number in seen else as_in_flight(t) for t in memory]
+        memory = memory_as_seen(memory, seen)
         ctx = ProposalContext(
             space=self.space,
             memory=memory,
@@ -419,8 +408,8 @@ class SearchRun:
             check=lambda raw, accepted: check_candidate(
                 raw, self.space, memory, accepted, self.executor.admits, self.latency
             ),
-            task=self._task_line(),
-            reference_line=self._reference_line(),
+            task=task_line(self.space, cfg.proxy.score.label, data_words(self.data)),
+            reference_line=reference_line(self.space, self.latency),
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
             objectives=tuple(cfg.objectives),
             latency=self.latency,
@@ -503,25 +492,6 @@ class SearchRun:
         if origin:
             return origin
         return ORIGIN_LLM if self.config.proposer in LLM_PROPOSERS else proposer
-
-    def _task_line(self) -> str:
-        kind = self.data.kind
-        if kind == "npz":
-            kind = f"npz file {Path(self.data.path or '').name}"
-        return task_line(self.space, self.config.proxy.score.label, kind)
-
-    def _reference_line(self) -> str:
-        if not self.space.reference:
-            return ""
-        ref = get_reference(self.space.reference)
-        cost = measure_cost(ref)
-        _, verdict, ms = within_budget(ref, cost, self.space.budget, self.latency)
-        if ms is not None and self.latency is not None and self.latency.budget_ms is None:
-            verdict += f"; {latency_verdict(ms, self.latency)[1]}"  # a latency objective
-        return (
-            f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
-            f"{cost.params_m:.2f} M params; {verdict}."
-        )
 
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
         """Evaluate a round's accepted candidates together (a concurrent executor runs them at
