@@ -22,7 +22,6 @@ LLM requests it has already paid for from the record.
 from __future__ import annotations
 
 import fcntl
-import platform
 import random
 import secrets
 import time
@@ -33,15 +32,14 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from diffnas import __version__, storage
+from diffnas import storage
 from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.gate.check import LatencyCheck, check_candidate
 from diffnas.gate.entry import RoundEntry, RoundFile
-from diffnas.gate.memory import TrialRecord, best_first
+from diffnas.gate.memory import TrialRecord
 from diffnas.model.cost import measure_cost
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposal, ProposalContext
@@ -59,17 +57,17 @@ from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
 from diffnas.propose.prompt_lines import data_words, memory_as_seen, reference_line, task_line
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.propose.screen import LLM_SCREENERS, ScreenContext, Screener, make_screener
-from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
+from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, write_json
 from diffnas.search import asynchronous, halving, objectives, screening, warm_start
 from diffnas.search import study as study_mod
+from diffnas.search import summary as summary_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
+from diffnas.search.summary import SUMMARY_FILE
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.latency import LatencyMeter, Measure
 
 EVENTS_FILE = "events.jsonl"
-ENV_FIX = "it only records the versions and seed of each start: delete it and resume again"
 
 
 def needs_llm(config: SearchConfig) -> bool:
@@ -165,41 +163,19 @@ class SearchRun:
             sleep=self._sleep,
         )
 
-    def _saved_history(self) -> list[dict[str, Any]]:
-        """env.json's entries so far (none for a new search), checked."""
-        env_file = self.run_dir / ENV_FILE
-        if not env_file.exists():
-            return []
-        recorded = read_file(env_file, ENV_HISTORY, "search environment record", fix=ENV_FIX)
-        return [e.model_dump(mode="json") for e in recorded]
-
     def _check_saved(self) -> list[dict[str, Any]]:
         """What a resumed search reads back, read and checked before it writes anything: a
         damaged file is refused by name, not met half-way through a round. The study's trials
         are checked as it opens (`load_memory`). Returns env.json's entries."""
-        history = self._saved_history()
+        history = summary_mod.env_history(self.run_dir)
         for path in sorted((self.run_dir / "rounds").glob("round-*.json")):
             RoundFile.read(path)
         read_calls(calls_path(self.run_dir))
         return history
 
     def _write_provenance(self, history: list[dict[str, Any]]) -> None:
-        import diffusers
-        import optuna
-        import torch
-
         write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
-        env = {
-            "diffnas": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "optuna": optuna.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "seed": self.config.seed,
-        }
-        write_json(self.run_dir / ENV_FILE, [*history, env])  # one entry per start or resume
+        summary_mod.write_env(self.run_dir, history, self.config.seed)  # an entry per start
 
     def _safe_text(self, err: BaseException) -> str:
         """`err` as text fit to print and store: no key value, no credential shape.
@@ -296,7 +272,17 @@ class SearchRun:
             )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
-        summary = self._summary(stop_reason, finals, backend)
+        ledger = getattr(backend, "ledger", None)
+        summary = summary_mod.search_summary(
+            cfg,
+            study_mod.load_memory(self.study),
+            finals,
+            stop_reason=stop_reason,
+            llm_totals=ledger.summary() if ledger is not None else None,
+            llm_origins=ORIGINS if cfg.proposer in LLM_PROPOSERS else (),
+            rounds_failed=len(self.requests_failed),
+            meter=self.meter,
+        )
         write_json(self.run_dir / SUMMARY_FILE, summary)
         self._event("end")
         return summary
@@ -526,37 +512,3 @@ class SearchRun:
                     f"  trial {record.number}: {escape(cfg.final.score.label)} {result.score:.4g}"
                 )
         return finals
-
-    def _summary(
-        self, stop_reason: str, finals: list[dict[str, Any]], backend: LLMBackend | None
-    ) -> dict[str, Any]:
-        memory = study_mod.load_memory(self.study)
-        ledger = getattr(backend, "ledger", None)
-        counts: dict[str, int] = {}
-        for t in memory:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        best = best_first(memory)
-        llm_origins = ORIGINS if self.config.proposer in LLM_PROPOSERS else ()
-        summary = {
-            "stop_reason": stop_reason,
-            "trials": len(memory),
-            "status_counts": counts,
-            # trained (not rejected) candidates per origin: the LLM's own, its edits, fallbacks
-            "origins": study_mod.origin_counts(memory, llm_origins),
-            "best_trial": best[0].number if best else None,
-            "best_score": best[0].score if best else None,
-            "final": finals,
-            # the search's compute: proxy evaluations and final trainings, in device-hours
-            "compute": compute_hours(
-                [(t.extra.get("device"), t.extra.get("device_s")) for t in memory]
-                + [(f.get("device"), f.get("device_s")) for f in finals]
-            ),
-            "llm": ledger.summary() if ledger is not None else None,
-            "rounds_failed": len(self.requests_failed),
-            **objectives.objective_summary(self.config, memory, self.meter),
-            # --screen: each screener's Kendall tau of predicted vs measured, per round and all
-            "screening": screening.screening_summary(memory),
-            "warm_start": sum(1 for t in memory if t.extra.get("warm_start")),
-        }
-        # the shape readers rely on (`status`, `report`): checked as it is written
-        return SearchSummary.model_validate(summary).model_dump(mode="json")
