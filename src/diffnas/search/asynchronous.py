@@ -34,7 +34,7 @@ def expected_requests(total: int, proposed: int, r: int, k: int) -> int:
     return r + math.ceil(max(total - proposed, k) / k)
 
 
-def run_async(search: SearchRun, proposer: Any, start: float) -> str:
+def run_async(search: SearchRun, start: float) -> str:
     """Propose and evaluate until rounds x K candidates are done; the stop reason."""
     cfg = search.config
     total = cfg.rounds * cfg.per_round
@@ -50,7 +50,9 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
 
     # the requests made before a kill: served from their files, their open trials resumed
     proposed, r = 0, 0
-    while (saved := search.saved_round(r)) is not None:
+    requests = search.requests
+    assert requests is not None
+    while (saved := requests.saved(r)) is not None:
         for step in search.trials.open_trials(r, saved.entries):
             submit(step)
         proposed += saved.asked or len(saved.entries)
@@ -77,7 +79,7 @@ def run_async(search: SearchRun, proposer: Any, start: float) -> str:
                         )
         if not stop and proposed < total and k > 0:
             num_rounds = expected_requests(total, proposed, r, k)
-            entries, stop = search.ask(r, proposer, k=k, seen=seen, num_rounds=num_rounds)
+            entries, stop = requests.make(r, k=k, seen=seen, num_rounds=num_rounds)
             for step in search.trials.open_trials(r, entries or []):
                 submit(step)
             proposed += k  # a failed request spends its share too: the search cannot loop on it

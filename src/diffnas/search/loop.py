@@ -22,7 +22,6 @@ LLM requests it has already paid for from the record.
 from __future__ import annotations
 
 import fcntl
-import random
 import secrets
 import time
 from collections.abc import Callable
@@ -37,31 +36,25 @@ from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import LatencyCheck, check_candidate
-from diffnas.gate.entry import RoundEntry, RoundFile
-from diffnas.gate.memory import TrialRecord
-from diffnas.model.cost import measure_cost
+from diffnas.gate.check import LatencyCheck
+from diffnas.gate.entry import RoundEntry
 from diffnas.progress import task as progress_task
-from diffnas.propose.base import Proposal, ProposalContext
 from diffnas.propose.llm import (
     LLMBackend,
-    LLMBudgetExhausted,
-    LLMUnavailable,
     RetryPolicy,
     make_backend,
 )
 from diffnas.propose.llm.ledger import LLMBudget
 from diffnas.propose.llm.record import calls_path, read_calls
-from diffnas.propose.llm.redact import env_secrets, redact
-from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
-from diffnas.propose.prompt_lines import data_words, memory_as_seen, reference_line, task_line
+from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
-from diffnas.propose.screen import LLM_SCREENERS, ScreenContext, Screener, make_screener
+from diffnas.propose.screen import LLM_SCREENERS, Screener, make_screener
 from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, write_json
-from diffnas.search import asynchronous, halving, objectives, screening, warm_start
+from diffnas.search import asynchronous, halving, objectives, warm_start
 from diffnas.search import study as study_mod
 from diffnas.search import summary as summary_mod
 from diffnas.search.config import SearchConfig
+from diffnas.search.requests import Requests, check_round_files
 from diffnas.search.summary import SUMMARY_FILE
 from diffnas.search.trials import CandidateTrials, proxy_rungs
 from diffnas.space.search_space import SearchSpace, load_space
@@ -108,10 +101,7 @@ class SearchRun:
         self._llm_backend = llm_backend
         self._screener = screener  # a test's stand-in; else made from --screener
         self._sleep = sleep
-        # requests of this process the proposer answered (or their round files did) and that
-        # failed because the LLM was unavailable: a search that got no answer at all failed
-        self.requests_answered = 0
-        self.requests_failed: list[str] = []
+        self.requests: Requests | None = None  # the requests to the proposer, set by `run`
         self._measure_latency = measure_latency  # None: the real timing (tests inject a fake)
         self.latency: LatencyCheck | None = None  # set by `run` when latency is measured
         self.meter: LatencyMeter | None = None  # its cache of measurements
@@ -120,7 +110,7 @@ class SearchRun:
     def llm_never_answered(self) -> bool:
         """Every request of this run failed because the LLM was unavailable (a wrong
         --base-url, a server down): the search trained nothing it was asked for."""
-        return bool(self.requests_failed) and not self.requests_answered
+        return self.requests is not None and self.requests.never_answered
 
     # ----- set-up -----
     def _own_study(self, cfg: SearchConfig) -> SearchConfig:
@@ -168,21 +158,13 @@ class SearchRun:
         damaged file is refused by name, not met half-way through a round. The study's trials
         are checked as it opens (`load_memory`). Returns env.json's entries."""
         history = summary_mod.env_history(self.run_dir)
-        for path in sorted((self.run_dir / "rounds").glob("round-*.json")):
-            RoundFile.read(path)
+        check_round_files(self.run_dir)
         read_calls(calls_path(self.run_dir))
         return history
 
     def _write_provenance(self, history: list[dict[str, Any]]) -> None:
         write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
         summary_mod.write_env(self.run_dir, history, self.config.seed)  # an entry per start
-
-    def _safe_text(self, err: BaseException) -> str:
-        """`err` as text fit to print and store: no key value, no credential shape.
-
-        The backends redact at the source; this guard also knows the configured key variable.
-        """
-        return redact(str(err), env_secrets([self.config.api_key_env]))
 
     def _event(self, kind: str, **fields: Any) -> None:
         append_jsonl(self.run_dir / EVENTS_FILE, {"event": kind, "time": time.time(), **fields})
@@ -252,6 +234,11 @@ class SearchRun:
                 else {}
             ),
         )
+        self.requests = requests = Requests(
+            cfg, self.space, self.data, self.run_dir, self.study, proposer,
+            screener=self.screener, admits=self.executor.admits, latency=self.latency,
+            console=self.console, event=self._event,
+        )  # fmt: skip
         start = time.monotonic()
         self._event(
             "start",
@@ -261,14 +248,14 @@ class SearchRun:
             **({"latency": objectives.latency_record(cfg, self.meter)} if self.meter else {}),
         )
         if cfg.schedule == "async":
-            stop_reason = asynchronous.run_async(self, proposer, start)
+            stop_reason = asynchronous.run_async(self, start)
         else:
-            stop_reason = self._run_rounds(proposer, start)
-        if self.llm_never_answered:
+            stop_reason = self._run_rounds(start)
+        if requests.never_answered:
             stop_reason = (
-                f"every LLM request failed ({len(self.requests_failed)} of "
-                f"{len(self.requests_failed)}), nothing was proposed; last error: "
-                f"{self.requests_failed[-1]}"
+                f"every LLM request failed ({len(requests.failed)} of "
+                f"{len(requests.failed)}), nothing was proposed; last error: "
+                f"{requests.failed[-1]}"
             )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
@@ -280,20 +267,20 @@ class SearchRun:
             stop_reason=stop_reason,
             llm_totals=ledger.summary() if ledger is not None else None,
             llm_origins=ORIGINS if cfg.proposer in LLM_PROPOSERS else (),
-            rounds_failed=len(self.requests_failed),
+            rounds_failed=len(requests.failed),
             meter=self.meter,
         )
         write_json(self.run_dir / SUMMARY_FILE, summary)
         self._event("end")
         return summary
 
-    def _run_rounds(self, proposer: Any, start: float) -> str:
+    def _run_rounds(self, start: float) -> str:
         """Round by round: ask for K, evaluate the round's candidates together, then the next."""
         cfg = self.config
         for r in range(cfg.rounds):
             if self.time_spent(start):
                 return self.time_spent(start)  # type: ignore[return-value]
-            entries, stop = self.ask(r, proposer)
+            entries, stop = self.requests.make(r)  # type: ignore[union-attr]
             if stop:
                 return stop
             if entries is not None:
@@ -306,36 +293,6 @@ class SearchRun:
         if budget is not None and time.monotonic() - start > budget:
             return f"time budget of {budget:g} s spent"
         return None
-
-    def ask(
-        self,
-        r: int,
-        proposer: Any,
-        k: int | None = None,
-        seen: set[int] | None = None,
-        num_rounds: int | None = None,
-    ) -> tuple[list[RoundEntry] | None, str | None]:
-        """(entries, None) for request `r` (`_round_entries`); (None, None) when the LLM failed
-        it (the run goes on; a resume asks again); (None, reason) when the LLM budget is spent."""
-        try:
-            entries = self._round_entries(r, proposer, k, seen, num_rounds)
-            self.requests_answered += 1
-            return entries, None
-        except LLMBudgetExhausted as err:
-            stop_reason = f"LLM budget spent: {self._safe_text(err)}"
-            self.console.print(
-                f"[yellow]round {r + 1}: {escape(stop_reason)}; stopping the search[/yellow]"
-            )
-            self._event("budget_exhausted", round=r, message=self._safe_text(err))
-            return None, stop_reason
-        except LLMUnavailable as err:
-            message = self._safe_text(err)
-            self.console.print(
-                f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
-            )
-            self._event("round_failed", round=r, message=message)
-            self.requests_failed.append(message)
-            return None, None
 
     def _make_screener(self, backend: LLMBackend | None) -> Screener | None:
         cfg = self.config
@@ -350,134 +307,6 @@ class SearchRun:
             max_repairs=cfg.max_repairs,
             max_tokens=cfg.llm_max_output_tokens,
         )
-
-    # ----- proposing -----
-    def round_file(self, r: int) -> Path:
-        return self.run_dir / "rounds" / f"round-{r:03d}.json"
-
-    def saved_round(self, r: int) -> RoundFile | None:
-        """Request `r` as its round file saved it (None if never made), origins filled in."""
-        saved = RoundFile.read(self.round_file(r))
-        for e in saved.entries if saved else []:  # files written before origins were recorded
-            e.origin = self._origin(e.origin, e.proposer)
-        return saved
-
-    def _round_entries(
-        self,
-        r: int,
-        proposer: Any,
-        k: int | None = None,
-        seen: set[int] | None = None,
-        num_rounds: int | None = None,
-    ) -> list[RoundEntry]:
-        """The round's proposals with their gate verdicts: from its file, or asked now and saved.
-
-        `k`: how many to ask (default K). `seen`: the finished trials the proposer may see
-        (an asynchronous replay shows exactly what the recorded request saw; default all).
-        `num_rounds`: the requests expected in all (default the configured rounds)."""
-        saved = self.saved_round(r)
-        if saved is not None:
-            return saved.entries
-        path, cfg = self.round_file(r), self.config
-        k = k or cfg.per_round
-        # --screen: M candidates for the K slots (in proportion for a smaller request)
-        wanted = screening.pool_size(k, cfg.per_round, cfg.screen) if self.screener else k
-        memory = study_mod.load_memory(self.study)
-        memory = memory_as_seen(memory, seen)
-        ctx = ProposalContext(
-            space=self.space,
-            memory=memory,
-            round=r,
-            num_rounds=num_rounds or cfg.rounds,
-            k=wanted,
-            rng=random.Random(f"{cfg.seed}-round-{r}"),
-            check=lambda raw, accepted: check_candidate(
-                raw, self.space, memory, accepted, self.executor.admits, self.latency
-            ),
-            task=task_line(self.space, cfg.proxy.score.label, data_words(self.data)),
-            reference_line=reference_line(self.space, self.latency),
-            score_name=cfg.proxy.score.label,  # the system and memory prompts name it
-            objectives=tuple(cfg.objectives),
-            latency=self.latency,
-        )
-        screened = f" (screened by {self.screener.name} down to {k})" if self.screener else ""
-        self.console.print(
-            f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for "
-            f"{wanted}{screened}"
-        )
-        proposals: list[Proposal] = proposer.propose(ctx)[:wanted]
-        entries = self._gate(proposals, memory)
-        screen_info = None
-        if self.screener is not None:
-            entries, screen_info = screening.screen_entries(
-                self.screener,
-                entries,
-                k,
-                ScreenContext(
-                    space=self.space,
-                    memory=memory,
-                    candidates=[],
-                    k=k,
-                    seed=random.Random(f"{cfg.seed}-screen-{r}").randrange(2**31),
-                    score_name=ctx.score_name,
-                    task=ctx.task,
-                    reference_line=ctx.reference_line,
-                ),
-            )
-        path.parent.mkdir(exist_ok=True)
-        round_file = RoundFile(
-            round=r,
-            proposer=proposer.name,
-            entries=entries,
-            asked=k,
-            seen=sorted(t.number for t in memory if t.status not in ("pending", "running")),
-            screening=screen_info,
-        )
-        write_json(path, round_file.model_dump(mode="json"))
-        ok = sum(e.accepted for e in entries)
-        self._event("proposed", round=r, accepted=ok, rejected=len(entries) - ok)
-        return entries
-
-    def _gate(self, proposals: list[Proposal], memory: list[TrialRecord]) -> list[RoundEntry]:
-        """Check every proposal again: nothing invalid, duplicate or over budget reaches training."""
-        entries, accepted = [], []
-        for slot, p in enumerate(proposals):
-            verdict = p.verdict
-            # A proposal the proposer already judged bad keeps that reason (its raw text may
-            # not even parse); a good one is checked again against this round's acceptances.
-            if verdict is None or verdict.ok:
-                verdict = check_candidate(
-                    p.raw, self.space, memory, accepted, self.executor.admits, self.latency
-                )
-            if verdict.ok and verdict.arch is not None:
-                accepted.append(verdict.arch)
-            cost = verdict.cost or (
-                measure_cost(verdict.arch) if verdict.arch is not None else None
-            )
-            proposer = p.proposer or self.config.proposer
-            entries.append(
-                RoundEntry(
-                    slot=slot,
-                    proposer=proposer,
-                    origin=self._origin(p.meta.get("origin"), proposer),
-                    rationale=p.rationale,
-                    raw=p.raw,
-                    arch=verdict.arch,
-                    reason=verdict.reason,
-                    gmacs=round(cost.gmacs, 5) if cost else None,
-                    params_m=round(cost.params_m, 5) if cost else None,
-                    latency_ms=None if verdict.latency_ms is None else round(verdict.latency_ms, 4),
-                    meta=p.meta,
-                )
-            )
-        return entries
-
-    def _origin(self, origin: str | None, proposer: str) -> str:
-        """Where a candidate came from: the proposer's word, else "llm" for an LLM proposer
-        (round files written before origins were recorded) or the baseline's own name."""
-        if origin:
-            return origin
-        return ORIGIN_LLM if self.config.proposer in LLM_PROPOSERS else proposer
 
     def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
         """Evaluate a round's accepted candidates together (a concurrent executor runs them at
