@@ -16,9 +16,9 @@ from diffnas.gate.entry import RoundFile
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.runs import read_json
 from diffnas.search import study as study_mod
-from diffnas.search.asynchronous import expected_requests
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
+from diffnas.search.schedules import expected_requests
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from doubles import OpenAILoopback

@@ -20,6 +20,7 @@ import pytest
 from diffnas.cli.search_cmd import show_status
 from diffnas.execute.job import ScoreSpec
 from diffnas.search.loop import SearchRun
+from diffnas.search.requests import Requests
 from doubles import KeyEchoingAnthropic, KeyEchoingOpenAI, OpenAILoopback
 from test_search_loop import SMALL, SMALL2, TINY_EVAL, answer, config, trials
 
@@ -110,7 +111,7 @@ def test_resume_after_a_kill_replays_a_deep_answer_and_goes_on(tmp_path: Path, m
             llm="openai:test-model", base_url=server.base_url,
             rounds=2, per_round=1, max_repairs=0, promote=0,
         )  # fmt: skip
-        monkeypatch.setattr(SearchRun, "_gate", killed_after_the_answer)
+        monkeypatch.setattr(Requests, "gate", killed_after_the_answer)
         with pytest.raises(KeyboardInterrupt):
             SearchRun(cfg, run_dir).run()
         monkeypatch.undo()

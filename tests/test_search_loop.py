@@ -21,6 +21,7 @@ from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.loop import SearchRun
+from diffnas.search.requests import Requests
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import load_space
 from doubles import OpenAILoopback
@@ -189,7 +190,7 @@ def test_resume_reuses_recorded_llm_answers(tmp_path, monkeypatch) -> None:
         first_round = "none yet" in body["messages"][-1]["content"]
         return answer(SMALL, SMALL2) if first_round else answer(REF, SMALL3)
 
-    real_gate = SearchRun._gate
+    real_gate = Requests.gate
     gates = []
 
     def killed_in_round_2(self, proposals, memory):
@@ -203,12 +204,12 @@ def test_resume_reuses_recorded_llm_answers(tmp_path, monkeypatch) -> None:
     with OpenAILoopback(responder=responder) as server:
         cfg = config(llm="openai:test-model", base_url=server.base_url, rounds=2, promote=0)
         run_dir = tmp_path / "runs" / "00000-search"
-        monkeypatch.setattr(SearchRun, "_gate", killed_in_round_2)
+        monkeypatch.setattr(Requests, "gate", killed_in_round_2)
         with pytest.raises(KeyboardInterrupt):
             SearchRun(cfg, run_dir).run()
         assert not (run_dir / "rounds" / "round-001.json").exists()
         paid = len(server.requests)
-        monkeypatch.setattr(SearchRun, "_gate", real_gate)
+        monkeypatch.setattr(Requests, "gate", real_gate)
         SearchRun(cfg, run_dir).run()
         assert len(server.requests) == paid  # round 2's answer came from llm/calls.jsonl
     final = trials(run_dir)

@@ -1,10 +1,11 @@
 """One proposal of a round with its gate verdict: the one shape of a candidate before training.
 
-A round file `rounds/round-RRR.json` is a `RoundFile`; the loop builds its `RoundEntry`s in the
-gate, and `diffnas.search.study` stores each as an Optuna trial's user attrs. Round files written
-by earlier versions load unchanged (same keys; `origin` may be absent). Under `--screen` an
-accepted entry also carries its screener's verdict (`ScreenMark`): it is written with the round
-before any trial exists, so a resumed or replayed search trains exactly what was selected.
+A round file `rounds/round-RRR.json` is a `RoundFile`; the search's requests to the proposer
+(`diffnas.search.requests`) build its `RoundEntry`s at the gate, and `diffnas.search.study`
+stores each as an Optuna trial's user attrs. Round files written by earlier versions load
+unchanged (same keys; `origin` may be absent). Under `--screen` an accepted entry also carries
+its screener's verdict (`ScreenMark`): it is written with the round before any trial exists,
+so a resumed or replayed search trains exactly what was selected.
 """
 
 from __future__ import annotations

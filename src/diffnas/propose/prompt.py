@@ -35,6 +35,7 @@ from diffnas.errors import UserError
 from diffnas.gate.memory import TrialRecord, best_first, pareto_front
 from diffnas.propose.base import ProposalContext
 from diffnas.propose.llm import ChatMessage
+from diffnas.propose.prompt_lines import task_line
 from diffnas.space.search_space import SEARCHED_FIELDS, SearchSpace
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
@@ -234,18 +235,6 @@ def memory_entries(
     scored_kept = sorted((t for t in kept if t.evaluated), key=lambda t: (-t.score, t.number))  # type: ignore[operator]
     lines = [memory_entry(space, t) for t in (*unscored, *scored_kept)]
     return [summary, *lines] if summary else lines
-
-
-def task_line(space: SearchSpace, score_name: str, data: str = "") -> str:
-    """The task in one sentence: what the search designs, for which images, ranked how.
-    `data` names the images (e.g. "digits"); the search passes its dataset."""
-    images = f"{data} images" if data else "images"
-    return (
-        f"Design the UNet denoiser of a diffusion model for {images}, "
-        f"{space.image_size}x{space.image_size} pixels, {space.in_channels} channel(s), "
-        f"{space.objective.upper()} objective. Candidates are ranked by {score_name} "
-        "(lower is better) after a short training run."
-    )
 
 
 COST_WORDS = {

@@ -1,17 +1,15 @@
-"""The DiffNAS loop: rounds of propose -> gate -> proxy-train and score -> record, then promote.
+"""The DiffNAS loop: set up a search in its run folder, run its schedule, promote the best.
 
-Round r:
-1. the proposer fills K slots, seeing the search memory (every earlier trial);
-2. each proposal passes the gate (`check_candidate`): invalid, duplicate or over-budget ones
-   are recorded as rejected with their reason and cost no training;
-3. the round's proposals are written to `rounds/round-RRR.json` (atomically) before any trial
-   exists, so a resumed search never asks for them again;
-4. each accepted candidate becomes an Optuna trial (enqueue + ask), is evaluated by the
-   executor in `trials/NNNNN/` (`diffnas.search.trials`; rung by rung under successive
-   halving, `diffnas.search.halving`), and is told its score.
-That is the `rounds` schedule; the `async` one (`diffnas.search.asynchronous`) makes the same
-requests one free slot at a time. After the last round (or the time/LLM budget), the top-k by
-proxy score are trained with the final recipe and scored by FID in `final/NNNNN/`.
+- set-up (`SearchRun._set_up`): the study (`diffnas.search.study`), options.json and env.json,
+  the latency meter, a warm start's trials, the LLM backend, screener and proposer;
+- the schedule (`diffnas.search.schedules`): requests to the proposer (`diffnas.search.requests`:
+  each answer checked at the gate and saved as `rounds/round-RRR.json` before any trial exists)
+  and the evaluation of their accepted candidates as Optuna trials in `trials/NNNNN/`
+  (`diffnas.search.trials`; rung by rung under successive halving, `diffnas.search.halving`),
+  round by round (`rounds`) or one free slot at a time (`async`);
+- promotion (`SearchRun._promote`): after the last round (or the time/LLM budget), the top-k
+  by proxy score (the Pareto front with two objectives) are trained with the final recipe and
+  scored in `final/NNNNN/`; `summary.json` (`diffnas.search.summary`) closes the search.
 
 Resume: a kill at any moment leaves the study, the round files, the trainer's checkpoints and
 the recorded LLM calls. Re-running the same loop on the run folder skips finished rounds and
@@ -22,71 +20,41 @@ LLM requests it has already paid for from the record.
 from __future__ import annotations
 
 import fcntl
-import json
-import platform
-import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from diffnas import __version__, storage
+from diffnas import storage
 from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.execute.accounting import compute_hours
 from diffnas.execute.executors import Executor, make_executor
-from diffnas.gate.check import LatencyCheck, check_candidate, latency_verdict, within_budget
-from diffnas.gate.entry import RoundEntry, RoundFile
-from diffnas.gate.memory import TrialRecord, best_first
-from diffnas.model.cost import measure_cost
+from diffnas.gate.check import LatencyCheck
+from diffnas.layout import EVENTS_FILE, FINAL_DIR, LOCK_FILE
 from diffnas.progress import task as progress_task
-from diffnas.propose.base import Proposal, ProposalContext
-from diffnas.propose.llm import (
-    LLMBackend,
-    LLMBudgetExhausted,
-    LLMUnavailable,
-    RetryPolicy,
-    make_backend,
-)
+from diffnas.propose.base import Proposer
+from diffnas.propose.llm import LLMBackend, RetryPolicy, make_backend
 from diffnas.propose.llm.ledger import LLMBudget
 from diffnas.propose.llm.record import calls_path, read_calls
-from diffnas.propose.llm.redact import env_secrets, redact
-from diffnas.propose.llm_proposer import ORIGIN_LLM, ORIGINS
-from diffnas.propose.prompt import task_line
+from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
-from diffnas.propose.screen import LLM_SCREENERS, ScreenContext, Screener, make_screener
-from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, read_file, write_json
-from diffnas.search import asynchronous, halving, objectives, screening, warm_start
+from diffnas.propose.screen import LLM_SCREENERS, Screener, make_screener
+from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, write_json
+from diffnas.search import halving, objectives, warm_start
 from diffnas.search import study as study_mod
+from diffnas.search import summary as summary_mod
 from diffnas.search.config import SearchConfig
-from diffnas.search.summary import ENV_FILE, ENV_HISTORY, SUMMARY_FILE, SearchSummary
+from diffnas.search.requests import Requests, check_round_files
+from diffnas.search.schedules import SCHEDULES, Schedule, TimeBudget
+from diffnas.search.summary import SUMMARY_FILE as SUMMARY_FILE  # importers read it from here
 from diffnas.search.trials import CandidateTrials, proxy_rungs
-from diffnas.space.references import get_reference
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.latency import LatencyMeter, Measure
-
-EVENTS_FILE = "events.jsonl"
-ENV_FIX = "it only records the versions and seed of each start: delete it and resume again"
-
-
-def needs_llm(config: SearchConfig) -> bool:
-    """An LLM proposer, or an LLM screener under --screen: the search asks a language model."""
-    return config.proposer in LLM_PROPOSERS or (
-        config.screen is not None and config.screener in LLM_SCREENERS
-    )
-
-
-def as_in_flight(record: TrialRecord) -> TrialRecord:
-    """A finished trial as a request that did not see its outcome saw it: being evaluated."""
-    if record.status in ("rejected", "screened-out", "pending", "running") or record.round < 0:
-        return record
-    return replace(record, status="running", score=None, reason="", extra={})
 
 
 class SearchRun:
@@ -117,14 +85,11 @@ class SearchRun:
             ray_address=config.ray_address,
             storage=config.storage,
         )
-        self._llm_backend = llm_backend
+        self._llm_backend = llm_backend  # a test's stand-in; else made from --llm
         self._screener = screener  # a test's stand-in; else made from --screener
         self._sleep = sleep
-        # requests of this process the proposer answered (or their round files did) and that
-        # failed because the LLM was unavailable: a search that got no answer at all failed
-        self.requests_answered = 0
-        self.requests_failed: list[str] = []
         self._measure_latency = measure_latency  # None: the real timing (tests inject a fake)
+        self.requests: Requests | None = None  # the requests to the proposer, set by `run`
         self.latency: LatencyCheck | None = None  # set by `run` when latency is measured
         self.meter: LatencyMeter | None = None  # its cache of measurements
 
@@ -132,99 +97,12 @@ class SearchRun:
     def llm_never_answered(self) -> bool:
         """Every request of this run failed because the LLM was unavailable (a wrong
         --base-url, a server down): the search trained nothing it was asked for."""
-        return bool(self.requests_failed) and not self.requests_answered
+        return self.requests is not None and self.requests.never_answered
 
-    # ----- set-up -----
-    def _own_study(self, cfg: SearchConfig) -> SearchConfig:
-        """The config with the search's own study in `--storage`: kept from options.json when
-        the run folder has one (a resume; "diffnas" for searches from before), else a new name
-        for this run folder, so two searches on one database never share a study. A new name
-        already taken in the storage is refused rather than mixed with another search."""
-        if cfg.storage is None or cfg.study_name is not None:
-            return cfg
-        saved = self.run_dir / OPTIONS_FILE
-        if saved.is_file():
-            kept = load_options(self.run_dir, SearchConfig, kind="search").study_name
-            return cfg.model_copy(update={"study_name": kept or study_mod.STUDY_NAME})
-        name = f"diffnas-{self.run_dir.name}-{secrets.token_hex(4)}"
-        if name in (storage.study_names(storage.resolve_url(cfg.storage)) or []):
-            raise UserError(
-                f"--storage {storage.shown(cfg.storage)!r} already holds a study {name!r}; "
-                "a new search takes a study of its own",
-                field="storage",
-            )
-        return cfg.model_copy(update={"study_name": name})
-
-    def _make_backend(self) -> LLMBackend | None:
-        if not needs_llm(self.config):
-            return None
-        if self._llm_backend is not None:
-            return self._llm_backend
-        cfg = self.config
-        budget = LLMBudget(max_tokens=cfg.llm_max_tokens, max_usd=cfg.llm_max_usd)
-        return make_backend(
-            cfg.llm,
-            base_url=cfg.base_url,
-            api_key_env=cfg.api_key_env,
-            structured=cfg.structured,
-            replay_dir=cfg.replay,
-            record_dir=self.run_dir,
-            timeout_s=cfg.llm_timeout_s,
-            retry=RetryPolicy(max_attempts=cfg.llm_attempts, base_delay_s=cfg.llm_backoff_s),
-            budget=budget,
-            sleep=self._sleep,
-        )
-
-    def _saved_history(self) -> list[dict[str, Any]]:
-        """env.json's entries so far (none for a new search), checked."""
-        env_file = self.run_dir / ENV_FILE
-        if not env_file.exists():
-            return []
-        recorded = read_file(env_file, ENV_HISTORY, "search environment record", fix=ENV_FIX)
-        return [e.model_dump(mode="json") for e in recorded]
-
-    def _check_saved(self) -> list[dict[str, Any]]:
-        """What a resumed search reads back, read and checked before it writes anything: a
-        damaged file is refused by name, not met half-way through a round. The study's trials
-        are checked as it opens (`load_memory`). Returns env.json's entries."""
-        history = self._saved_history()
-        for path in sorted((self.run_dir / "rounds").glob("round-*.json")):
-            RoundFile.read(path)
-        read_calls(calls_path(self.run_dir))
-        return history
-
-    def _write_provenance(self, history: list[dict[str, Any]]) -> None:
-        import diffusers
-        import optuna
-        import torch
-
-        write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
-        env = {
-            "diffnas": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "optuna": optuna.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "platform": platform.platform(),
-            "seed": self.config.seed,
-        }
-        write_json(self.run_dir / ENV_FILE, [*history, env])  # one entry per start or resume
-
-    def _safe_text(self, err: BaseException) -> str:
-        """`err` as text fit to print and store: no key value, no credential shape.
-
-        The backends redact at the source; this guard also knows the configured key variable.
-        """
-        return redact(str(err), env_secrets([self.config.api_key_env]))
-
-    def _event(self, kind: str, **fields: Any) -> None:
-        append_jsonl(self.run_dir / EVENTS_FILE, {"event": kind, "time": time.time(), **fields})
-
-    # ----- the loop -----
     def run(self) -> dict[str, Any]:
+        """Set up, run the schedule, promote; summary.json's content."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".lock", "a") as lock, study_mod.quiet_optuna():
+        with open(self.run_dir / LOCK_FILE, "a") as lock, study_mod.quiet_optuna():
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -237,56 +115,13 @@ class SearchRun:
                 self.executor.close()  # a pool's threads, a Ray connection
 
     def _run_locked(self) -> dict[str, Any]:
-        self.config = cfg = self._own_study(self.config)
-        history = self._check_saved()
-        rungs = proxy_rungs(cfg, self.space, self.data)
-        pruner = halving.make_pruner(rungs, cfg.halving_eta)
-        self.study = study_mod.open_study(
-            self.run_dir, cfg.storage, pruner, study_name=cfg.study_name,
-            objectives=len(cfg.objectives),
+        requests = self._set_up()
+        cfg = self.config
+        schedule = Schedule(
+            requests, self.trials, self.executor, cfg.rounds, cfg.per_round,
+            TimeBudget(cfg.time_budget_s, start=time.monotonic()),
+            replay=Path(cfg.replay) if cfg.replay else None,
         )  # fmt: skip
-        study_mod.load_memory(self.study)  # every trial's attributes checked
-        self._write_provenance(history)
-        self.meter = objectives.latency_meter(
-            cfg,
-            self.space,
-            self.data,
-            self.run_dir,
-            threads=getattr(self.executor, "threads_per_worker", None),
-            measure=self._measure_latency,
-        )
-        self.latency = objectives.latency_check(cfg, self.meter)
-        self.trials = CandidateTrials(
-            cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
-        )
-        added = warm_start.import_trials(
-            self.study,
-            self.space,
-            warm_start.check_sources(cfg, self.space, self.data),
-            cfg.cost_objective,
-        )
-        if added:
-            runs = ", ".join(cfg.warm_start)
-            self.console.print(f"warm start: {added} measured trial(s) from {escape(runs)}")
-            self._event("warm_start", trials=added, runs=cfg.warm_start)
-        backend = self._make_backend()
-        self.screener = self._make_screener(backend)
-        proposer = make_proposer(
-            cfg.proposer,
-            llm_backend=backend,
-            prompt_dir=cfg.prompt_dir,
-            max_repairs=cfg.max_repairs,
-            temperature=cfg.temperature,
-            **(
-                {
-                    "max_tokens": cfg.llm_max_output_tokens,
-                    "mode": resolve_llm_mode(cfg.llm_mode, cfg.llm),
-                }
-                if cfg.proposer in LLM_PROPOSERS
-                else {}
-            ),
-        )
-        start = time.monotonic()
         self._event(
             "start",
             rounds=cfg.rounds,
@@ -294,244 +129,78 @@ class SearchRun:
             schedule=cfg.schedule,
             **({"latency": objectives.latency_record(cfg, self.meter)} if self.meter else {}),
         )
-        if cfg.schedule == "async":
-            stop_reason = asynchronous.run_async(self, proposer, start)
-        else:
-            stop_reason = self._run_rounds(proposer, start)
-        if self.llm_never_answered:
+        stop_reason = SCHEDULES[cfg.schedule](schedule)
+        if requests.never_answered:
+            failed = requests.failed
             stop_reason = (
-                f"every LLM request failed ({len(self.requests_failed)} of "
-                f"{len(self.requests_failed)}), nothing was proposed; last error: "
-                f"{self.requests_failed[-1]}"
+                f"every LLM request failed ({len(failed)} of {len(failed)}), nothing was "
+                f"proposed; last error: {failed[-1]}"
             )
         self._event("rounds_end", reason=stop_reason)
         finals = self._promote()
-        summary = self._summary(stop_reason, finals, backend)
+        ledger = getattr(self.backend, "ledger", None)
+        summary = summary_mod.search_summary(
+            cfg,
+            study_mod.load_memory(self.study),
+            finals,
+            stop_reason=stop_reason,
+            llm_totals=ledger.summary() if ledger is not None else None,
+            llm_origins=ORIGINS if cfg.proposer in LLM_PROPOSERS else (),
+            rounds_failed=len(requests.failed),
+            meter=self.meter,
+        )
         write_json(self.run_dir / SUMMARY_FILE, summary)
         self._event("end")
         return summary
 
-    def _run_rounds(self, proposer: Any, start: float) -> str:
-        """Round by round: ask for K, evaluate the round's candidates together, then the next."""
-        cfg = self.config
-        for r in range(cfg.rounds):
-            if self.time_spent(start):
-                return self.time_spent(start)  # type: ignore[return-value]
-            entries, stop = self.ask(r, proposer)
-            if stop:
-                return stop
-            if entries is not None:
-                self._evaluate_round(r, entries)
-        return "all rounds done"
-
-    def time_spent(self, start: float) -> str | None:
-        """The stop reason once the time budget is spent."""
-        budget = self.config.time_budget_s
-        if budget is not None and time.monotonic() - start > budget:
-            return f"time budget of {budget:g} s spent"
-        return None
-
-    def ask(
-        self,
-        r: int,
-        proposer: Any,
-        k: int | None = None,
-        seen: set[int] | None = None,
-        num_rounds: int | None = None,
-    ) -> tuple[list[RoundEntry] | None, str | None]:
-        """(entries, None) for request `r` (`_round_entries`); (None, None) when the LLM failed
-        it (the run goes on; a resume asks again); (None, reason) when the LLM budget is spent."""
-        try:
-            entries = self._round_entries(r, proposer, k, seen, num_rounds)
-            self.requests_answered += 1
-            return entries, None
-        except LLMBudgetExhausted as err:
-            stop_reason = f"LLM budget spent: {self._safe_text(err)}"
-            self.console.print(
-                f"[yellow]round {r + 1}: {escape(stop_reason)}; stopping the search[/yellow]"
-            )
-            self._event("budget_exhausted", round=r, message=self._safe_text(err))
-            return None, stop_reason
-        except LLMUnavailable as err:
-            message = self._safe_text(err)
-            self.console.print(
-                f"[red]round {r + 1} failed: the LLM is unavailable: {escape(message)}[/red]"
-            )
-            self._event("round_failed", round=r, message=message)
-            self.requests_failed.append(message)
-            return None, None
-
-    def _make_screener(self, backend: LLMBackend | None) -> Screener | None:
-        cfg = self.config
+    def _set_up(self) -> Requests:
+        """Open (or reopen) everything the search runs on; its requests to the proposer."""
+        self.config = cfg = own_study(self.config, self.run_dir)
+        history = check_saved(self.run_dir)
+        rungs = proxy_rungs(cfg, self.space, self.data)
+        pruner = halving.make_pruner(rungs, cfg.halving_eta)
+        self.study = study_mod.open_study(
+            self.run_dir, cfg.storage, pruner, study_name=cfg.study_name,
+            objectives=len(cfg.objectives),
+        )  # fmt: skip
+        study_mod.load_memory(self.study)  # every trial's attributes checked
+        write_json(self.run_dir / OPTIONS_FILE, cfg.model_dump(mode="json"))
+        summary_mod.write_env(self.run_dir, history, cfg.seed)  # an entry per start or resume
+        self.meter = objectives.latency_meter(
+            cfg, self.space, self.data, self.run_dir,
+            threads=getattr(self.executor, "threads_per_worker", None),
+            measure=self._measure_latency,
+        )  # fmt: skip
+        self.latency = objectives.latency_check(cfg, self.meter)
+        self.trials = CandidateTrials(
+            cfg, self.space, self.data, self.study, self.executor, self.run_dir, self.console, rungs
+        )
+        sources = warm_start.check_sources(cfg, self.space, self.data)
+        added = warm_start.import_trials(self.study, self.space, sources, cfg.cost_objective)
+        if added:
+            runs = ", ".join(cfg.warm_start)
+            self.console.print(f"warm start: {added} measured trial(s) from {escape(runs)}")
+            self._event("warm_start", trials=added, runs=cfg.warm_start)
+        self.backend = self._llm_backend
+        if not needs_llm(cfg):
+            self.backend = None
+        elif self.backend is None:
+            self.backend = llm_backend(cfg, self.run_dir, self._sleep)
+        screener = self._screener
         if cfg.screen is None:
-            return None
-        if self._screener is not None:
-            return self._screener
-        return make_screener(
-            cfg.screener,
-            llm_backend=backend,
-            prompt_dir=cfg.prompt_dir,
-            max_repairs=cfg.max_repairs,
-            max_tokens=cfg.llm_max_output_tokens,
-        )
+            screener = None
+        elif screener is None:
+            screener = search_screener(cfg, self.backend)
+        self.requests = Requests(
+            cfg, self.space, self.data, self.run_dir, self.study,
+            search_proposer(cfg, self.backend),
+            screener=screener, admits=self.executor.admits, latency=self.latency,
+            console=self.console, event=self._event,
+        )  # fmt: skip
+        return self.requests
 
-    # ----- proposing -----
-    def round_file(self, r: int) -> Path:
-        return self.run_dir / "rounds" / f"round-{r:03d}.json"
-
-    def saved_round(self, r: int) -> RoundFile | None:
-        """Request `r` as its round file saved it (None if never made), origins filled in."""
-        saved = RoundFile.read(self.round_file(r))
-        for e in saved.entries if saved else []:  # files written before origins were recorded
-            e.origin = self._origin(e.origin, e.proposer)
-        return saved
-
-    def _round_entries(
-        self,
-        r: int,
-        proposer: Any,
-        k: int | None = None,
-        seen: set[int] | None = None,
-        num_rounds: int | None = None,
-    ) -> list[RoundEntry]:
-        """The round's proposals with their gate verdicts: from its file, or asked now and saved.
-
-        `k`: how many to ask (default K). `seen`: the finished trials the proposer may see
-        (an asynchronous replay shows exactly what the recorded request saw; default all).
-        `num_rounds`: the requests expected in all (default the configured rounds)."""
-        saved = self.saved_round(r)
-        if saved is not None:
-            return saved.entries
-        path, cfg = self.round_file(r), self.config
-        k = k or cfg.per_round
-        # --screen: M candidates for the K slots (in proportion for a smaller request)
-        wanted = screening.pool_size(k, cfg.per_round, cfg.screen) if self.screener else k
-        memory = study_mod.load_memory(self.study)
-        if seen is not None:
-            memory = [t if t.number in seen else as_in_flight(t) for t in memory]
-        ctx = ProposalContext(
-            space=self.space,
-            memory=memory,
-            round=r,
-            num_rounds=num_rounds or cfg.rounds,
-            k=wanted,
-            rng=random.Random(f"{cfg.seed}-round-{r}"),
-            check=lambda raw, accepted: check_candidate(
-                raw, self.space, memory, accepted, self.latency, admit=self.executor.admits
-            ),
-            task=self._task_line(),
-            reference_line=self._reference_line(),
-            score_name=cfg.proxy.score.label,  # the system and memory prompts name it
-            objectives=tuple(cfg.objectives),
-            latency=self.latency,
-        )
-        screened = f" (screened by {self.screener.name} down to {k})" if self.screener else ""
-        self.console.print(
-            f"[bold]round {r + 1}/{ctx.num_rounds}[/bold]: asking {proposer.name} for "
-            f"{wanted}{screened}"
-        )
-        proposals: list[Proposal] = proposer.propose(ctx)[:wanted]
-        entries = self._gate(proposals, memory)
-        screen_info = None
-        if self.screener is not None:
-            entries, screen_info = screening.screen_entries(
-                self.screener,
-                entries,
-                k,
-                ScreenContext(
-                    space=self.space,
-                    memory=memory,
-                    candidates=[],
-                    k=k,
-                    seed=random.Random(f"{cfg.seed}-screen-{r}").randrange(2**31),
-                    score_name=ctx.score_name,
-                    task=ctx.task,
-                    reference_line=ctx.reference_line,
-                ),
-            )
-        path.parent.mkdir(exist_ok=True)
-        round_file = RoundFile(
-            round=r,
-            proposer=proposer.name,
-            entries=entries,
-            asked=k,
-            seen=sorted(t.number for t in memory if t.status not in ("pending", "running")),
-            screening=screen_info,
-        )
-        write_json(path, round_file.model_dump(mode="json"))
-        ok = sum(e.accepted for e in entries)
-        self._event("proposed", round=r, accepted=ok, rejected=len(entries) - ok)
-        return entries
-
-    def _gate(self, proposals: list[Proposal], memory: list[TrialRecord]) -> list[RoundEntry]:
-        """Check every proposal again: nothing invalid, duplicate or over budget reaches training."""
-        entries, accepted = [], []
-        for slot, p in enumerate(proposals):
-            verdict = p.verdict
-            # A proposal the proposer already judged bad keeps that reason (its raw text may
-            # not even parse); a good one is checked again against this round's acceptances.
-            if verdict is None or verdict.ok:
-                verdict = check_candidate(
-                    p.raw, self.space, memory, accepted, self.latency, admit=self.executor.admits
-                )
-            if verdict.ok and verdict.arch is not None:
-                accepted.append(verdict.arch)
-            cost = verdict.cost or (
-                measure_cost(verdict.arch) if verdict.arch is not None else None
-            )
-            proposer = p.proposer or self.config.proposer
-            entries.append(
-                RoundEntry(
-                    slot=slot,
-                    proposer=proposer,
-                    origin=self._origin(p.meta.get("origin"), proposer),
-                    rationale=p.rationale,
-                    raw=p.raw,
-                    arch=verdict.arch,
-                    reason=verdict.reason,
-                    gmacs=round(cost.gmacs, 5) if cost else None,
-                    params_m=round(cost.params_m, 5) if cost else None,
-                    latency_ms=None if verdict.latency_ms is None else round(verdict.latency_ms, 4),
-                    meta=p.meta,
-                )
-            )
-        return entries
-
-    def _origin(self, origin: str | None, proposer: str) -> str:
-        """Where a candidate came from: the proposer's word, else "llm" for an LLM proposer
-        (round files written before origins were recorded) or the baseline's own name."""
-        if origin:
-            return origin
-        return ORIGIN_LLM if self.config.proposer in LLM_PROPOSERS else proposer
-
-    def _task_line(self) -> str:
-        kind = self.data.kind
-        if kind == "npz":
-            kind = f"npz file {Path(self.data.path or '').name}"
-        return task_line(self.space, self.config.proxy.score.label, kind)
-
-    def _reference_line(self) -> str:
-        if not self.space.reference:
-            return ""
-        ref = get_reference(self.space.reference)
-        cost = measure_cost(ref)
-        _, verdict, ms = within_budget(ref, cost, self.space.budget, self.latency)
-        if ms is not None and self.latency is not None and self.latency.budget_ms is None:
-            verdict += f"; {latency_verdict(ms, self.latency)[1]}"  # a latency objective
-        return (
-            f"Reference {self.space.reference}: {json.dumps(self.space.proposal_of(ref))}; "
-            f"{cost.params_m:.2f} M params; {verdict}."
-        )
-
-    def _evaluate_round(self, r: int, entries: list[RoundEntry]) -> None:
-        """Evaluate a round's accepted candidates together (a concurrent executor runs them at
-        once), rung by rung under successive halving, telling each as it finishes."""
-        pending = self.trials.open_trials(r, entries)
-        while pending:
-            pending = self.trials.evaluate_together(r, pending)
-
-    # ----- promotion and summary -----
     def _promote(self) -> list[dict[str, Any]]:
+        """Train the promoted candidates with the final recipe; each one's result."""
         cfg = self.config
         best = objectives.promoted(cfg, study_mod.load_memory(self.study))
         finals = []
@@ -541,7 +210,7 @@ class SearchRun:
                 f"[bold]final[/bold]: trial {record.number} with the {cfg.final.recipe} recipe "
                 f"and {escape(cfg.final.score.label)}"
             )
-            workdir = self.run_dir / "final" / f"{record.number:05d}"
+            workdir = self.run_dir / FINAL_DIR / f"{record.number:05d}"
             with progress_task(f"trial {record.number}: final training and scoring"):
                 result = self.executor.run(self.trials.job(record.arch, cfg.final, workdir))
             finals.append(
@@ -557,36 +226,88 @@ class SearchRun:
                 )
         return finals
 
-    def _summary(
-        self, stop_reason: str, finals: list[dict[str, Any]], backend: LLMBackend | None
-    ) -> dict[str, Any]:
-        memory = study_mod.load_memory(self.study)
-        ledger = getattr(backend, "ledger", None)
-        counts: dict[str, int] = {}
-        for t in memory:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        best = best_first(memory)
-        llm_origins = ORIGINS if self.config.proposer in LLM_PROPOSERS else ()
-        summary = {
-            "stop_reason": stop_reason,
-            "trials": len(memory),
-            "status_counts": counts,
-            # trained (not rejected) candidates per origin: the LLM's own, its edits, fallbacks
-            "origins": study_mod.origin_counts(memory, llm_origins),
-            "best_trial": best[0].number if best else None,
-            "best_score": best[0].score if best else None,
-            "final": finals,
-            # the search's compute: proxy evaluations and final trainings, in device-hours
-            "compute": compute_hours(
-                [(t.extra.get("device"), t.extra.get("device_s")) for t in memory]
-                + [(f.get("device"), f.get("device_s")) for f in finals]
-            ),
-            "llm": ledger.summary() if ledger is not None else None,
-            "rounds_failed": len(self.requests_failed),
-            **objectives.objective_summary(self.config, memory, self.meter),
-            # --screen: each screener's Kendall tau of predicted vs measured, per round and all
-            "screening": screening.screening_summary(memory),
-            "warm_start": sum(1 for t in memory if t.extra.get("warm_start")),
+    def _event(self, kind: str, **fields: Any) -> None:
+        append_jsonl(self.run_dir / EVENTS_FILE, {"event": kind, "time": time.time(), **fields})
+
+
+# ----- the set-up's parts, each from the config alone -----
+def needs_llm(config: SearchConfig) -> bool:
+    """An LLM proposer, or an LLM screener under --screen: the search asks a language model."""
+    return config.proposer in LLM_PROPOSERS or (
+        config.screen is not None and config.screener in LLM_SCREENERS
+    )
+
+
+def own_study(cfg: SearchConfig, run_dir: Path) -> SearchConfig:
+    """The config with the search's own study in `--storage`: kept from options.json when
+    the run folder has one (a resume; "diffnas" for searches from before), else a new name
+    for this run folder, so two searches on one database never share a study. A new name
+    already taken in the storage is refused rather than mixed with another search."""
+    if cfg.storage is None or cfg.study_name is not None:
+        return cfg
+    if (run_dir / OPTIONS_FILE).is_file():
+        kept = load_options(run_dir, SearchConfig, kind="search").study_name
+        return cfg.model_copy(update={"study_name": kept or study_mod.STUDY_NAME})
+    name = f"diffnas-{run_dir.name}-{secrets.token_hex(4)}"
+    if name in (storage.study_names(storage.resolve_url(cfg.storage)) or []):
+        raise UserError(
+            f"--storage {storage.shown(cfg.storage)!r} already holds a study {name!r}; "
+            "a new search takes a study of its own",
+            field="storage",
+        )
+    return cfg.model_copy(update={"study_name": name})
+
+
+def check_saved(run_dir: Path) -> list[dict[str, Any]]:
+    """What a resumed search reads back, read and checked before it writes anything: a
+    damaged file is refused by name, not met half-way through a round. The study's trials
+    are checked as it opens (`load_memory`). Returns env.json's entries."""
+    history = summary_mod.env_history(run_dir)
+    check_round_files(run_dir)
+    read_calls(calls_path(run_dir))
+    return history
+
+
+def llm_backend(cfg: SearchConfig, run_dir: Path, sleep: Callable[[float], None]) -> LLMBackend:
+    """The `--llm` backend, recording its calls in the run folder, with its retries and budget."""
+    return make_backend(
+        cfg.llm,
+        base_url=cfg.base_url,
+        api_key_env=cfg.api_key_env,
+        structured=cfg.structured,
+        replay_dir=cfg.replay,
+        record_dir=run_dir,
+        timeout_s=cfg.llm_timeout_s,
+        retry=RetryPolicy(max_attempts=cfg.llm_attempts, base_delay_s=cfg.llm_backoff_s),
+        budget=LLMBudget(max_tokens=cfg.llm_max_tokens, max_usd=cfg.llm_max_usd),
+        sleep=sleep,
+    )
+
+
+def search_screener(cfg: SearchConfig, backend: LLMBackend | None) -> Screener:
+    """The `--screener` of a search with --screen."""
+    return make_screener(
+        cfg.screener,
+        llm_backend=backend,
+        prompt_dir=cfg.prompt_dir,
+        max_repairs=cfg.max_repairs,
+        max_tokens=cfg.llm_max_output_tokens,
+    )
+
+
+def search_proposer(cfg: SearchConfig, backend: LLMBackend | None) -> Proposer:
+    """The `--proposer`, with the LLM options when it is an LLM proposer."""
+    llm_options: dict[str, Any] = {}
+    if cfg.proposer in LLM_PROPOSERS:
+        llm_options = {
+            "max_tokens": cfg.llm_max_output_tokens,
+            "mode": resolve_llm_mode(cfg.llm_mode, cfg.llm),
         }
-        # the shape readers rely on (`status`, `report`): checked as it is written
-        return SearchSummary.model_validate(summary).model_dump(mode="json")
+    return make_proposer(
+        cfg.proposer,
+        llm_backend=backend,
+        prompt_dir=cfg.prompt_dir,
+        max_repairs=cfg.max_repairs,
+        temperature=cfg.temperature,
+        **llm_options,
+    )

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.gate.memory import UNTRAINED
+from diffnas.layout import STUDY_FILE
 from diffnas.runs import load_options
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -99,9 +100,9 @@ def check_sources(config: SearchConfig, space: SearchSpace, data: DataSpec) -> l
                 f"{here_label}; their scores do not compare (use --metric as there)",
                 field="warm_start",
             )
-        if source.storage is None and not (run_dir / "study.db").is_file():
+        if source.storage is None and not (run_dir / STUDY_FILE).is_file():
             raise UserError(
-                f"--warm-start {path!r} has no study.db: that search never started",
+                f"--warm-start {path!r} has no {STUDY_FILE}: that search never started",
                 field="warm_start",
             )
         same = source.data_spec() == data
