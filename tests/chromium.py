@@ -13,11 +13,13 @@ screenshot of the viewport is taken.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -121,10 +123,14 @@ def render(url: str, width: int = 1200, height: int = 2000, timeout_s: float = 6
         os.dup2(a, 3)
         os.dup2(b, 4)
 
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes (zygote, renderer, GPU) outlive a kill of the browser alone
+    # and were still writing the profile as it was removed: it runs in a process group of its
+    # own, killed whole
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
             preexec_fn=on_fds_3_and_4,
+            start_new_session=True,
             close_fds=False,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -169,5 +175,6 @@ def render(url: str, width: int = 1200, height: int = 2000, timeout_s: float = 6
         finally:
             os.close(to_chromium_w)
             os.close(from_chromium_r)
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
