@@ -8,8 +8,9 @@
 
 PYTHON ?= python3
 VENV   := .venv
-# `make test` runs one pytest process per core (pytest-xdist), a test file per process so a
-# file's shared fixtures (a trained study, a finished search) are built once
+# `make test` runs one pytest process per core (pytest-xdist); a file whose tests share a
+# fixture (a trained study, a finished search) or start Ray runs in one process
+# (tests/conftest.py), the other tests go wherever a process is free
 TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 # torch is installed first and pinned so no other package pulls a different build.
@@ -78,11 +79,11 @@ browser:
 	fi
 
 test: setup browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The edit loop: every test but the end-to-end files (tests/conftest.py: SLOW_FILES)
 test-fast: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 # The main job, offline on a CPU: a real DiffNAS search of the `tiny` space on the bundled
 # digits with the embedded local LLM (3 rounds x 2 candidates, short proxy runs, RFID on

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -55,7 +58,18 @@ SLOW_FILES = {
 }
 
 
+@functools.cache
+def _kept_together(path: Path) -> bool:
+    """A file whose tests share a module- or session-scoped fixture (built once per process)
+    or start a local Ray cluster (one per machine at a time): its tests run in one process."""
+    text = path.read_text()
+    return any(s in text for s in ('scope="module"', 'scope="session"', '"ray"'))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+        # `make test` spreads single tests over the processes (pytest-xdist --dist loadgroup)
+        if _kept_together(item.path):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))

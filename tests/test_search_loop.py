@@ -145,8 +145,8 @@ def test_resume_after_sigkill_keeps_every_trial_exactly_once(tmp_path) -> None:
     runs = tmp_path / "runs"
     args = [
         sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "micro",
-        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "200",
-        "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
+        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "100",
+        "--set", "log_every=10", "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
         "--device", "cpu", "--runs", str(runs),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -155,7 +155,7 @@ def test_resume_after_sigkill_keeps_every_trial_exactly_once(tmp_path) -> None:
         deadline = time.time() + 120
         # wait until the second trial is training, then kill -9 in the middle of it
         while time.time() < deadline and not list(runs.glob("*/trials/00001/train/metrics.jsonl")):
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the search ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

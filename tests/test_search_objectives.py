@@ -121,7 +121,7 @@ def test_two_objective_search_with_a_latency_budget(tmp_path) -> None:
 def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tmp_path) -> None:
     runs = tmp_path / "runs"
     args = [
-        sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "tiny",
+        sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "micro",
         "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "100",
         "--set", "log_every=10", "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
         "--device", "cpu", "--runs", str(runs), "--objectives", "score,latency",
@@ -132,7 +132,7 @@ def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tm
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not list(runs.glob("*/trials/00001/train/metrics.jsonl")):
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the search ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -162,7 +162,7 @@ def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tm
         Latency.model_validate_json(text).arch_hash: Latency.model_validate_json(text)
         for text in cached.values()
     }
-    reference = get_reference("tiny-digits").arch_hash()
+    reference = get_reference("micro-digits").arch_hash()
     assert set(measured) == {t.arch.arch_hash() for t in memory} | {reference}
     for t in memory:
         real = measured[t.arch.arch_hash()]
