@@ -9,8 +9,8 @@
 PYTHON ?= python3
 VENV   := .venv
 # `make test` runs one pytest process per core (pytest-xdist); a file whose tests share a
-# fixture (a trained study, a finished search) or start Ray runs in one process
-# (tests/conftest.py), the other tests go wherever a process is free
+# fixture (a trained study, a finished search) runs in one process, and so do the Ray tests
+# (tests/conftest.py); the other tests go wherever a process is free
 TEST_WORKERS ?= 2
 BIN    := $(VENV)/bin
 # torch is installed first and pinned so no other package pulls a different build.

@@ -59,17 +59,20 @@ SLOW_FILES = {
 
 
 @functools.cache
-def _kept_together(path: Path) -> bool:
-    """A file whose tests share a module- or session-scoped fixture (built once per process)
-    or start a local Ray cluster (one per machine at a time): its tests run in one process."""
+def _shares_a_fixture(path: Path) -> bool:
+    """A file whose tests share a module- or session-scoped fixture (built once per process)."""
     text = path.read_text()
-    return any(s in text for s in ('scope="module"', 'scope="session"', '"ray"'))
+    return 'scope="module"' in text or 'scope="session"' in text
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
-        # `make test` spreads single tests over the processes (pytest-xdist --dist loadgroup)
-        if _kept_together(item.path):
+        # `make test` spreads single tests over the processes (pytest-xdist --dist loadgroup),
+        # but a local Ray cluster is one per machine at a time: every Ray test in one process,
+        # and a file's tests that share a fixture in one process (built once)
+        if "[ray]" in item.name:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif _shares_a_fixture(item.path):
             item.add_marker(pytest.mark.xdist_group(item.path.name))
