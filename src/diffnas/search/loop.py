@@ -89,6 +89,7 @@ class SearchRun:
         self._screener = screener  # a test's stand-in; else made from --screener
         self._sleep = sleep
         self._measure_latency = measure_latency  # None: the real timing (tests inject a fake)
+        self.backend: LLMBackend | None = None  # set by `run` when the search asks an LLM
         self.requests: Requests | None = None  # the requests to the proposer, set by `run`
         self.latency: LatencyCheck | None = None  # set by `run` when latency is measured
         self.meter: LatencyMeter | None = None  # its cache of measurements
