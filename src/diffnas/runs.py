@@ -259,14 +259,17 @@ def given_options(ctx: Any, ignore: Iterable[str] = ()) -> list[str]:
     as given, and an option added to a command later is covered without a list to update.
     """
     skip = set(ignore)
-    given = []
-    for param in ctx.command.params:
-        if param.name in skip or param.name is None:
-            continue
-        source = ctx.get_parameter_source(param.name)
-        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
-            given.append(_spelling(param))
-    return given
+    return [
+        _spelling(param)
+        for param in ctx.command.params
+        if param.name is not None and param.name not in skip and was_given(ctx, param.name)
+    ]
+
+
+def was_given(ctx: Any, name: str) -> bool:
+    """Whether parameter `name` was typed on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _spelling(param: Any) -> str:

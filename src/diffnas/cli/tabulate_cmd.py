@@ -22,6 +22,7 @@ from diffnas.runs import (
     load_options,
     next_run_dir,
     refuse_on_resume,
+    was_given,
     write_json,
 )
 from diffnas.space.search_space import load_space
@@ -30,11 +31,6 @@ from diffnas.train.device import check_device
 console = output_console()
 # the options that say where the runs go, not what they measure: --resume may change them
 WHERE_IT_RUNS = ("executor", "workers", "trials_per_gpu", "max_retries", "ray_address", "storage")
-
-
-def typed(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def tabulate(
@@ -130,7 +126,7 @@ def tabulate(
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")
         # where the runs go never changes a score (one feature space, deterministic training):
         # a table started on one worker may continue on two, or on a cluster
-        moved = {k: ctx.params[k] for k in WHERE_IT_RUNS if typed(ctx, k)}
+        moved = {k: ctx.params[k] for k in WHERE_IT_RUNS if was_given(ctx, k)}
         if moved:
             config = tab.TabulateConfig.model_validate({**config.model_dump(), **moved})
     else:
