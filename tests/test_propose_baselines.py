@@ -106,7 +106,7 @@ def test_tpe_study_keeps_pruned_candidates_as_pruned_at_their_fidelity(memory) -
     ctx = make_ctx(memory)
     pruned = TrialRecord(
         8, 2, 0, "tpe", "pruned", arch=SPACE.complete(FRESH[1]), score=42.0,
-        extra={"fidelity": {"steps": 100, "of": 400}},
+        fidelity=(100, 400),
     )  # fmt: skip
     ctx.memory = memory + [pruned]
     proposer = TPEProposer(n_startup_trials=2)

@@ -81,7 +81,7 @@ def unmeasured(ctx: ScreenContext) -> list[TrialRecord]:
             TrialRecord(
                 number=number, round=9, slot=i, proposer="random", status=status, arch=arch,
                 score=-1e6 if status == "pruned" else None,
-                extra={"screen": {"screener": "gp", "predicted": -1e6, "rank": 1, "selected": False}}
+                screen={"screener": "gp", "predicted": -1e6, "rank": 1, "selected": False}
                 if status == "screened-out" else {"fidelity": {"steps": 1, "of": 10}},
             )
         )  # fmt: skip

@@ -46,10 +46,10 @@ def context(n: int = 3, memory_size: int = 4) -> ScreenContext:
     memory.append(
         TrialRecord(
             number=memory_size, round=2, slot=0, proposer="random", status="screened-out",
-            arch=archs[0], extra={"screen": {"screener": "llm", "predicted": 7.25}},
+            arch=archs[0], screen={"screener": "llm", "predicted": 7.25},
         )
     )  # fmt: skip
-    memory[0].extra["measured_on"] = "fashion-mnist"
+    memory[0].measured_on = "fashion-mnist"
     return ScreenContext(
         space=TOY, memory=memory, candidates=[Candidate(a, *fake_cost(a)) for a in archs[-n:]],
         k=1, seed=5, score_name="RFID[classifier]", task="Design a denoiser.",

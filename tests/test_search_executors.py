@@ -40,8 +40,8 @@ def test_pool_search_with_killed_workers_completes_every_candidate_once(tmp_path
         folder = run_dir / "trials" / f"{t.number:05d}"
         assert len((folder / ATTEMPTS_FILE).read_text().splitlines()) == 1  # killed once
         assert len((folder / "worker.jsonl").read_text().splitlines()) == 1  # finished once
-        assert t.extra["device"] == "cpu" and t.extra["device_s"] > 0
-    total_s = sum(t.extra["device_s"] for t in memory)
+        assert t.device == "cpu" and t.device_s > 0
+    total_s = sum(t.device_s for t in memory)
     assert summary["compute"]["gpu_hours"] == 0
     assert abs(summary["compute"]["cpu_hours"] - total_s / 3600) < 1e-5
     saved = json.loads((run_dir / "summary.json").read_text())

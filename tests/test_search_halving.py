@@ -93,7 +93,7 @@ def test_halving_prunes_by_asha_continues_survivors_and_spends_less(tmp_path) ->
     for record in study_mod.load_memory(study_mod.open_study(tmp_path / "halving")):
         folder = tmp_path / "halving" / "trials" / f"{record.number:05d}" / "train"
         if record.status == "pruned":
-            steps, total = record.fidelity()
+            steps, total = record.fidelity
             assert total == 8 and steps in (2, 4)
             assert read_status(folder).step == steps  # its training stopped at the rung
             assert f"after {steps} of 8 proxy steps" in memory_entry(space, record)

@@ -99,7 +99,7 @@ def test_faulty_llm_search_completes_with_valid_candidates_and_reasons(
     for t in complete:  # everything trained is valid and in budget
         assert SPACE.contains(t.arch)
         assert budget_verdict(measure_cost(t.arch), SPACE.budget)[0]
-        assert t.score is not None and t.extra["scores"]["rfid"]["protocol"]["num_generated"] == 16
+        assert t.score is not None and t.scores["rfid"]["protocol"]["num_generated"] == 16
     assert "216% over the 0.08 GMACs bound" in rejected[0].reason
     assert rejected[0].gmacs == pytest.approx(0.253, abs=1e-3)
     # the repair turns told the model what was wrong

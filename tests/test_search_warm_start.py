@@ -108,8 +108,8 @@ def test_trials_measured_on_other_data_are_marked_in_the_prompt(tmp_path: Path, 
     run_dir = tmp_path / "other-data"
     search(space_file, run_dir, table, rounds=1, data_subset=100, warm_start=[str(earlier_dir)])
     memory = study_mod.load_memory(study_mod.open_study(run_dir))
-    imported = [t for t in memory if t.extra.get("warm_start")]
-    assert {t.extra["measured_on"] for t in imported} == {"digits"}
+    imported = [t for t in memory if t.warm_start]
+    assert {t.measured_on for t in imported} == {"digits"}
     prompt = round_messages(context(load_space(space_file), memory), PromptTemplates())[1].content
     for t in imported:
         assert f"trial {t.number}: " in prompt

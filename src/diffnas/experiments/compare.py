@@ -230,7 +230,7 @@ def search_curve(memory: list[TrialRecord], config: SearchConfig) -> dict[str, A
     for t in memory:
         if t.status not in TRAINED:
             continue
-        steps = t.extra.get("train", {}).get("steps", 0)
+        steps = (t.train or {}).get("steps", 0)
         flops += training_flops((t.gmacs or 0.0) * 1e9, steps, batch)
         if t.evaluated:
             best = t.score if best is None else min(best, t.score)  # type: ignore[type-var]

@@ -89,7 +89,7 @@ def judge_search(
     found: dict[int, dict[str, Any]] = {k: {"evaluations": None, "device_s": None} for k in TOP}
     trained = [t for t in memory if t.status in TRAINED]
     for n, t in enumerate(trained, start=1):
-        spent += float(t.extra.get("device_s") or 0.0)
+        spent += float(t.device_s or 0.0)
         if t.evaluated and (best is None or t.score < best.score):  # type: ignore[operator]
             best = t  # strictly lower: a tie keeps the earlier trial, as the search's summary
         if truth is not None and t.evaluated and t.arch is not None:

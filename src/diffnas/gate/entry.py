@@ -3,7 +3,11 @@
 A round file `rounds/round-RRR.json` is a `RoundFile`; the search's requests to the proposer
 (`diffnas.search.requests`) build its `RoundEntry`s at the gate, and `diffnas.search.study`
 stores each as an Optuna trial's user attrs. Round files written by earlier versions load
-unchanged (same keys; `origin` may be absent). Under `--screen` an accepted entry also carries
+unchanged (same keys; `origin` may be absent, or only in `meta`).
+
+"Origin", how a proposal was made, has its one home here: the names below, and `origin_of`,
+which sets it once when a proposal becomes a `RoundEntry`; every reader (the study's trial
+attrs, `TrialRecord.origin`, summaries and reports) reads that field. Under `--screen` an accepted entry also carries
 its screener's verdict (`ScreenMark`): it is written with the round before any trial exists,
 so a resumed or replayed search trains exactly what was selected.
 """
@@ -14,12 +18,26 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffnas.runs import read_file
 from diffnas.space.arch import ArchConfig
 
 _JSON_LEAVES = (dict, list, str, int, float, bool)
+
+ORIGIN_LLM = "llm"  # a whole architecture written by the model
+ORIGIN_EDIT = "llm-edit"  # an edit of a remembered architecture chosen by the model
+ORIGIN_FALLBACK = "fallback"  # drawn without the model, for a slot it could not fill
+ORIGINS = (ORIGIN_LLM, ORIGIN_EDIT, ORIGIN_FALLBACK)  # an LLM proposer's, listed even at 0
+ORIGIN_WARM_START = "warm-start"  # measured by an earlier search, imported (`--warm-start`)
+
+
+def origin_of(origin: str | None, proposer: str, llm_search: bool) -> str:
+    """Where a candidate came from: the proposer's word, else "llm" in a search with an LLM
+    proposer (round files written before origins were recorded) or the baseline's own name."""
+    if origin:
+        return origin
+    return ORIGIN_LLM if llm_search else proposer
 
 
 class ScreenMark(BaseModel):
@@ -52,6 +70,16 @@ class RoundEntry(BaseModel):
     latency_ms: float | None = Field(None, exclude_if=lambda v: v is None)
     meta: dict[str, Any] = Field(default_factory=dict)
     screen: ScreenMark | None = None  # set when a screener ranked this accepted candidate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _origin_from_meta(cls, data: Any) -> Any:
+        """Entries written before `origin` was a field carry it in `meta.origin`."""
+        if isinstance(data, dict) and not data.get("origin"):
+            meta = data.get("meta")
+            if isinstance(meta, dict) and isinstance(meta.get("origin"), str):
+                data = {**data, "origin": meta["origin"]}
+        return data
 
     @field_validator("raw", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ both read it without importing each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from diffnas.space.arch import ArchConfig
@@ -49,9 +49,20 @@ class TrialRecord:
     params_m: float | None = None
     latency_ms: float | None = None  # measured at the gate (a latency objective or budget)
     score: float | None = None  # proxy score (RFID or KID), lower is better; when "pruned",
-    # the score at the lower fidelity it reached (`fidelity()`), so not comparable with the rest
+    # the score at the lower fidelity it reached (`fidelity`), so not comparable with the rest
     score_name: str = "rfid"
-    extra: dict[str, Any] = field(default_factory=dict)
+    # how the proposal was made: "llm", "llm-edit", "fallback", "warm-start" or the baseline's
+    # name; set once, when the proposal becomes a round entry (`gate.entry.origin_of`)
+    origin: str | None = None
+    scores: dict[str, Any] | None = None  # every score of the evaluation with its protocol
+    train: dict[str, Any] | None = None  # the training's summary (steps, last loss, images/s)
+    eval_dir: str | None = None  # the evaluation's folder (trials/NNNNN of its run)
+    device: str | None = None  # where it was evaluated ("cpu", "cuda:0", "table")
+    device_s: float | None = None  # seconds of that device (wall seconds before it was measured)
+    fidelity: tuple[int, int] | None = None  # pruned: (steps reached, steps of the proxy run)
+    screen: dict[str, Any] | None = None  # --screen: the screener's verdict (`ScreenMark`)
+    warm_start: dict[str, Any] | None = None  # imported: where it was measured (run, trial)
+    measured_on: str | None = None  # imported from a search on other data: that data's name
 
     @property
     def evaluated(self) -> bool:
@@ -65,13 +76,8 @@ class TrialRecord:
     @property
     def predicted(self) -> float | None:
         """The score a screener predicted for this candidate before training (`--screen`)."""
-        value = (self.extra.get("screen") or {}).get("predicted")
+        value = (self.screen or {}).get("predicted")
         return float(value) if value is not None else None
-
-    def fidelity(self) -> tuple[int, int] | None:
-        """(training steps reached, steps of the whole proxy run) of a pruned candidate."""
-        f = self.extra.get("fidelity")
-        return (int(f["steps"]), int(f["of"])) if isinstance(f, dict) else None
 
 
 def best_first(memory: list[TrialRecord]) -> list[TrialRecord]:

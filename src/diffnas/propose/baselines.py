@@ -222,14 +222,14 @@ def memory_study(
         params = encode(ctx.space, record.arch, dists)
         if params is None:
             continue
-        if record.status == "pruned" and record.fidelity() and record.score is not None:
+        if record.status == "pruned" and record.fidelity and record.score is not None:
             # TPE ranks pruned trials by how far they got, then by their score there
             study.add_trial(
                 create_trial(
                     state=TrialState.PRUNED,
                     params=params,
                     distributions=dists,
-                    intermediate_values={record.fidelity()[0]: record.score},  # type: ignore[index]
+                    intermediate_values={record.fidelity[0]: record.score},
                     constraints={"budget": 0.0},
                 )
             )

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from diffnas.errors import UserError
 from diffnas.gate.check import Verdict, within_budget
+from diffnas.gate.entry import ORIGIN_EDIT, ORIGIN_FALLBACK, ORIGIN_LLM
 from diffnas.gate.memory import UNTRAINED
 from diffnas.model.cost import Cost, measure_cost
 from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposal, ProposalContext, Proposer
@@ -59,10 +60,6 @@ from diffnas.propose.prompt import (
 )
 from diffnas.space.arch import ArchConfig
 
-ORIGIN_LLM = "llm"  # a whole architecture written by the model
-ORIGIN_EDIT = "llm-edit"  # an edit of a remembered architecture chosen by the model
-ORIGIN_FALLBACK = "fallback"  # drawn without the model, for a slot it could not fill
-ORIGINS = (ORIGIN_LLM, ORIGIN_EDIT, ORIGIN_FALLBACK)
 LLM_MODES = ("full", "edit")
 FALLBACK_TRIES = 200  # uniform draws per fallback slot, as the random baseline
 # Distinct edits whose cost the menu measures (about 0.1-0.3 s each on a CPU); past it the gate

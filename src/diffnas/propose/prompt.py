@@ -166,8 +166,8 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
     cost = _cost_text(record)
     if record.evaluated:
         outcome = f"{record.score_name} {record.score:.4g}"
-        if record.extra.get("measured_on"):  # a warm-start trial from another dataset
-            outcome += f" (measured on {record.extra['measured_on']})"
+        if record.measured_on:  # a warm-start trial from another dataset
+            outcome += f" (measured on {record.measured_on})"
     elif record.status == "screened-out":
         predicted = record.predicted
         guess = f"predicted {record.score_name} {predicted:.4g}, " if predicted is not None else ""
@@ -178,7 +178,7 @@ def memory_entry(space: SearchSpace, record: TrialRecord) -> str:
     elif record.status in ("pending", "running"):
         outcome = "being evaluated, no score yet"
     elif record.status == "pruned" and record.score is not None:
-        steps, total = record.fidelity() or (0, 0)
+        steps, total = record.fidelity or (0, 0)
         outcome = (
             f"{record.score_name} {record.score:.4g} after {steps} of {total} proxy steps "
             "(stopped early by successive halving; a short run scores worse than a whole one)"

@@ -62,7 +62,10 @@ def as_in_flight(record: TrialRecord) -> TrialRecord:
     """A finished trial as a request that did not see its outcome saw it: being evaluated."""
     if record.status in ("rejected", "screened-out", "pending", "running") or record.round < 0:
         return record
-    return replace(record, status="running", score=None, reason="", extra={})
+    return replace(
+        record, status="running", score=None, reason="", scores=None, train=None,
+        eval_dir=None, device=None, device_s=None, fidelity=None,
+    )  # fmt: skip
 
 
 def memory_as_seen(memory: list[TrialRecord], seen: Collection[int] | None) -> list[TrialRecord]:

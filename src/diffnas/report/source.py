@@ -24,6 +24,7 @@ from diffnas.gate.memory import TrialRecord, non_dominated
 from diffnas.layout import (
     FINAL_DIR,
     RESULT_FILE,
+    ROUND_FILES,
     ROUNDS_DIR,
     SAMPLES_FILE,
     SUMMARY_FILE,
@@ -35,7 +36,6 @@ from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
 from diffnas.search.screening import screening_summary
 from diffnas.search.summary import SearchSummary
-from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace, load_space
 from diffnas.train.trainer import EMA_CHECKPOINT
 
@@ -61,32 +61,16 @@ class ScoreRow:
 
 
 @dataclass
-class TrialRow:
-    """One candidate of a search as a report shows it."""
+class TrialRow(TrialRecord):
+    """One candidate of a search as a report shows it: its record in the study (`reason`
+    spelled out for pruned, screened-out and imported candidates) with its proxy and final
+    scores as rows and its files."""
 
-    number: int
-    round: int
-    slot: int
-    proposer: str
-    origin: str | None  # how the proposal was made ("llm", "llm-edit", "fallback"), if recorded
-    status: str
-    reason: str
-    rationale: str
-    arch: ArchConfig | None
-    raw: Any
-    gmacs: float | None
-    params_m: float | None
-    proxy: ScoreRow | None
-    final: ScoreRow | None
-    device_s: float | None  # seconds of the proxy evaluation (training, sampling, scoring)
-    final_device_s: float | None
-    samples: Path | None
-    final_samples: Path | None
-    latency_ms: float | None = None  # measured at the gate (a latency objective or budget)
-
-    def cost(self, objective: str) -> float | None:
-        """The second objective's value: measured latency (ms) or GMACs."""
-        return self.latency_ms if objective == "latency" else self.gmacs
+    proxy: ScoreRow | None = None  # None when pruned: a lower fidelity's score, in `reason`
+    final: ScoreRow | None = None
+    final_device_s: float | None = None  # seconds of its final training and scoring
+    samples: Path | None = None
+    final_samples: Path | None = None
 
     @property
     def short_arch(self) -> str:
@@ -286,15 +270,14 @@ def _score_row(
 
 
 def _origins(run_dir: Path) -> dict[tuple[int, int], str]:
-    """(round, slot) -> how the proposal was made, from the round files (entries written
-    before `origin` was a field carry it in `meta.origin`)."""
+    """(round, slot) -> how the proposal was made, from the round files: for the trials of
+    searches from before the study recorded it."""
     out: dict[tuple[int, int], str] = {}
-    for path in sorted((run_dir / ROUNDS_DIR).glob("round-*.json")):
+    for path in sorted((run_dir / ROUNDS_DIR).glob(ROUND_FILES)):
         saved = RoundFile.read(path)
         for entry in saved.entries if saved else []:
-            origin = entry.origin or entry.meta.get("origin")
-            if origin:
-                out[(saved.round, entry.slot)] = str(origin)  # type: ignore[union-attr]
+            if entry.origin:
+                out[(saved.round, entry.slot)] = entry.origin  # type: ignore[union-attr]
     return out
 
 
@@ -336,7 +319,7 @@ def load_ledger(run_dir: Path, summary: dict[str, Any]) -> Ledger | None:
 
 def _pruned_reason(record: TrialRecord) -> str | None:
     """ "stopped at 44 of 400 steps: RFID 52.1" for a candidate successive halving pruned."""
-    fidelity = record.fidelity()
+    fidelity = record.fidelity
     if record.status != "pruned" or fidelity is None or record.score is None:
         return None
     return (
@@ -347,20 +330,16 @@ def _pruned_reason(record: TrialRecord) -> str | None:
 def _screened_reason(record: TrialRecord) -> str | None:
     """ "screened out by gp: predicted 41.2, rank 3; never trained" for a screened-out
     candidate; "warm start: trial 4 of RUN (measured on DATA)" for an imported one."""
-    mark = record.extra.get("screen") or {}
+    mark = record.screen or {}
     if record.status == "screened-out":
         guess = f"predicted {record.predicted:.4g}, " if record.predicted is not None else ""
         return (
             f"screened out by {mark.get('screener', '?')}: {guess}rank {mark.get('rank', '?')}; "
             "never trained"
         )
-    origin = record.extra.get("warm_start")
+    origin = record.warm_start
     if isinstance(origin, dict):
-        where = (
-            f" (measured on {record.extra['measured_on']})"
-            if record.extra.get("measured_on")
-            else ""
-        )
+        where = f" (measured on {record.measured_on})" if record.measured_on else ""
         return (
             f"warm start: trial {origin.get('trial')} of {Path(str(origin.get('run'))).name}{where}"
         )
@@ -386,36 +365,28 @@ def load_search(run_dir: str | Path) -> SearchRecord:
     for record in study_mod.load_memory(study):
         records.append(record)
         final = _final_result(run_dir, record.number)
-        device_s = record.extra.get("device_s", record.extra.get("wall_s"))
+        complete = final is not None and final.status == "complete"
         rows.append(
             TrialRow(
-                number=record.number,
-                round=record.round,
-                slot=record.slot,
-                proposer=record.proposer,
-                origin=record.extra.get("origin") or origins.get((record.round, record.slot)),
-                status=record.status,
-                reason=_pruned_reason(record) or _screened_reason(record) or record.reason or "",
-                rationale=record.rationale or "",
-                arch=record.arch,
-                raw=record.raw,
-                gmacs=record.gmacs,
-                params_m=record.params_m,
+                **{
+                    **vars(record),
+                    "origin": record.origin or origins.get((record.round, record.slot)),
+                    "reason": _pruned_reason(record)
+                    or _screened_reason(record)
+                    or record.reason
+                    or "",
+                },
                 proxy=_score_row(
-                    record.extra.get("scores"),
-                    record.score,
-                    record.score_name or config.proxy.score.label,
+                    record.scores, record.score, record.score_name or config.proxy.score.label
                 )
-                if record.status != "pruned"  # a lower fidelity's score: in `reason` only
+                if record.status != "pruned"
                 else None,
                 final=_score_row(final.scores, final.score, config.final.score.label)
-                if final and final.status == "complete"
+                if complete
                 else None,
-                device_s=float(device_s) if device_s is not None else None,
                 final_device_s=final.wall_s if final and final.wall_s else None,
                 samples=_file(trial_dir(run_dir, record.number) / SAMPLES_FILE),
                 final_samples=_file(trial_dir(run_dir, record.number, "final") / SAMPLES_FILE),
-                latency_ms=record.latency_ms,
             )
         )
     return SearchRecord(

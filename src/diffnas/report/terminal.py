@@ -19,7 +19,7 @@ from rich.text import Text
 from diffnas.console import output_console
 from diffnas.execute.accounting import compute_line
 from diffnas.experiments.trust import trust_line
-from diffnas.propose.llm_proposer import ORIGINS
+from diffnas.gate.entry import ORIGINS
 from diffnas.report.source import SearchRecord, TrialRow, load_search
 from diffnas.search.screening import screening_lines
 

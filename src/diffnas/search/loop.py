@@ -35,13 +35,13 @@ from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.gate.check import LatencyCheck
+from diffnas.gate.entry import ORIGINS
 from diffnas.layout import EVENTS_FILE, FINAL_DIR, LOCK_FILE
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposer
 from diffnas.propose.llm import LLMBackend, RetryPolicy, make_backend
 from diffnas.propose.llm.ledger import LLMBudget
 from diffnas.propose.llm.record import calls_path, read_calls
-from diffnas.propose.llm_proposer import ORIGINS
 from diffnas.propose.registry import LLM_PROPOSERS, make_proposer, resolve_llm_mode
 from diffnas.propose.screen import LLM_SCREENERS, Screener, make_screener
 from diffnas.runs import OPTIONS_FILE, append_jsonl, load_options, write_json

@@ -29,14 +29,13 @@ from rich.markup import escape
 
 from diffnas.data.datasets import DataSpec
 from diffnas.gate.check import LatencyCheck, check_candidate
-from diffnas.gate.entry import RoundEntry, RoundFile
+from diffnas.gate.entry import RoundEntry, RoundFile, origin_of
 from diffnas.gate.memory import TrialRecord
 from diffnas.layout import ROUND_FILE, ROUND_FILES, ROUNDS_DIR
 from diffnas.model.cost import measure_cost
 from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.propose.llm import LLMBudgetExhausted, LLMUnavailable
 from diffnas.propose.llm.redact import env_secrets, redact
-from diffnas.propose.llm_proposer import ORIGIN_LLM
 from diffnas.propose.prompt_lines import data_words, memory_as_seen, reference_line, task_line
 from diffnas.propose.registry import LLM_PROPOSERS
 from diffnas.propose.screen import ScreenContext, Screener
@@ -57,14 +56,6 @@ def check_round_files(run_dir: Path) -> None:
     """Read every round file of a run folder: a damaged one is a `UserError` naming it."""
     for path in sorted((Path(run_dir) / ROUNDS_DIR).glob(ROUND_FILES)):
         RoundFile.read(path)
-
-
-def origin_of(origin: str | None, proposer: str, llm_search: bool) -> str:
-    """Where a candidate came from: the proposer's word, else "llm" in a search with an LLM
-    proposer (round files written before origins were recorded) or the baseline's own name."""
-    if origin:
-        return origin
-    return ORIGIN_LLM if llm_search else proposer
 
 
 class Requests:

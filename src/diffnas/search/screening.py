@@ -83,12 +83,13 @@ def kendall_tau(predicted: list[float], measured: list[float]) -> float | None:
 def screening_summary(memory: list[TrialRecord]) -> dict[str, Any] | None:
     """Per screener: candidates screened out, and the tau of its predictions against the
     measured scores per round and over all rounds; None when nothing was screened."""
-    screened = [t for t in memory if t.extra.get("screen")]
+    screened = [t for t in memory if t.screen]
     if not screened:
         return None
     out: dict[str, Any] = {}
-    for name in sorted({t.extra["screen"].get("screener", "?") for t in screened}):
-        own = [t for t in screened if t.extra["screen"].get("screener", "?") == name]
+    screener = {t.number: str((t.screen or {}).get("screener", "?")) for t in screened}
+    for name in sorted(set(screener.values())):
+        own = [t for t in screened if screener[t.number] == name]
         rounds, all_pairs = [], []
         for r in sorted({t.round for t in own}):
             in_round = [t for t in own if t.round == r]

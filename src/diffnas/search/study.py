@@ -255,12 +255,6 @@ class TrialAttrs(BaseModel):
     measured_on: str | None = None  # its data, when not this search's
 
 
-EXTRA_ATTRS = (
-    "scores", "train", "eval_dir", "wall_s", "origin", "device", "device_s", "fidelity",
-    "screen", "warm_start", "measured_on",
-)  # fmt: skip
-
-
 def trial_attrs(t: FrozenTrial, where: str = "the study") -> TrialAttrs:
     """A candidate trial's attributes, checked; one that does not validate (a study changed
     outside diffnas) is a `UserError` naming the trial and the attribute."""
@@ -317,11 +311,17 @@ def to_record(t: FrozenTrial, where: str = "the study") -> TrialRecord:
         if t.values and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         else None,
         score_name=a.score_name,
-        extra={
-            k: v
-            for k, v in a.model_dump(mode="json", include=set(EXTRA_ATTRS)).items()
-            if v is not None
-        },
+        origin=a.origin,
+        scores=a.scores,
+        train=a.train,
+        eval_dir=a.eval_dir,
+        device=a.device,
+        # seconds of the device; trials from before it was measured have their wall time only
+        device_s=a.device_s if a.device_s is not None else a.wall_s,
+        fidelity=(a.fidelity.steps, a.fidelity.of) if a.fidelity is not None else None,
+        screen=a.screen,
+        warm_start=a.warm_start,
+        measured_on=a.measured_on,
     )
 
 
@@ -338,7 +338,8 @@ def origin_counts(memory: list[TrialRecord], origins: tuple[str, ...] = ()) -> d
     none did."""
     counts = dict.fromkeys(origins, 0)
     for t in memory:
-        if t.status not in UNTRAINED and not t.extra.get("warm_start"):
-            origin = t.extra.get("origin") or t.proposer or "unknown"
+        if t.status not in UNTRAINED and not t.warm_start:
+            # trials of searches from before origins were recorded count under their proposer
+            origin = t.origin or t.proposer or "unknown"
             counts[origin] = counts.get(origin, 0) + 1
     return counts

@@ -142,7 +142,7 @@ def search_summary(
         "final": finals,
         # the search's compute: proxy evaluations and final trainings, in device-hours
         "compute": compute_hours(
-            [(t.extra.get("device"), t.extra.get("device_s")) for t in memory]
+            [(t.device, t.device_s) for t in memory]
             + [(f.get("device"), f.get("device_s")) for f in finals]
         ),
         "llm": llm_totals,
@@ -150,7 +150,7 @@ def search_summary(
         **objectives.objective_summary(config, memory, meter),
         # --screen: each screener's Kendall tau of predicted vs measured, per round and all
         "screening": screening.screening_summary(memory),
-        "warm_start": sum(1 for t in memory if t.extra.get("warm_start")),
+        "warm_start": sum(1 for t in memory if t.warm_start),
     }
     # the shape readers rely on (`status`, `report`): checked as it is written
     return SearchSummary.model_validate(summary).model_dump(mode="json")

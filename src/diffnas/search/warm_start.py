@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
+from diffnas.gate.entry import ORIGIN_WARM_START
 from diffnas.gate.memory import UNTRAINED
 from diffnas.layout import STUDY_FILE
 from diffnas.runs import load_options
@@ -35,7 +36,6 @@ from diffnas.search.config import SearchConfig
 from diffnas.space import params as arch_params
 from diffnas.space.search_space import SearchSpace, load_space
 
-ORIGIN_WARM_START = "warm-start"
 WARM_START_ROUND = -1  # imported trials belong to no round of this search
 SPACE_LABELS = ("name", "description")  # the only fields two equal spaces may differ in
 
@@ -160,7 +160,7 @@ def import_trials(
                 "arch": record.arch.model_dump(), "arch_hash": key, "gmacs": record.gmacs,
                 "params_m": record.params_m, "latency_ms": record.latency_ms,
                 "score_name": record.score_name,
-                "status": "complete", "scores": record.extra.get("scores"),
+                "status": "complete", "scores": record.scores,
                 "warm_start": {"run": run, "trial": record.number, "data": source.data_label},
                 "measured_on": None if source.same_data else source.data_label,
             }  # fmt: skip
