@@ -83,7 +83,7 @@ def test_report_and_export_of_the_resumed_folder(resumed, tmp_path, monkeypatch)
 
     diffnas(monkeypatch, "report", str(resumed), "--out", str(tmp_path / "report"))
     html = next((tmp_path / "report").glob("*.html")).read_text()
-    assert all(f"diffnas/llm" in html and f">{n}<" in html for n in range(4))
+    assert all("diffnas/llm" in html and f">{n}<" in html for n in range(4))
 
     best = load_search(resumed).summary["best_trial"]
     diffnas(monkeypatch, "export", str(resumed), "--trial", str(best), "--out", str(tmp_path / "p"))

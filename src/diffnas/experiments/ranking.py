@@ -6,12 +6,12 @@ Lower is better on both sides (RFID, KID, loss, FID), so a perfect proxy has tau
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import stats
+
+from diffnas.ranks import kendall_tau, spearman_rho
 
 MIN_ARCHS = 3  # fewer points carry no ranking information
 
@@ -42,20 +42,6 @@ class Agreement(BaseModel):
     confidence: float
     resamples: int
     resamples_used: int  # resamples where neither side was all ties (the statistic exists)
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (scipy); nan when either side is constant."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant input: nan is the answer
-        return float(stats.kendalltau(x, y).statistic)
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho (scipy); nan when either side is constant."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.spearmanr(x, y).statistic)
 
 
 def top_k_overlap(proxy: Sequence[float], reference: Sequence[float], k: int) -> float:

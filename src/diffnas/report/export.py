@@ -24,7 +24,7 @@ from diffusers import DDPMPipeline
 from pydantic import ValidationError
 
 from diffnas.errors import UserError
-from diffnas.layout import RESULT_FILE
+from diffnas.layout import RESULT_FILE, trial_dir
 from diffnas.model.builder import build_unet
 from diffnas.report.source import (
     SearchRecord,
@@ -32,7 +32,6 @@ from diffnas.report.source import (
     ema_checkpoint,
     load_search,
     read_result,
-    trial_dir,
 )
 from diffnas.runs import check_out_dir, staged_dir, write_json
 from diffnas.space.arch import ArchConfig

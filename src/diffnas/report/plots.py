@@ -8,7 +8,6 @@ Every score axis is "lower is better" and names the score's protocol label.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -16,8 +15,8 @@ from itertools import accumulate
 import numpy as np
 from matplotlib.figure import Figure
 from optuna._hypervolume import compute_hypervolume
-from scipy.stats import kendalltau
 
+from diffnas.ranks import defined, kendall_tau
 from diffnas.report.source import SearchRecord, TrialRow
 
 # Colour-blind-safe (Okabe-Ito), one per run folder
@@ -256,10 +255,7 @@ def rank_agreement(
     pairs: Sequence[tuple[float, float, str]], xlabel: str, ylabel: str, title: str
 ) -> RankAgreement:
     """Scatter of (x, y, point label) with Kendall's τ between x and y in the title."""
-    tau: float | None = None
-    if len(pairs) >= 2:
-        value = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-        tau = None if value is None or math.isnan(value) else float(value)
+    tau = defined(kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]))
     fig = Figure(figsize=(5, 4.2))
     ax = fig.add_subplot()
     ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=30, color=COLOURS[0])

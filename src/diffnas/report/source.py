@@ -22,13 +22,12 @@ from diffnas.execute.job import EvalResult
 from diffnas.gate.entry import RoundFile
 from diffnas.gate.memory import TrialRecord, non_dominated
 from diffnas.layout import (
-    FINAL_DIR,
     RESULT_FILE,
     ROUND_FILES,
     ROUNDS_DIR,
     SAMPLES_FILE,
     SUMMARY_FILE,
-    TRIALS_DIR,
+    trial_dir,
 )
 from diffnas.propose.llm.record import CALLS_FILE, read_calls
 from diffnas.runs import OPTIONS_FILE, load_options, read_file
@@ -242,11 +241,6 @@ def open_run_study(run_dir: Path, config: SearchConfig) -> optuna.Study:
     return study_mod.open_study(
         run_dir, config.storage, read_only=True, study_name=config.study_name
     )
-
-
-def trial_dir(run_dir: Path, number: int, stage: str = "proxy") -> Path:
-    """Where a trial's evaluation lives: trials/NNNNN (proxy) or final/NNNNN (promoted)."""
-    return run_dir / (TRIALS_DIR if stage == "proxy" else FINAL_DIR) / f"{number:05d}"
 
 
 def ema_checkpoint(run_dir: Path, number: int, stage: str) -> Path:

@@ -36,7 +36,7 @@ from diffnas.errors import UserError
 from diffnas.execute.executors import Executor, make_executor
 from diffnas.gate.check import LatencyCheck
 from diffnas.gate.entry import ORIGINS
-from diffnas.layout import EVENTS_FILE, FINAL_DIR, LOCK_FILE
+from diffnas.layout import EVENTS_FILE, LOCK_FILE, trial_dir
 from diffnas.progress import task as progress_task
 from diffnas.propose.base import Proposer
 from diffnas.propose.llm import LLMBackend, RetryPolicy, make_backend
@@ -211,7 +211,7 @@ class SearchRun:
                 f"[bold]final[/bold]: trial {record.number} with the {cfg.final.recipe} recipe "
                 f"and {escape(cfg.final.score.label)}"
             )
-            workdir = self.run_dir / FINAL_DIR / f"{record.number:05d}"
+            workdir = trial_dir(self.run_dir, record.number, "final")
             with progress_task(f"trial {record.number}: final training and scoring"):
                 result = self.executor.run(self.trials.job(record.arch, cfg.final, workdir))
             finals.append(

@@ -18,14 +18,12 @@ the screened-out ones can be looked up too (`benchmarks/bench_screening.py`).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
-
-from scipy import stats
 
 from diffnas.gate.entry import RoundEntry, ScreenMark
 from diffnas.gate.memory import TrialRecord
 from diffnas.propose.screen import Candidate, ScreenContext, Screener
+from diffnas.ranks import defined, kendall_tau
 
 
 def pool_size(k: int, per_round: int, screen: int) -> int:
@@ -70,16 +68,6 @@ def screen_entries(
     return marked, info
 
 
-def kendall_tau(predicted: list[float], measured: list[float]) -> float | None:
-    """Kendall's tau-b (scipy); None with fewer than 2 pairs or a constant side."""
-    if len(predicted) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a constant side: no tau
-        tau = float(stats.kendalltau(predicted, measured).statistic)
-    return None if math.isnan(tau) else tau
-
-
 def screening_summary(memory: list[TrialRecord]) -> dict[str, Any] | None:
     """Per screener: candidates screened out, and the tau of its predictions against the
     measured scores per round and over all rounds; None when nothing was screened."""
@@ -102,14 +90,14 @@ def screening_summary(memory: list[TrialRecord]) -> dict[str, Any] | None:
                     "round": r,
                     "screened_out": sum(t.status == "screened-out" for t in in_round),
                     "pairs": len(pairs),
-                    "tau": kendall_tau([p for p, _ in pairs], [m for _, m in pairs]),  # type: ignore[misc]
+                    "tau": defined(kendall_tau([p for p, _ in pairs], [m for _, m in pairs])),  # type: ignore[misc]
                 }
             )
         out[name] = {
             "screened_out": sum(t.status == "screened-out" for t in own),
             "evaluated": sum(t.evaluated for t in own),
             "pairs": len(all_pairs),
-            "tau": kendall_tau([p for p, _ in all_pairs], [m for _, m in all_pairs]),  # type: ignore[misc]
+            "tau": defined(kendall_tau([p for p, _ in all_pairs], [m for _, m in all_pairs])),  # type: ignore[misc]
             "rounds": rounds,
         }
     return out

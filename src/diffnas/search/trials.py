@@ -23,7 +23,7 @@ from diffnas.data.datasets import DataSpec
 from diffnas.execute.executors import Executor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.gate.entry import RoundEntry
-from diffnas.layout import TRIALS_DIR
+from diffnas.layout import trial_dir
 from diffnas.progress import task as progress_task
 from diffnas.search import halving
 from diffnas.search import study as study_mod
@@ -160,7 +160,7 @@ class CandidateTrials:
     def step_dir(self, step: Step) -> Path:
         """Where a step's evaluation lives: the trial folder for the whole proxy run (as without
         halving), a folder of its own for a lower rung (job, result, samples)."""
-        folder = self.run_dir / TRIALS_DIR / f"{step.trial.number:05d}"
+        folder = trial_dir(self.run_dir, step.trial.number)
         return folder if self.is_last(step) else folder / f"rung-{self.rungs[step.rung]:07d}"
 
     def step_job(self, step: Step) -> EvalJob:
