@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from diffnas.cli.main import app
 from diffnas.errors import UserError
+from diffnas.execute import executors
+from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
 from diffnas.experiments.tabulate import enumerate_archs
 from diffnas.model.cost import Cost, budget_verdict, measure_cost
@@ -116,11 +118,32 @@ def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:
     return ["tabulate", "--space", str(four_space(tmp_path)), *FOUR_OPTIONS, "--runs", str(runs)]
 
 
-def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path) -> None:
+def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path, monkeypatch) -> None:
     runs = tmp_path / "runs"
+    # the first build: one run ends `failed` (an exception, as a fault of the machine would)
+    evaluated: list[Path] = []
+    failed_once: list[EvalJob] = []
+
+    def evaluate_or_fail_once(job: EvalJob) -> EvalResult:
+        evaluated.append(Path(job.workdir))
+        if len(evaluated) == 2 and not failed_once:
+            failed_once.append(job)
+            return EvalResult(status="failed", error="OSError: a fault of this sitting")
+        return evaluate_candidate(job)
+
+    monkeypatch.setattr(executors, "evaluate_candidate", evaluate_or_fail_once)
     whole = runner.invoke(app, tabulate_args(tmp_path, runs))
     assert whole.exit_code == 0, whole.output
     first = runs / "00000-tabulate-four"
+    broken = [r for r in read_rows(first / "four-digits") if r.status != "complete"]
+    assert {(r.status, r.error) for r in broken} == {("failed", "OSError: a fault of this sitting")}
+    assert len(broken) == 2  # the two settings the failed run scores (RFID and loss)
+    # --resume runs that run again, and only it
+    failed_run, evaluated[:] = evaluated[1], []
+    rerun = runner.invoke(app, ["tabulate", "--resume", str(first)])
+    assert rerun.exit_code == 0, rerun.output
+    assert evaluated == [failed_run] and "failed before, run again" in rerun.output
+    monkeypatch.undo()
     table = Table.load(first / "four-digits")
     assert len(table.rows) == 4 * 5 * 2 and all(r.status == "complete" for r in table.rows)
     assert {"diffnas", "torch", "diffusers"} <= set(table.meta.versions)
@@ -159,6 +182,9 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path) -> No
 
     def outcome(t: Table) -> dict:
         return {(r.arch_id, r.setting, r.seed): (r.status, r.score, r.final_loss) for r in t.rows}
+
+    failed = [r for r in again.rows if r.status != "complete"]
+    assert not failed, [(r.arch_id, r.setting, r.error) for r in failed]  # why, if it happens
 
     assert outcome(again) == outcome(table)  # the same numbers, every row once
     assert len(again.rows) == len(table.rows)

@@ -53,8 +53,7 @@ def step_gmacs(job: EvalJob) -> float:
     """A job's training cost per optimizer step: GMACs per image times its batch size."""
     from diffnas.model.cost import measure_cost
 
-    batch = job.spec.train_recipe(job.objective, job.data.kind, "cuda").batch_size
-    return measure_cost(job.arch).gmacs * batch
+    return measure_cost(job.arch).gmacs * job.recipe.batch_size  # the recipe the job trains
 
 
 class PoolExecutor(Executor):

@@ -53,6 +53,7 @@ from diffnas.execute.table import (
 from diffnas.experiments.compute import run_flops
 from diffnas.experiments.inputs import config_error
 from diffnas.experiments.study import StudyConfig, study_fields
+from diffnas.layout import RESULT_FILE
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.checkpoint import CHECKPOINT
@@ -239,8 +240,14 @@ class Tabulation:
         return meta
 
     def run(self, meta: TableMeta, executor: Executor | None = None) -> Table:
-        """Evaluate every run whose rows are not in the table yet, writing them as each ends."""
+        """Evaluate every run whose rows are not in the table yet, writing them as each ends.
+
+        A run that ended `failed` (an exception: a fault of that sitting, not a verdict on the
+        architecture like `diverged` or `oom`) is run again: its rows leave the table and its
+        result.json its folder, so one bad sitting does not stay in the table for good."""
         rows = read_rows(self.stem)
+        failed = {(r.arch_id, r.seed, r.setting) for r in rows if r.status == "failed"}
+        rows = [r for r in rows if r.status != "failed"]
         have = {(r.arch_id, r.setting, r.seed) for r in rows}
         settings = {s.name: s for s in meta.settings}
         units = plan_units(
@@ -248,6 +255,10 @@ class Tabulation:
             self.work_dir, self.cache_dir,
         )  # fmt: skip
         todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
+        for unit in todo:
+            if any((unit.arch_id, unit.seed, s) in failed for s in unit.scores):
+                (Path(unit.job.workdir) / RESULT_FILE).unlink(missing_ok=True)
+                self.log(f"{unit.arch_id} {Path(unit.job.workdir).name}: failed before, run again")
         sitting = {"start": time.time(), "end": time.time(), "runs": 0, "rows_before": len(rows)}
         meta.notes.setdefault("sittings", []).append(sitting)
         self.log(f"{len(units) - len(todo)} of {len(units)} runs in the table; {len(todo)} to go")
