@@ -159,10 +159,9 @@ def check_local_llm() -> list[Check]:
         INSTALL_HINT,
         MODEL_ENV,
         LocalBackend,
-        WorkerFault,
-        llama_system_info,
         resolve_model_path,
     )
+    from diffnas.propose.llm.local_supervisor import WorkerFault, llama_system_info
 
     if importlib.util.find_spec("llama_cpp") is None:
         return [
