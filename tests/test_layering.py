@@ -115,11 +115,25 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# The packages whose modules import each other in a cycle today, each to be split (issue 18):
-# evaluate (features <-> classifier), execute (the executors and their factory).
 ACYCLIC = [
-    "space", "model", "data", "train", "gate", "propose", "search", "experiments", "report", "cli",
+    "space", "model", "data", "train", "evaluate", "gate", "propose", "search", "experiments",
+    "report", "cli",
 ]  # fmt: skip
+# The packages whose modules import each other in a cycle today, each to be split (issue 18,
+# item 5): execute (executors.py, its factory, and the executors it builds: pool, queue, ray,
+# table).
+STILL_CYCLIC = ["execute"]
+
+
+def test_every_package_is_checked_for_cycles_or_named_as_still_cyclic() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert sorted(packages) == sorted(ACYCLIC + STILL_CYCLIC)
+
+
+@pytest.mark.parametrize("folder", STILL_CYCLIC)
+def test_a_package_named_still_cyclic_has_a_cycle(folder: str) -> None:
+    """Once it is split, it moves to ACYCLIC, so the test guards it from then on."""
+    assert cycles(import_graph(folder)) != [], f"{folder} has no cycle left: move it to ACYCLIC"
 
 
 @pytest.mark.parametrize("folder", ACYCLIC)

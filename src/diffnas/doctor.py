@@ -233,7 +233,7 @@ def _llama_build_check(runtime: str, system_info: str) -> Check:
 
 def check_inception(weights: str | None) -> Check:
     """The FID Inception weights (only needed for FID with --extractor inception); no download."""
-    from diffnas.evaluate.features import (
+    from diffnas.evaluate.inception import (
         INCEPTION_ENV,
         INCEPTION_FILE,
         INCEPTION_URLS,
