@@ -1,5 +1,6 @@
 """Dependencies point down: proposers never import the search, metrics never import training,
-the search never imports the report; no two modules of a package import each other in a cycle."""
+the search and the experiments never import the report; no two modules of a package import
+each other in a cycle."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def package_of(path: Path) -> str:
     ("folder", "forbidden"),
     [("propose", "diffnas.search"), ("evaluate", "diffnas.train"), ("gate", "diffnas.propose"),
      ("gate", "diffnas.search"), ("search", "diffnas.report"), ("execute", "diffnas.report"),
-     ("experiments", "diffnas.cli")],
+     ("experiments", "diffnas.report"), ("experiments", "diffnas.cli")],
 )  # fmt: skip
 def test_no_module_imports_upward(folder: str, forbidden: str) -> None:
     files = sorted((PACKAGE / folder).rglob("*.py"))
