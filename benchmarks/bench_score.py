@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,17 +20,17 @@ import numpy as np
 import torch
 
 from diffnas.evaluate.classifier import ClassifierExtractor, SmallCNN
-from diffnas.evaluate.features import (
-    FeatureExtractor,
-    InceptionExtractor,
-    file_sha256,
-    save_random_inception_weights,
-)
+from diffnas.evaluate.extractor import FeatureExtractor, file_sha256
 from diffnas.evaluate.frechet import (
     feature_statistics,
     frechet_distance,
     frechet_distance_from_features,
 )
+from diffnas.evaluate.inception import InceptionExtractor
+
+# Random Inception weights are a test helper (tests/random_inception.py), shared with this script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from random_inception import save_random_inception_weights  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

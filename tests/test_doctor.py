@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from diffnas import doctor
-from diffnas.evaluate.features import INCEPTION_ENV
+from diffnas.evaluate.inception import INCEPTION_ENV
 from diffnas.propose.llm.local_backend import MODEL_ENV
 
 # llama.cpp's `llama_print_system_info()` of a native build on an AMX machine, and of the

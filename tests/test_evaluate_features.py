@@ -10,9 +10,10 @@ import torch
 from sklearn.datasets import load_digits
 
 import diffnas.evaluate.classifier as classifier
-import diffnas.evaluate.features as features
+import diffnas.evaluate.inception as inception
 from diffnas.errors import UserError
 from diffnas.evaluate import INCEPTION_ENV, INCEPTION_FILE, get_extractor, reference_stats
+from diffnas.evaluate.extractor import as_uint8_images, file_sha256
 
 
 def digits16() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,11 +57,11 @@ def test_inception_weights_with_the_wrong_sha256_are_refused(offline, tmp_path, 
 
 
 def test_weights_in_the_torch_hub_cache_are_found_offline(offline, tmp_path):
-    hub_file = tmp_path / "torch" / "hub" / "checkpoints" / features.INCEPTION_TF_FILE
+    hub_file = tmp_path / "torch" / "hub" / "checkpoints" / inception.INCEPTION_TF_FILE
     hub_file.parent.mkdir(parents=True)
     hub_file.write_bytes(b"weights")
-    path, sha = features.resolve_inception_weights(expected_sha256=None)
-    assert path == hub_file and sha == features.file_sha256(hub_file)
+    path, sha = inception.resolve_inception_weights(expected_sha256=None)
+    assert path == hub_file and sha == file_sha256(hub_file)
 
 
 def test_unknown_extractor_name_is_a_user_error(tmp_path):
@@ -141,7 +142,7 @@ def test_classifier_without_cache_or_labels_is_a_user_error(tmp_path):
 
 def test_extractors_take_only_uint8_image_batches():
     with pytest.raises(UserError, match="uint8"):
-        features.as_uint8_images(torch.rand(2, 1, 16, 16))
+        as_uint8_images(torch.rand(2, 1, 16, 16))
     with pytest.raises(UserError, match="uint8"):
-        features.as_uint8_images(np.zeros((16, 16), np.uint8))
-    assert features.as_uint8_images(np.zeros((1, 1, 4, 4), np.uint8)).dtype == torch.uint8
+        as_uint8_images(np.zeros((16, 16), np.uint8))
+    assert as_uint8_images(np.zeros((1, 1, 4, 4), np.uint8)).dtype == torch.uint8

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffnas.errors import UserError
-from diffnas.evaluate.features import FeatureExtractor
+from diffnas.evaluate.extractor import FeatureExtractor
 from diffnas.evaluate.reference import reference_key, reference_stats
 
 

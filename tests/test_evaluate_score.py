@@ -9,8 +9,8 @@ import torch_fidelity
 
 from diffnas.errors import UserError
 from diffnas.evaluate import get_extractor, reference_stats, score_images
-from diffnas.evaluate.features import save_random_inception_weights
 from diffnas.evaluate.score import Score, score_label
+from random_inception import save_random_inception_weights
 from test_evaluate_reference import CountingExtractor, images
 
 

@@ -16,14 +16,17 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
+from diffnas.errors import UserError
 from diffnas.execute import executors
 from diffnas.execute.executors import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, evaluate_candidate
 from diffnas.execute.pool import PoolExecutor
 from diffnas.execute.table import REFERENCE, Table
-from diffnas.experiments import proxy_check as pc
+from diffnas.experiments import proxy_archs
+from diffnas.experiments.proxy_options import ProxyCheckConfig, build_config, load_config
 from diffnas.experiments.proxy_summary import summarise, write_summary
 from diffnas.gate.entry import RoundEntry
+from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.report.page import make_figures
 from diffnas.report.proxy_study import load_proxy_study
 from diffnas.runs import read_json, write_json
@@ -78,7 +81,7 @@ def test_run_folder_holds_options_table_summary_and_plot(study: Path) -> None:
     space = load_space("tiny")
     assert all(space.budget.min_gmacs <= a["macs"] / 1e9 <= space.budget.max_gmacs for a in archs)
     # 2 run lengths x (RFID, KID at N=8 S=2, and the loss), and the reference; 2 seeds each
-    config = pc.ProxyCheckConfig.model_validate(read_json(study / "options.json"))
+    config = ProxyCheckConfig.model_validate(read_json(study / "options.json"))
     assert len(config.settings()) == 6 and config.seeds == 2
     values = stored(study)
     assert len(values) == 3 * 7 * 2 and all(np.isfinite(v) for v in values.values())
@@ -170,7 +173,7 @@ def test_a_candidate_scores_the_same_in_proxy_check_inline_and_in_a_pool_worker(
     table = Table.load(study / "table")
     arch_id = table.archs()[1]
     setting = table.setting("s2-rfid-n8-s2")
-    config = pc.load_config(study)
+    config = load_config(study)
     search_data = SearchConfig(data="digits", data_subset=config.data_subset).data_spec()
     assert search_data != table.meta.data  # the proxy-check adds the space's image size
 
@@ -234,7 +237,7 @@ def test_architectures_from_a_search_run_folder(tmp_path) -> None:
     archs = []
     while len(archs) < 4:
         arch = space.sample(rng)
-        if pc.budget_verdict(pc.measure_cost(arch), space.budget)[0] and arch not in archs:
+        if budget_verdict(measure_cost(arch), space.budget)[0] and arch not in archs:
             archs.append(arch)
     for slot, arch in enumerate([archs[0], archs[1], archs[1], archs[2]]):
         entry = RoundEntry(slot=slot, proposer="random", arch=arch)
@@ -243,11 +246,11 @@ def test_architectures_from_a_search_run_folder(tmp_path) -> None:
         study_mod.finish_trial(study, trial, result, f"trials/{trial.number:05d}")
     rejected = RoundEntry(slot=4, proposer="random", arch=archs[3], reason="x")
     study_mod.add_rejected(study, space, rejected, 0, "RFID[classifier]")
-    config = pc.build_config({"archs_from": str(run_dir), "archs": 5})
+    config = build_config({"archs_from": str(run_dir), "archs": 5})
     assert config.space == "tiny" and config.data_subset == 100  # the search's task
-    with pytest.raises(pc.UserError, match="only 3 distinct architectures"):
-        pc.choose_archs(config, space)
-    chosen = pc.choose_archs(config.model_copy(update={"num_archs": 3}), space)
+    with pytest.raises(UserError, match="only 3 distinct architectures"):
+        proxy_archs.choose_archs(config, space)
+    chosen = proxy_archs.choose_archs(config.model_copy(update={"num_archs": 3}), space)
     assert [c.arch for c in chosen] == archs[:3]
     assert [c.source for c in chosen] == [f"trial {n} of {run_dir.name}" for n in (0, 1, 3)]
 
@@ -278,7 +281,7 @@ def test_dry_run_and_bad_input_create_nothing(tmp_path) -> None:
 
 
 def test_proxy_spec_keeps_the_recipe_and_sets_length_and_loss_window() -> None:
-    config = pc.ProxyCheckConfig()
+    config = ProxyCheckConfig()
     setting = config.settings()[0]
     spec = config.proxy_spec(500, setting)
     assert isinstance(spec, EvalSpec) and spec.recipe == "proxy"

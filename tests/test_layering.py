@@ -1,5 +1,6 @@
 """Dependencies point down: proposers never import the search, metrics never import training,
-the search never imports the report; no two modules of a package import each other in a cycle."""
+the search and the experiments never import the report; no two modules of a package import
+each other in a cycle."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def package_of(path: Path) -> str:
     ("folder", "forbidden"),
     [("propose", "diffnas.search"), ("evaluate", "diffnas.train"), ("gate", "diffnas.propose"),
      ("gate", "diffnas.search"), ("search", "diffnas.report"), ("execute", "diffnas.report"),
-     ("experiments", "diffnas.cli")],
+     ("experiments", "diffnas.report"), ("experiments", "diffnas.cli")],
 )  # fmt: skip
 def test_no_module_imports_upward(folder: str, forbidden: str) -> None:
     files = sorted((PACKAGE / folder).rglob("*.py"))
@@ -115,16 +116,50 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# The packages whose modules import each other in a cycle today, each to be split (issue 18):
-# evaluate (features <-> classifier), execute (the executors and their factory).
 ACYCLIC = [
-    "space", "model", "data", "train", "gate", "propose", "search", "experiments", "report", "cli",
+    "space", "model", "data", "train", "evaluate", "gate", "propose", "search", "experiments",
+    "report", "cli",
 ]  # fmt: skip
+# The packages whose modules import each other in a cycle today, each to be split (issue 18,
+# item 5): execute (executors.py, its factory, and the executors it builds: pool, queue, ray,
+# table).
+STILL_CYCLIC = ["execute"]
+
+
+def test_every_package_is_checked_for_cycles_or_named_as_still_cyclic() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert sorted(packages) == sorted(ACYCLIC + STILL_CYCLIC)
+
+
+@pytest.mark.parametrize("folder", STILL_CYCLIC)
+def test_a_package_named_still_cyclic_has_a_cycle(folder: str) -> None:
+    """Once it is split, it moves to ACYCLIC, so the test guards it from then on."""
+    assert cycles(import_graph(folder)) != [], f"{folder} has no cycle left: move it to ACYCLIC"
 
 
 @pytest.mark.parametrize("folder", ACYCLIC)
 def test_no_import_cycle_inside_a_package(folder: str) -> None:
     assert cycles(import_graph(folder)) == []
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Package or top-level module (`diffnas.search`, `diffnas.runs`) -> the others it imports."""
+    files = [f for f in PACKAGE.rglob("*.py") if f != PACKAGE / "__init__.py"]
+    units = {".".join(module_name(f).split(".")[:2]) for f in files}
+    graph: dict[str, set[str]] = {unit: set() for unit in units}
+    for f in files:
+        unit = ".".join(module_name(f).split(".")[:2])
+        for m in imported_modules(f.read_text(), package_of(f)):
+            target = ".".join(m.split(".")[:2])
+            if target in units and target != unit:
+                graph[unit].add(target)
+    return graph
+
+
+def test_no_import_cycle_between_packages() -> None:
+    graph = package_graph()
+    assert "diffnas.report" in graph["diffnas.cli"]  # the graph sees real imports
+    assert cycles(graph) == []
 
 
 def test_the_cycle_finder_finds_each_cycle_once() -> None:

@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.propose.llm import LLMRequest, LLMUnavailable, RetryPolicy, local_backend, make_backend
+from diffnas.propose.llm import (
+    LLMRequest,
+    LLMUnavailable,
+    RetryPolicy,
+    local_supervisor,
+    make_backend,
+)
 from diffnas.propose.llm.local_backend import MODEL_ENV, LocalBackend, find_bundled_gguf
 from diffnas.propose.llm.local_worker import FAULT_ENV
 from diffnas.search.loop import SearchRun
@@ -149,7 +155,7 @@ def test_an_interrupted_request_stops_its_worker(monkeypatch: pytest.MonkeyPatch
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(local_backend.select, "select", ctrl_c)
+        patch.setattr(local_supervisor.select, "select", ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             backend.complete(REQUEST)
     # its reply, if it ever came, would have answered the next request

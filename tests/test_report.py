@@ -30,6 +30,7 @@ from diffnas.errors import UserError
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.execute.table import REFERENCE
 from diffnas.experiments.proxy_summary import summarise, write_summary
+from diffnas.markup import plot_text
 from diffnas.report import plots
 from diffnas.report.export import export_trial
 from diffnas.report.page import write_report
@@ -210,7 +211,7 @@ def test_user_text_is_literal_in_plots_markdown_and_the_terminal(searches, tmp_p
         png(path.read_bytes())
     markdown = files.markdown.read_text()
     assert r"\$x^\$ \[red\] \*b\* \`c\`" in markdown
-    assert plots.text("$x^$") == r"\$x^\$"  # matplotlib's literal dollar
+    assert plot_text("$x^$") == r"\$x^\$"  # matplotlib's literal dollar
     console = Console(width=200, record=True, force_terminal=False)
     print_status(copy, console)  # the title names the folder: text, not markup
     assert name in console.export_text()

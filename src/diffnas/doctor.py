@@ -159,10 +159,9 @@ def check_local_llm() -> list[Check]:
         INSTALL_HINT,
         MODEL_ENV,
         LocalBackend,
-        WorkerFault,
-        llama_system_info,
         resolve_model_path,
     )
+    from diffnas.propose.llm.local_supervisor import WorkerFault, llama_system_info
 
     if importlib.util.find_spec("llama_cpp") is None:
         return [
@@ -234,7 +233,7 @@ def _llama_build_check(runtime: str, system_info: str) -> Check:
 
 def check_inception(weights: str | None) -> Check:
     """The FID Inception weights (only needed for FID with --extractor inception); no download."""
-    from diffnas.evaluate.features import (
+    from diffnas.evaluate.inception import (
         INCEPTION_ENV,
         INCEPTION_FILE,
         INCEPTION_URLS,

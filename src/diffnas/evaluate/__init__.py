@@ -1,9 +1,10 @@
 """Scores for generated images: FID/RFID and KID with pluggable feature extractors.
 
-- `features`: extractors, uint8 N×C×H×W → float64 N×D: torch-fidelity's FID Inception, and
-  `get_extractor` to pick one by name.
+- `extractor`: what an extractor is, uint8 N×C×H×W → float64 N×D (`FeatureExtractor`).
+- `inception`: torch-fidelity's FID Inception and its hash-checked weights.
 - `classifier`: a small CNN trained on the dataset's labels for offline use (shipped,
   hash-pinned, for the bundled digits; reproducible training for any other dataset).
+- `features`: `get_extractor`, one of them by name.
 - `frechet`: Fréchet distance and KID math.
 - `reference`: cached reference statistics.
 - `score`: `score_images` → `Score` with its `ScoreProtocol`.
@@ -11,13 +12,10 @@
 
 from __future__ import annotations
 
-from diffnas.evaluate.features import (
-    INCEPTION_ENV,
-    INCEPTION_FILE,
-    FeatureExtractor,
-    get_extractor,
-)
+from diffnas.evaluate.extractor import FeatureExtractor
+from diffnas.evaluate.features import get_extractor
 from diffnas.evaluate.frechet import feature_statistics, frechet_distance, kid
+from diffnas.evaluate.inception import INCEPTION_ENV, INCEPTION_FILE
 from diffnas.evaluate.reference import RefStats, reference_key, reference_stats
 from diffnas.evaluate.score import Score, ScoreProtocol, score_images
 

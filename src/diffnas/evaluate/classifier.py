@@ -40,7 +40,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.features import FeatureExtractor, as_uint8_images, file_sha256
+from diffnas.evaluate.extractor import FeatureExtractor, as_uint8_images, file_sha256
 from diffnas.progress import task as progress_task
 
 # Version of the training recipe (architecture, data order, optimiser, thread scope). Bump it

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from diffnas.errors import UserError
-from diffnas.evaluate.features import FeatureExtractor, as_uint8_images
+from diffnas.evaluate.extractor import FeatureExtractor, as_uint8_images
 from diffnas.evaluate.frechet import feature_statistics
 from diffnas.runs import write_json
 

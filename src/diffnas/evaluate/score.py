@@ -17,12 +17,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from diffnas.data.datasets import ImageData
 from diffnas.errors import UserError
-from diffnas.evaluate.features import (
-    INCEPTION_ENV,
-    FeatureExtractor,
-    as_uint8_images,
-    resolve_inception_weights,
-)
+from diffnas.evaluate.extractor import FeatureExtractor, as_uint8_images
 from diffnas.evaluate.frechet import (
     feature_statistics,
     frechet_distance,
@@ -30,6 +25,7 @@ from diffnas.evaluate.frechet import (
     kid,
 )
 from diffnas.evaluate.frechet import kid_subset_size as default_kid_subset_size
+from diffnas.evaluate.inception import INCEPTION_ENV, resolve_inception_weights
 from diffnas.evaluate.reference import RefStats
 
 Metric = Literal["fid", "rfid", "kid"]

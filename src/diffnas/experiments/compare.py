@@ -36,9 +36,8 @@ from diffnas.experiments.inputs import config_error, word_list
 from diffnas.experiments.regret import TRAINED, value_at
 from diffnas.gate.memory import TrialRecord
 from diffnas.limits import MAX_SEED, MAX_SEEDS
+from diffnas.markup import markdown_table, plot_text
 from diffnas.propose.registry import LLM_PROPOSERS, PROPOSERS
-from diffnas.report.markdown import markdown_table
-from diffnas.report.plots import text
 from diffnas.runs import OPTIONS_FILE, load_options, read_file, write_json
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig
@@ -420,12 +419,12 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_flops.set_xlabel("training compute (TFLOPs)")
     for ax in (by_n, by_flops):
-        ax.set_ylabel(text(f"best {label} so far"))
+        ax.set_ylabel(plot_text(f"best {label} so far"))
         ax.grid(alpha=0.3)
     by_n.legend(title="mean, min-max over seeds", fontsize=8)
     if curves:
         regret.plot_regret(*axes[1], curves)
-    fig.suptitle(text(f"{Path(summary['space']).stem} on {summary['data']}"), fontsize=10)
+    fig.suptitle(plot_text(f"{Path(summary['space']).stem} on {summary['data']}"), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

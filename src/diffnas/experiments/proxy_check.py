@@ -11,6 +11,9 @@ seed-to-seed agreement (the noise ceiling), the top-k overlap and the compute of
 a user can pick the cheapest setting that still ranks well. Training and scoring are the
 search's own evaluation (`evaluate_candidate`), so the study measures what the search uses.
 
+This module runs the study; its options are `proxy_options.py`'s, the architectures are
+chosen in `proxy_archs.py`, the statistics and files written in `proxy_summary.py`.
+
 Run folder (`--resume RUN_DIR` skips the runs whose rows are in the table and continues an
 interrupted one from its training checkpoint):
 
@@ -24,158 +27,38 @@ interrupted one from its training checkpoint):
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
-
-from diffnas import limits as L
 from diffnas.data.datasets import ImageData, load_images
 from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
-from diffnas.execute.table import REFERENCE, Table, TableArch, table_files
+from diffnas.execute.table import REFERENCE, Table, table_files
 from diffnas.experiments.compute import setting_flops, training_flops
-from diffnas.experiments.inputs import config_error, load_space_data
+from diffnas.experiments.inputs import load_space_data
+from diffnas.experiments.proxy_archs import ArchEntry, choose_archs
+from diffnas.experiments.proxy_options import ProxyCheckConfig, build_config, load_config
 from diffnas.experiments.proxy_summary import summarise, write_summary
-from diffnas.experiments.study import StudyConfig, study_fields
 from diffnas.experiments.tabulate import Tabulation, table_settings
-from diffnas.model.cost import budget_verdict, measure_cost
-from diffnas.runs import OPTIONS_FILE, load_options, read_file, write_json
-from diffnas.search import study as study_mod
-from diffnas.search.config import SearchConfig
-from diffnas.space.arch import ArchConfig
+from diffnas.runs import OPTIONS_FILE, read_file, write_json
 from diffnas.space.search_space import SearchSpace, load_space
 
 ARCHS_FILE = "archs.json"
 TABLE_NAME = "table"  # the study's table: table.csv and table.json in the run folder
 OLD_RESULTS_FILE = "results.jsonl"  # the study's record before the table format
 
-
-class ProxyCheckConfig(StudyConfig):
-    """Every option of a proxy-check study (saved as `options.json`; `--resume` reloads it)."""
-
-    num_archs: int = Field(8, ge=3, le=1000, description="architectures compared")
-    arch_seed: int = Field(
-        0, ge=0, le=L.MAX_SEED, description="seed of the uniform architecture draws"
-    )
-    archs_from: str | None = Field(
-        None, description="take the architectures from this search run folder instead"
-    )
-    top_k: int = Field(3, ge=1, le=1000, description="k of the top-k overlap")
-    bootstrap: int = Field(
-        2000, ge=100, le=1_000_000, description="bootstrap resamples of the architectures"
-    )
-
-
-class ArchEntry(BaseModel):
-    index: int
-    arch: ArchConfig
-    arch_hash: str
-    macs: int
-    params_m: float
-    params: int = 0
-    source: str  # "sample" or "trial N of RUN_DIR"
-
-    def table_arch(self) -> TableArch:
-        params = self.params or round(self.params_m * 1e6)
-        return TableArch(arch=self.arch, macs=self.macs, params=params)
-
-
-def build_config(options: dict[str, Any]) -> ProxyCheckConfig:
-    """The config of the command line's flat options, where None means the default; with
-    `archs_from`, the space and data default to that search's."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if "archs_from" in given:
-        for key, value in search_defaults(Path(given["archs_from"])).items():
-            if value is not None:
-                given.setdefault(key, value)
-    fields = study_fields(given)
-    fields.update(
-        {k: given[k] for k in ("arch_seed", "archs_from", "top_k", "bootstrap") if k in given}
-    )
-    if "archs" in given:
-        fields["num_archs"] = given["archs"]
-    try:
-        return ProxyCheckConfig(**fields)
-    except ValidationError as err:
-        raise config_error(err, "proxy-check option") from None
-
-
-def load_config(run_dir: Path) -> ProxyCheckConfig:
-    return load_options(run_dir, ProxyCheckConfig, kind="proxy-check")
-
-
-# ----- choosing the architectures -----
-
-
-def choose_archs(config: ProxyCheckConfig, space: SearchSpace) -> list[ArchEntry]:
-    """N distinct in-budget architectures: uniform draws with `arch_seed`, or a search's trials."""
-    if config.archs_from:
-        candidates = _search_trials(Path(config.archs_from))
-    else:
-        rng = random.Random(config.arch_seed)
-        candidates = ((space.sample(rng), "sample") for _ in range(200 * config.num_archs))
-    chosen: list[ArchEntry] = []
-    seen: set[str] = set()
-    for arch, source in candidates:
-        if arch.key() in seen or not space.contains(arch):
-            continue
-        seen.add(arch.key())
-        cost = measure_cost(arch)
-        if not budget_verdict(cost, space.budget)[0]:
-            continue
-        chosen.append(
-            ArchEntry(
-                index=len(chosen), arch=arch, arch_hash=arch.arch_hash(), macs=cost.macs,
-                params_m=round(cost.params_m, 5), params=cost.params, source=source,
-            )
-        )  # fmt: skip
-        if len(chosen) == config.num_archs:
-            break
-    if len(chosen) < config.num_archs:
-        where = (
-            f"search {config.archs_from!r} has"
-            if config.archs_from
-            else f"space {space.name!r} gave"
-        )
-        raise UserError(
-            f"{where} only {len(chosen)} distinct architectures within the budget but "
-            f"{config.num_archs} were asked; ask for at most {len(chosen)} with --archs "
-            "(a ranking needs at least 3)",
-            field="num_archs",
-        )
-    return chosen
-
-
-def _search_config(run_dir: Path) -> SearchConfig:
-    return load_options(run_dir, SearchConfig, kind="search", option="--archs-from")
-
-
-def _search_trials(run_dir: Path) -> list[tuple[ArchConfig, str]]:
-    """The trained candidates of a search run folder, in trial order."""
-    config = _search_config(run_dir)
-    memory = study_mod.load_memory(study_mod.open_study(run_dir, config.storage))
-    return [
-        (t.arch, f"trial {t.number} of {run_dir.name}")
-        for t in memory
-        if t.arch is not None and t.status != "rejected"
-    ]
-
-
-def search_defaults(run_dir: Path) -> dict[str, Any]:
-    """The space and data of a search run folder: a study of its candidates uses the same."""
-    config = _search_config(run_dir)
-    return {
-        "space": config.space,
-        "data": config.data,
-        "data_subset": config.data_subset,
-        "data_image_size": config.data_image_size,
-    }
-
-
-# ----- the study -----
+# The command (`cli/proxy_check_cmd.py`) reads its options through this module.
+__all__ = [
+    "ARCHS_FILE",
+    "OLD_RESULTS_FILE",
+    "TABLE_NAME",
+    "ProxyCheck",
+    "build_config",
+    "load_config",
+    "plan",
+    "prepare",
+]
 
 
 def prepare(config: ProxyCheckConfig) -> tuple[SearchSpace, ImageData, list[ArchEntry]]:

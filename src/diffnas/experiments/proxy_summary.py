@@ -22,8 +22,7 @@ from diffnas.execute.table import REFERENCE, Table, TableSetting
 from diffnas.experiments.compute import setting_flops
 from diffnas.experiments.ranking import Estimate, seed_agreement
 from diffnas.layout import SUMMARY_FILE, SUMMARY_MD
-from diffnas.report.markdown import markdown_table
-from diffnas.report.plots import text
+from diffnas.markup import markdown_table, plot_text
 from diffnas.runs import write_json
 
 SCATTER_FILE = "scatter.png"
@@ -264,11 +263,11 @@ def scatter_plot(summary: dict[str, Any], path: Path) -> None:
         tau = Estimate.model_validate(a["kendall_tau"]).text()
         repeat = Estimate.model_validate(a["seed_tau"]).text()
         ax.set_title(
-            text(f"{row['label']}\ntau {tau} (ceiling {ceiling}); seed-to-seed {repeat}"),
+            plot_text(f"{row['label']}\ntau {tau} (ceiling {ceiling}); seed-to-seed {repeat}"),
             fontsize=7,
         )
         ax.set_xlabel("proxy (mean over seeds; bars: their range)", fontsize=7)
-        ax.set_ylabel(text(f"{summary['reference_label']} (mean)"), fontsize=7)
+        ax.set_ylabel(plot_text(f"{summary['reference_label']} (mean)"), fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")

@@ -36,7 +36,7 @@ from scipy import stats
 from diffnas.execute.table import Table
 from diffnas.execute.table_executor import is_table, load_executor_table
 from diffnas.gate.memory import TrialRecord
-from diffnas.report.markdown import markdown_table
+from diffnas.markup import markdown_table
 
 TRAINED = ("complete", "pruned", "diverged", "oom", "failed")  # candidates that cost training
 TOP = (1, 3)  # "found a top-k architecture" for these k

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from diffnas import __version__
 from diffnas.execute.accounting import compute_hours, compute_line
+from diffnas.markup import markdown_table, md_text
 from diffnas.report import plots
-from diffnas.report.markdown import markdown_table, md_text
 from diffnas.report.proxy_study import ProxyStudy, load_proxy_study
 from diffnas.report.source import (
     Ledger,

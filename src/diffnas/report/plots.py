@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from optuna._hypervolume import compute_hypervolume
 
+from diffnas.markup import plot_text
 from diffnas.ranks import defined, kendall_tau
 from diffnas.report.source import SearchRecord, TrialRow
 
@@ -31,14 +32,6 @@ class RankAgreement:
     png: bytes
     tau: float | None  # None with fewer than 2 pairs, or when a side has no spread
     n: int
-
-
-def text(value: object) -> str:
-    """Any text a user or a model wrote (a run folder's name, a proposer label, a proxy
-    study's labels), as matplotlib shows it literally: an unescaped `$` pair is parsed as
-    mathtext, and `$\\frac$` or an unbalanced `$x^$` raised inside `savefig`, ending the whole
-    report. `\\$` is matplotlib's literal dollar."""
-    return str(value).replace("$", r"\$")
 
 
 def _png(fig: Figure) -> bytes:
@@ -84,7 +77,11 @@ def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
         xs, ys = [t.gmacs for t in rows], [t.proxy.value for t in rows]  # type: ignore[union-attr]
         points += list(zip(xs, ys))
         ax.scatter(
-            xs, ys, s=28, color=COLOURS[i % len(COLOURS)], label=text(run_label(record, records))
+            xs,
+            ys,
+            s=28,
+            color=COLOURS[i % len(COLOURS)],
+            label=plot_text(run_label(record, records)),
         )
         for t, x, y in zip(rows, xs, ys):
             ax.annotate(
@@ -95,7 +92,7 @@ def score_vs_macs(records: Sequence[SearchRecord]) -> bytes:
         fx, fy = zip(*front)
         ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, label="Pareto front")
     ax.set_xlabel("GMACs per image (one forward pass)")
-    ax.set_ylabel(f"{text(records[0].proxy_label)} (lower is better)")
+    ax.set_ylabel(f"{plot_text(records[0].proxy_label)} (lower is better)")
     ax.set_title("Proxy score against compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -227,7 +224,7 @@ def best_so_far_curves(records: Sequence[SearchRecord]) -> bytes:
     fig = Figure(figsize=(10, 4))
     by_round, by_compute = fig.subplots(1, 2)
     for i, record in enumerate(records):
-        colour, label = COLOURS[i % len(COLOURS)], text(run_label(record, records))
+        colour, label = COLOURS[i % len(COLOURS)], plot_text(run_label(record, records))
         rows = sorted(record.trials, key=lambda t: t.number)
         best = best_so_far(rows)
         rounds = sorted({t.round for t in rows})
@@ -243,7 +240,7 @@ def best_so_far_curves(records: Sequence[SearchRecord]) -> bytes:
     by_round.set_xlabel("round")
     by_compute.set_xlabel("proxy evaluation device-seconds (cumulative)")
     for ax in (by_round, by_compute):
-        ax.set_ylabel(f"best {text(records[0].proxy_label)} so far")
+        ax.set_ylabel(f"best {plot_text(records[0].proxy_label)} so far")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     by_round.xaxis.get_major_locator().set_params(integer=True)
@@ -260,11 +257,11 @@ def rank_agreement(
     ax = fig.add_subplot()
     ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=30, color=COLOURS[0])
     for x, y, label in pairs:
-        ax.annotate(text(label), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.annotate(plot_text(label), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     tau_text = f"Kendall τ = {tau:.2f}" if tau is not None else "Kendall τ undefined"
-    ax.set_title(f"{text(title)}\n{tau_text} (n = {len(pairs)})")
-    ax.set_xlabel(text(xlabel))
-    ax.set_ylabel(text(ylabel))
+    ax.set_title(f"{plot_text(title)}\n{tau_text} (n = {len(pairs)})")
+    ax.set_xlabel(plot_text(xlabel))
+    ax.set_ylabel(plot_text(ylabel))
     ax.grid(alpha=0.3)
     return RankAgreement(png=_png(fig), tau=tau, n=len(pairs))
 

@@ -1,4 +1,7 @@
-"""Markdown tables and text, for the report and the experiments' summaries alike."""
+"""Text a user or a model wrote (a rationale, a run folder's name, a proposer label), shown
+literally: in Markdown (escaped, one line, tables of it) and in matplotlib (no mathtext).
+
+The report and the experiments' summaries both write it, so it sits below both."""
 
 from __future__ import annotations
 
@@ -27,3 +30,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> l
     """The lines of a Markdown table."""
     lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
+
+
+def plot_text(value: object) -> str:
+    """Any text a user or a model wrote (a run folder's name, a proposer label, a proxy
+    study's labels), as matplotlib shows it literally: an unescaped `$` pair is parsed as
+    mathtext, and `$\\frac$` or an unbalanced `$x^$` raised inside `savefig`, ending the whole
+    report. `\\$` is matplotlib's literal dollar."""
+    return str(value).replace("$", r"\$")
