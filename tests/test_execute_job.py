@@ -25,10 +25,11 @@ def test_spec_resolves_for_its_own_device(monkeypatch, tmp_path) -> None:
         recipe = EvalSpec(device=device).train_recipe("ddpm", "digits")
         assert recipe.channels_last is False and recipe.bf16_cpu is True
         assert recipe.random_hflip is False
-    assert EvalSpec(device="cuda").train_recipe("ddpm").channels_last is True
-    assert EvalSpec(device="cpu").train_recipe("ddpm", device_type="cuda").channels_last is True
+    assert EvalSpec(device="cuda").train_recipe("ddpm", "cifar10").channels_last is True
+    cuda = EvalSpec(device="cpu").train_recipe("ddpm", "cifar10", device_type="cuda")
+    assert cuda.channels_last is True and cuda.random_hflip is True  # natural images flip
     with pytest.raises(UserError, match="device 'tpu' is unknown"):
-        EvalSpec(device="tpu").train_recipe("ddpm")
+        EvalSpec(device="tpu").train_recipe("ddpm", "digits")
 
 
 class _Stop(Exception):

@@ -93,15 +93,17 @@ class EvalSpec(BaseModel):
         return cls(recipe="full", score=ScoreSpec(metric="fid", num_samples=10_000, steps=100))
 
     def train_recipe(
-        self, objective: Objective, data_kind: str = "", device_type: str | None = None
+        self, objective: Objective, data_kind: str, device_type: str | None = None
     ) -> TrainRecipe:
         """The resolved recipe (`diffnas.train.recipe.resolve_recipe`: same rules as `diffnas train`)
-        for the device the evaluation runs on: by default this spec's `device` on this machine.
-        A job carries its result, so the evaluation trains with exactly what was resolved here."""
+        for the data it trains on (digits are not flipped) and the device the evaluation runs
+        on: by default this spec's `device` on this machine. A job carries its result, so the
+        evaluation trains with exactly what was resolved here; plans and checks pass the same
+        data kind, so they describe the recipe that runs."""
         return self.resolve(objective, data_kind, device_type)[0]
 
     def resolve(
-        self, objective: Objective, data_kind: str = "", device_type: str | None = None
+        self, objective: Objective, data_kind: str, device_type: str | None = None
     ) -> tuple[TrainRecipe, list[str]]:
         """`train_recipe` and the notes of what was adapted (a shortened warm-up, the EMA
         warmed up for a short run, ...), for the plan to print."""

@@ -222,7 +222,7 @@ def search_curve(memory: list[TrialRecord], config: SearchConfig) -> dict[str, A
     """One search's best proxy score so far after each trained candidate, with the training
     compute spent so far."""
     space = load_space(config.space)
-    batch = config.proxy.train_recipe(space.objective).batch_size
+    batch = config.proxy.train_recipe(space.objective, config.data_spec().kind).batch_size
     best: float | None = None
     flops = 0.0
     points = []

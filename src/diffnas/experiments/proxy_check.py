@@ -36,7 +36,6 @@ from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
 from diffnas.execute.table import REFERENCE, Table, table_files
 from diffnas.experiments.compute import setting_flops, training_flops
-from diffnas.experiments.inputs import load_space_data
 from diffnas.experiments.proxy_archs import ArchEntry, choose_archs
 from diffnas.experiments.proxy_options import ProxyCheckConfig, build_config, load_config
 from diffnas.experiments.proxy_summary import summarise, write_summary
@@ -62,11 +61,9 @@ __all__ = [
 
 
 def prepare(config: ProxyCheckConfig) -> tuple[SearchSpace, ImageData, list[ArchEntry]]:
-    """Everything checked before a run folder exists: space, recipes, data, architectures."""
-    space = load_space(config.space)
-    for spec in (config.proxy, config.reference):
-        spec.train_recipe(space.objective)  # UserError for a bad override or device
-    images = load_space_data(space, config.data_spec(space))
+    """Everything checked before a run folder exists (`StudyConfig.check`: devices, executor,
+    recipes, data and its scoring), and the architectures the study compares."""
+    space, images = config.check()
     return space, images, choose_archs(config, space)
 
 

@@ -9,12 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffnas import limits as L
-from diffnas.data.datasets import DataSpec, parse_data
-from diffnas.evaluate.score import score_label
-from diffnas.execute.executors import EXECUTORS, Executor, make_executor
+from diffnas.data.datasets import DataSpec, ImageData, parse_data
+from diffnas.evaluate.score import check_scoring, score_label
+from diffnas.execute.executors import EXECUTORS, Executor, check_executor, make_executor
 from diffnas.execute.job import EvalSpec, ScoreSpec
-from diffnas.experiments.inputs import int_list, word_list
-from diffnas.space.search_space import SearchSpace
+from diffnas.experiments.inputs import int_list, load_space_data, word_list
+from diffnas.space.search_space import SearchSpace, load_space
+from diffnas.train.device import check_device
 
 ProxyMetric = Literal["rfid", "kid", "loss"]
 SAMPLED = ("rfid", "kid")  # the metrics that sample the checkpoint
@@ -189,6 +190,25 @@ class StudyConfig(BaseModel):
         if self.data_subset:
             update["subset"] = self.data_subset
         return data.model_copy(update=update)
+
+    def check(self, *, allow_download: bool = True) -> tuple[SearchSpace, ImageData]:
+        """Everything tabulate and proxy-check check before a run folder exists, in one place:
+        the devices, the executor, both recipes resolved for the data they train on, the data
+        (read now) and its scoring by each extractor. Returns the space and the images."""
+        for spec in (self.proxy, self.reference):
+            check_device(spec.device)
+        check_executor(self.executor, self.storage, self.ray_address)
+        space = load_space(self.space)
+        data = self.data_spec(space)
+        for spec in (self.proxy, self.reference):
+            spec.train_recipe(space.objective, data.kind)  # UserError for a bad override
+        images = load_space_data(space, data)
+        for spec in (self.proxy, self.reference):
+            check_scoring(
+                images, spec.score.extractor, spec.score.inception_weights,
+                allow_download=allow_download,
+            )  # fmt: skip
+        return space, images
 
     def make_executor(self) -> Executor:
         return make_executor(

@@ -134,7 +134,7 @@ class SearchPlan:
             check_base_url(parse_spec(cfg.llm)[0], cfg.base_url)
         for spec in (cfg.proxy, cfg.final):
             check_device(spec.device)
-            spec.train_recipe(self.space.objective)  # raises UserError for bad overrides
+            self.recipe(spec)  # raises UserError for bad overrides
         if cfg.measures_latency and cfg.latency.device != "auto":
             try:
                 check_device(cfg.latency.device)
@@ -142,7 +142,7 @@ class SearchPlan:
                 raise UserError(
                     f"--latency-{str(err).removeprefix('--')}", field="latency"
                 ) from None
-        proxy_steps = cfg.proxy.train_recipe(self.space.objective).steps
+        proxy_steps = self.recipe(cfg.proxy).steps
         rungs = rung_steps(proxy_steps, cfg.halving_rungs, cfg.halving_eta)  # each rung >= 1 step
         check_executor(cfg.executor, cfg.storage, cfg.ray_address)
         if cfg.storage is not None:  # its syntax, driver, folder or server, named now
@@ -174,6 +174,11 @@ class SearchPlan:
         check_sources(cfg, self.space, cfg.data_spec())  # --warm-start: same space, same score
         self._check_memory()
         return images
+
+    def recipe(self, spec: EvalSpec) -> TrainRecipe:
+        """`spec`'s recipe resolved as the search's evaluations resolve it (its objective, data
+        and device), so what the plan checks and prints is what will run."""
+        return spec.train_recipe(self.space.objective, self.config.data_spec().kind)
 
     def notes(self) -> list[str]:
         """What `resolve_recipe` adapted in the proxy and final recipes (a warm-up shortened,
@@ -248,7 +253,7 @@ class SearchPlan:
         cost = self.reference_cost()
         if cost is None:
             return None
-        return training_bytes(cost, spec.train_recipe(self.space.objective).batch_size)
+        return training_bytes(cost, self.recipe(spec).batch_size)
 
     def _check_memory(self) -> None:
         """Training the reference at the proxy and final batch sizes fits the device."""
@@ -256,7 +261,7 @@ class SearchPlan:
             needed = self.training_memory(spec)
             if needed is None:
                 continue
-            batch = spec.train_recipe(self.space.objective).batch_size
+            batch = self.recipe(spec).batch_size
             device = resolve_device(spec.device)
             self._refuse_over_memory(
                 needed,
@@ -287,8 +292,8 @@ class SearchPlan:
         images = self.validate(dry_run=True)
         ref = self.reference_cost()
         forward = ref.flops if ref else 2 * int(space.budget.max_gmacs * 1e9)
-        proxy = cfg.proxy.train_recipe(space.objective)
-        final = cfg.final.train_recipe(space.objective)
+        proxy = self.recipe(cfg.proxy)
+        final = self.recipe(cfg.final)
         n_candidates = cfg.rounds * cfg.per_round
         proxy_score, final_score = cfg.proxy.score, cfg.final.score
         sampled = 0 if proxy_score.metric == "loss" else proxy_score.num_samples
