@@ -36,7 +36,7 @@ from diffnas.errors import UserError
 from diffnas.execute.executors import Executor
 from diffnas.gate.entry import RoundFile
 from diffnas.search.requests import Requests, round_path
-from diffnas.search.trials import CandidateTrials, Step
+from diffnas.search.trials import CandidateTrials, PendingEvaluation
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,9 @@ def run_async(s: Schedule) -> str:
     total = s.rounds * s.per_round
     slots = max(1, s.executor.slots)
     recorded = s.replay
-    in_flight: dict[Future[Any], Step] = {}
+    in_flight: dict[Future[Any], PendingEvaluation] = {}
 
-    def submit(step: Step) -> None:
+    def submit(step: PendingEvaluation) -> None:
         in_flight[s.executor.submit(s.trials.step_job(step))] = step
 
     def finished() -> set[int]:

@@ -49,7 +49,7 @@ def screened_line(entry: RoundEntry) -> str:
 
 
 @dataclass(frozen=True)
-class Step:
+class PendingEvaluation:
     """A candidate's next evaluation: its open trial, architecture and the rung it trains to."""
 
     trial: Any  # optuna.Trial
@@ -95,14 +95,14 @@ class CandidateTrials:
             train_dir=str(train_dir) if train_dir else None,
         )
 
-    def open_trials(self, r: int, entries: list[RoundEntry]) -> list[Step]:
+    def open_trials(self, r: int, entries: list[RoundEntry]) -> list[PendingEvaluation]:
         """Record the round's rejections and screened-out candidates (no training), and open
         (or reopen) a trial per selected candidate: the next evaluation step of each that is
         not finished."""
         by_slot = study_mod.trials_by_slot(self.study)
         score_name = self.config.proxy.score.label
         rungs = self.rungs
-        pending: list[Step] = []
+        pending: list[PendingEvaluation] = []
         for e in entries:
             existing = by_slot.get((r, e.slot))
             if e.reason is not None:
@@ -135,10 +135,12 @@ class CandidateTrials:
             self.console.print(
                 f"  trial {trial.number}: {e.arch.summary()} ({e.gmacs:.3g} GMACs) ..."
             )
-            pending.append(Step(trial, e.arch, rung))
+            pending.append(PendingEvaluation(trial, e.arch, rung))
         return pending
 
-    def evaluate_together(self, r: int, pending: list[Step]) -> list[Step]:
+    def evaluate_together(
+        self, r: int, pending: list[PendingEvaluation]
+    ) -> list[PendingEvaluation]:
         """Train each pending candidate to its next rung and score it there, all at once; tell
         the finished ones and return those that go on to a higher rung."""
         rungs = self.rungs
@@ -154,16 +156,16 @@ class CandidateTrials:
                     going_on.append(following)
         return going_on
 
-    def is_last(self, step: Step) -> bool:
+    def is_last(self, step: PendingEvaluation) -> bool:
         return step.rung == len(self.rungs) - 1
 
-    def step_dir(self, step: Step) -> Path:
+    def step_dir(self, step: PendingEvaluation) -> Path:
         """Where a step's evaluation lives: the trial folder for the whole proxy run (as without
         halving), a folder of its own for a lower rung (job, result, samples)."""
         folder = trial_dir(self.run_dir, step.trial.number)
         return folder if self.is_last(step) else folder / f"rung-{self.rungs[step.rung]:07d}"
 
-    def step_job(self, step: Step) -> EvalJob:
+    def step_job(self, step: PendingEvaluation) -> EvalJob:
         """The job of a candidate's next evaluation: its next rung, or its whole proxy run."""
         if self.is_last(step):
             return self.job(step.arch, self.config.proxy, self.step_dir(step))
@@ -171,7 +173,7 @@ class CandidateTrials:
         steps = self.rungs[step.rung]
         return self.job(step.arch, self.config.proxy, self.step_dir(step), steps, train_dir)
 
-    def after_step(self, step: Step, result: EvalResult) -> Step | None:
+    def after_step(self, step: PendingEvaluation, result: EvalResult) -> PendingEvaluation | None:
         """Tell a finished evaluation; the candidate's next step when it goes on to a higher rung."""
         trial, folder = step.trial, self.step_dir(step)
         if self.is_last(step) or result.status != "complete":
@@ -184,7 +186,7 @@ class CandidateTrials:
         line = f"  trial {trial.number}: {metric} {result.score:.4g} at {steps} steps"
         if halving.goes_on(trial, result.score, steps):
             self.console.print(f"{line}, goes on")
-            return Step(trial, step.arch, step.rung + 1)
+            return PendingEvaluation(trial, step.arch, step.rung + 1)
         self.console.print(f"{line}, [yellow]pruned[/yellow]")
         attach_sample_grid(trial, folder, self.run_dir)
         study_mod.prune_trial(self.study, trial, steps, self.rungs[-1])
