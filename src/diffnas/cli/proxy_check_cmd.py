@@ -12,12 +12,9 @@ from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.evaluate.score import check_scoring
-from diffnas.execute.executors import check_executor
 from diffnas.experiments import proxy_check as pc
 from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
-from diffnas.train.device import check_device
 
 console = output_console()
 
@@ -129,13 +126,7 @@ def proxy_check(
     else:
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = pc.build_config(options)
-    check_device(config.proxy.device)
-    check_executor(config.executor, config.storage)
-    space, images, chosen = pc.prepare(config)
-    for spec in (config.proxy, config.reference):
-        check_scoring(
-            images, spec.score.extractor, spec.score.inception_weights, allow_download=not dry_run
-        )
+    space, images, chosen = pc.prepare(config, allow_download=not dry_run)
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print_json(data=pc.plan(config, space, chosen))

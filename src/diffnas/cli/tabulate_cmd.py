@@ -12,11 +12,8 @@ from rich.markup import escape
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.evaluate.score import check_scoring
-from diffnas.execute.executors import check_executor
 from diffnas.execute.table import table_files
 from diffnas.experiments import tabulate as tab
-from diffnas.experiments.inputs import load_space_data
 from diffnas.runs import (
     OPTIONS_FILE,
     load_options,
@@ -25,8 +22,6 @@ from diffnas.runs import (
     was_given,
     write_json,
 )
-from diffnas.space.search_space import load_space
-from diffnas.train.device import check_device
 
 console = output_console()
 # the options that say where the runs go, not what they measure: --resume may change them
@@ -134,15 +129,8 @@ def tabulate(
             k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run", "out")
         }
         config = tab.build_tabulate_config({**options, "name": out})
-    check_device(config.proxy.device)
-    check_executor(config.executor, config.storage, config.ray_address)
-    search_space = load_space(config.space)
-    for spec in (config.proxy, config.reference):
-        spec.train_recipe(search_space.objective)  # UserError for a bad override
+    search_space, images = config.check(allow_download=not dry_run)
     archs = tab.enumerate_archs(search_space, config.max_archs)
-    images = load_space_data(search_space, config.data_spec(search_space))
-    for spec in (config.proxy, config.reference):
-        check_scoring(images, spec.score.extractor, spec.score.inception_weights)
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print_json(data=tab.plan(config, search_space, archs))

@@ -60,10 +60,12 @@ __all__ = [
 ]
 
 
-def prepare(config: ProxyCheckConfig) -> tuple[SearchSpace, ImageData, list[ArchEntry]]:
+def prepare(
+    config: ProxyCheckConfig, *, allow_download: bool = True
+) -> tuple[SearchSpace, ImageData, list[ArchEntry]]:
     """Everything checked before a run folder exists (`StudyConfig.check`: devices, executor,
     recipes, data and its scoring), and the architectures the study compares."""
-    space, images = config.check()
+    space, images = config.check(allow_download=allow_download)
     return space, images, choose_archs(config, space)
 
 
