@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.evaluate.score import score_label
-from diffnas.execute.executors import EXECUTORS, Executor, make_executor
+from diffnas.execute.base import Executor
+from diffnas.execute.factory import EXECUTORS, make_executor
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.experiments.inputs import int_list, word_list
 from diffnas.space.search_space import SearchSpace

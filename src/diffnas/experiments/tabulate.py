@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError
 from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.execute.table import (
     REFERENCE,
