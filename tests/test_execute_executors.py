@@ -111,3 +111,21 @@ def test_pool_leaves_a_cpu_job_as_it_is(tmp_path) -> None:
         pool.close()
     assert result.train["job_device"] == "auto" and result.train["CUDA_VISIBLE_DEVICES"] == ""
     assert result.train["DIFFNAS_DEVICE_LABEL"] == "cpu"
+
+
+def test_a_ray_task_works_in_the_run_folder_only_where_it_sees_the_job(tmp_path) -> None:
+    """The task body alone (no Ray needed): a node that sees the driver's job.json works in the
+    trial's folder; one that does not evaluates in a temporary folder and returns its files."""
+    from diffnas.execute.ray_executor import evaluate_in_task
+
+    elsewhere = auto_job(tmp_path, "elsewhere")  # its job.json is on the driver's machine only
+    payload = evaluate_in_task(elsewhere.model_dump(mode="json"), 0, SEE_PINNING, 0.0)
+    assert payload["result"]["status"] == "complete"
+    assert payload["result"]["train"]["job_device"] == "auto"
+    assert set(payload["artifacts"]) == {"result.json", "worker.log"}  # not the temporary job
+    assert not (tmp_path / "elsewhere").exists()
+    here = write_job(auto_job(tmp_path, "here"))
+    payload = evaluate_in_task(
+        auto_job(tmp_path, "here").model_dump(mode="json"), 0, SEE_PINNING, 0.0
+    )
+    assert payload["artifacts"] == {} and (here / "result.json").is_file()
