@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from diffnas.data.datasets import DataSpec
-from diffnas.execute.executors import InlineExecutor
+from diffnas.execute.base import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalSpec, ScoreSpec
 from diffnas.execute.pool import PoolExecutor
 from diffnas.space.references import get_reference

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.propose.screen import Ranking, ScreenContext, Screener
 from diffnas.space import params as arch_params

@@ -14,8 +14,9 @@ import torch
 
 from diffnas.data.datasets import DataSpec
 from diffnas.execute import make_executor
-from diffnas.execute.executors import ATTEMPTS_FILE, Executor, InlineExecutor
+from diffnas.execute.base import Executor, InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.job_folder import ATTEMPTS_FILE
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 from tiny_tables import FOUR_DATA, four_archs, make_table

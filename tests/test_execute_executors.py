@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
-from diffnas.execute.executors import run_pinned
 from diffnas.execute.job import EvalJob
+from diffnas.execute.job_folder import write_job
 from diffnas.execute.pool import PoolExecutor
+from diffnas.execute.process import run_pinned
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 
@@ -65,12 +68,13 @@ def auto_job(tmp_path, name: str) -> EvalJob:
 
 def test_pinned_child_sees_one_card_or_none(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("DIFFNAS_DEVICE_SHARE", raising=False)
-    on_card = run_pinned(auto_job(tmp_path, "gpu"), gpu="1", share=0.25, command=SEE_PINNING)
+    gpu_dir = write_job(auto_job(tmp_path, "gpu"))
+    on_card = run_pinned(gpu_dir, gpu="1", share=0.25, command=SEE_PINNING)
     assert on_card.train["CUDA_VISIBLE_DEVICES"] == "1"  # that card alone, as its cuda:0
-    assert on_card.train["job_device"] == "cuda"
     assert on_card.train["DIFFNAS_DEVICE_LABEL"] == "cuda:1"
     assert on_card.train["DIFFNAS_DEVICE_SHARE"] == "0.2500"
-    on_cpu = run_pinned(auto_job(tmp_path, "cpu"), gpu=None, threads=3, command=SEE_PINNING)
+    cpu_dir = write_job(auto_job(tmp_path, "cpu"))
+    on_cpu = run_pinned(cpu_dir, gpu=None, threads=3, command=SEE_PINNING)
     assert (
         on_cpu.train["DIFFNAS_DEVICE_LABEL"] == "cpu" and on_cpu.train["CUDA_VISIBLE_DEVICES"] == ""
     )
@@ -81,6 +85,11 @@ def test_pinned_child_sees_one_card_or_none(tmp_path, monkeypatch) -> None:
 def test_pool_pins_children_to_the_cards_it_was_given(tmp_path, monkeypatch) -> None:
     # this process sees physical cards 4 and 6 as its 0 and 1; a child must be told "6" for 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    replaced = []  # every file this process wrote atomically (diffnas.runs.write_json)
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: (replaced.append(dst), real_replace(src, dst))
+    )
     pool = PoolExecutor(gpus=[1], command=SEE_PINNING)
     try:
         result = pool.run(auto_job(tmp_path, "pooled"))
@@ -88,3 +97,35 @@ def test_pool_pins_children_to_the_cards_it_was_given(tmp_path, monkeypatch) -> 
         pool.close()
     assert result.train["CUDA_VISIBLE_DEVICES"] == "6"
     assert result.train["DIFFNAS_DEVICE_LABEL"] == "cuda:6"
+    assert result.train["job_device"] == "cuda"  # the card is the child's only one, its cuda
+    # job.json is written once, as the job runs: the device the child read is the one recorded
+    assert [Path(p).name for p in replaced].count("job.json") == 1
+    assert json.loads((tmp_path / "pooled" / "job.json").read_text())["spec"]["device"] == "cuda"
+
+
+def test_pool_leaves_a_cpu_job_as_it_is(tmp_path) -> None:
+    pool = PoolExecutor(gpus=[], workers=1, command=SEE_PINNING)
+    try:
+        result = pool.run(auto_job(tmp_path, "on-cpu"))
+    finally:
+        pool.close()
+    assert result.train["job_device"] == "auto" and result.train["CUDA_VISIBLE_DEVICES"] == ""
+    assert result.train["DIFFNAS_DEVICE_LABEL"] == "cpu"
+
+
+def test_a_ray_task_works_in_the_run_folder_only_where_it_sees_the_job(tmp_path) -> None:
+    """The task body alone (no Ray needed): a node that sees the driver's job.json works in the
+    trial's folder; one that does not evaluates in a temporary folder and returns its files."""
+    from diffnas.execute.ray_executor import evaluate_in_task
+
+    elsewhere = auto_job(tmp_path, "elsewhere")  # its job.json is on the driver's machine only
+    payload = evaluate_in_task(elsewhere.model_dump(mode="json"), 0, SEE_PINNING, 0.0)
+    assert payload["result"]["status"] == "complete"
+    assert payload["result"]["train"]["job_device"] == "auto"
+    assert set(payload["artifacts"]) == {"result.json", "worker.log"}  # not the temporary job
+    assert not (tmp_path / "elsewhere").exists()
+    here = write_job(auto_job(tmp_path, "here"))
+    payload = evaluate_in_task(
+        auto_job(tmp_path, "here").model_dump(mode="json"), 0, SEE_PINNING, 0.0
+    )
+    assert payload["artifacts"] == {} and (here / "result.json").is_file()

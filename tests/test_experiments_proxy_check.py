@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from diffnas.cli.main import app
 from diffnas.errors import UserError
-from diffnas.execute import executors
-from diffnas.execute.executors import InlineExecutor
+from diffnas.execute import base as executor_base
+from diffnas.execute.base import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, evaluate_candidate
 from diffnas.execute.pool import PoolExecutor
 from diffnas.execute.table import REFERENCE, Table
@@ -215,7 +215,7 @@ def test_resume_runs_only_what_the_table_lacks(study: Path, monkeypatch) -> None
         evaluated.append(Path(job.workdir).name)
         return evaluate_candidate(job)
 
-    monkeypatch.setattr(executors, "evaluate_candidate", counting)
+    monkeypatch.setattr(executor_base, "evaluate_candidate", counting)
     result = runner.invoke(app, ["proxy-check", "--resume", str(study)])
     assert result.exit_code == 0, result.output
     assert evaluated == ["reference-seed1"]  # the others' results were on disk

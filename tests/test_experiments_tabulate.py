@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from diffnas.cli.main import app
 from diffnas.errors import UserError
-from diffnas.execute import executors
+from diffnas.execute import base as executor_base
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
 from diffnas.experiments.tabulate import enumerate_archs
@@ -131,7 +131,7 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path, monke
             return EvalResult(status="failed", error="OSError: a fault of this sitting")
         return evaluate_candidate(job)
 
-    monkeypatch.setattr(executors, "evaluate_candidate", evaluate_or_fail_once)
+    monkeypatch.setattr(executor_base, "evaluate_candidate", evaluate_or_fail_once)
     whole = runner.invoke(app, tabulate_args(tmp_path, runs))
     assert whole.exit_code == 0, whole.output
     first = runs / "00000-tabulate-four"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.gate.check import check_candidate
 from diffnas.model.cost import budget_verdict, measure_cost

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from diffnas.execute.executors import InlineExecutor
+from diffnas.execute.base import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, ScoreSpec
 from diffnas.gate.entry import RoundFile
 from diffnas.model.cost import budget_verdict, measure_cost

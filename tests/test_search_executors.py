@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from diffnas.execute.executors import ATTEMPTS_FILE
 from diffnas.execute.job import EvalSpec, ScoreSpec
+from diffnas.execute.job_folder import ATTEMPTS_FILE
 from diffnas.execute.pool import PoolExecutor
 from diffnas.search import study as study_mod
 from diffnas.search.config import SearchConfig

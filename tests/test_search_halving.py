@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import InlineExecutor
+from diffnas.execute.base import InlineExecutor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec, ScoreSpec
 from diffnas.propose.prompt import memory_entry
 from diffnas.search import study as study_mod

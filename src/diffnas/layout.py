@@ -23,7 +23,8 @@ ARTIFACT_DIR = "artifacts"  # the sample grids attached to the study (optuna-das
 SUMMARY_FILE = "summary.json"  # written when a search ends; proxy-check's summary too
 SUMMARY_MD = "summary.md"  # proxy-check's table of every setting, beside its summary.json
 
-# an evaluation's folder (a trial's, a table run's)
+# an evaluation's folder (a trial's, a table run's; execute/job_folder.py reads and writes it)
+JOB_FILE = "job.json"  # the evaluation's EvalJob: its inputs, what a worker process reads
 RESULT_FILE = "result.json"  # the evaluation's EvalResult
 SAMPLES_FILE = "samples.png"  # its grid of samples
 

@@ -4,12 +4,15 @@ a Ray cluster (`ray`), by `diffnas worker`s sharing a queue study (`queue`), or 
 table of earlier evaluations (`table:NAME|PATH`).
 
 An evaluation is a pure function of its `EvalJob` (architecture, recipe, data, scoring
-protocol, seed), written to and read from its work folder, so it can run anywhere that sees
-the folder.
+protocol, seed), written to and read from its work folder (job_folder.py), so it can run
+anywhere that sees the folder. base.py holds the executor interface, process.py the worker
+processes, factory.py the choice by name.
 """
 
 from __future__ import annotations
 
-from diffnas.execute.executors import Executor, InlineExecutor, SubprocessExecutor, make_executor
+from diffnas.execute.base import Executor, InlineExecutor
+from diffnas.execute.factory import make_executor
+from diffnas.execute.process import SubprocessExecutor
 
 __all__ = ["Executor", "InlineExecutor", "SubprocessExecutor", "make_executor"]

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import (
+from diffnas.execute.base import Executor
+from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.process import (
     DEFAULT_MAX_RETRIES,
     WORKER_COMMAND,
-    EvalJob,
-    EvalResult,
-    Executor,
     check_trials_per_gpu,
+    on_card,
     run_pinned,
 )
 
@@ -93,8 +93,15 @@ class PoolExecutor(Executor):
     def slots(self) -> int:
         return len(self.gpus) * self.trials_per_gpu if self.gpus else self.cpu_workers
 
+    def on_gpu(self, job: EvalJob) -> bool:
+        """Whether `job` goes to a card: this pool has cards and the job may use one."""
+        return bool(self.gpus) and job.spec.device != "cpu"
+
+    def prepare(self, job: EvalJob) -> EvalJob:
+        return on_card(job) if self.on_gpu(job) else job
+
     def _submit(self, job: EvalJob) -> Future[EvalResult]:
-        on_gpu = bool(self.gpus) and job.spec.device != "cpu"
+        on_gpu = self.on_gpu(job)
         share = self.gpu_share(job) if on_gpu else 1.0
         if self._threads is None:
             # one thread per slot waits on its worker process; the threads live until close(),
@@ -134,7 +141,7 @@ class PoolExecutor(Executor):
         card = self._place(on_gpu, share)
         try:
             return run_pinned(
-                job, gpu=None if card is None else child_visible_device(card), share=share,
+                job.workdir, gpu=None if card is None else child_visible_device(card), share=share,
                 threads=self.threads_per_worker, max_retries=self.max_retries,
                 command=self.command,
             )  # fmt: skip

@@ -41,16 +41,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from diffnas import storage
 from diffnas.errors import UserError
-from diffnas.execute.executors import (
-    DEFAULT_MAX_RETRIES,
-    RESULT_FILE,
-    WORKER_COMMAND,
-    EvalJob,
-    EvalResult,
-    Executor,
-    read_result,
-    run_job_process,
-)
+from diffnas.execute.base import Executor
+from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.job_folder import finished_result, has_job, write_job
+from diffnas.execute.process import DEFAULT_MAX_RETRIES, WORKER_COMMAND, run_worker_process
 
 QUEUE_STUDY = "diffnas-queue"
 COPY_OF, HISTORY = "copy_of", "retry_history"  # a copy's system attributes
@@ -292,11 +286,14 @@ def evaluate_here(
 ) -> EvalResult:
     """Evaluate in a fresh worker process in the job's folder (the run folder on a shared
     file system). A result.json already there is taken as it is: a previous holder finished
-    the candidate but was declared stale before it could tell it, so this is its copy."""
-    done = Path(job.workdir) / RESULT_FILE
-    if done.is_file():
-        return read_result(done)
-    return run_job_process(job, max_retries=max_retries, command=command)
+    the candidate but was declared stale before it could tell it, so this is its copy. The
+    job.json is the one the search wrote; a machine that does not see it writes its own."""
+    finished = finished_result(job.workdir)
+    if finished is not None:
+        return finished
+    if not has_job(job.workdir):
+        write_job(job)
+    return run_worker_process(job.workdir, max_retries=max_retries, command=command)
 
 
 def _workdir(t: FrozenTrial) -> str | None:
@@ -356,13 +353,16 @@ class QueueExecutor(Executor):
         """Candidates kept queued at once by the asynchronous schedule (`--workers`)."""
         return self._slots
 
-    def _submit(self, job: EvalJob) -> Future[EvalResult]:
-        job = job.model_copy(
+    def prepare(self, job: EvalJob) -> EvalJob:
+        """Paths made absolute: a worker resolves them on its own machine."""
+        return job.model_copy(
             update={
                 "workdir": str(Path(job.workdir).resolve()),
                 "cache_dir": str(Path(job.cache_dir).resolve()),
             }
         )
+
+    def _submit(self, job: EvalJob) -> Future[EvalResult]:
         future: Future[EvalResult] = Future()
         with self._lock:
             if self._queued is None:  # once: what a killed search had queued already

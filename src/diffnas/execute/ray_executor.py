@@ -7,10 +7,11 @@ killed or out-of-memory evaluation is retried like the pool's (`max_retries`), t
 
 Results come back as the task's return value. Artifacts: on a local instance (or a cluster
 whose nodes mount the run folder at the same path, a shared file system) the task works in
-the run folder itself. On a node that does not see the run folder, the task evaluates in a
-temporary folder and returns its files up to `ARTIFACT_LIMIT` bytes each (job, result,
-samples, logs, the final checkpoint when small), which the driver writes into the trial's
-folder; larger checkpoints stay on that node.
+the run folder itself, where the driver wrote the job.json. On a node that does not see the
+run folder, the task evaluates in a temporary folder and returns its files up to
+`ARTIFACT_LIMIT` bytes each (result, samples, logs, the final checkpoint when small; not the
+temporary job.json), which the driver writes into the trial's folder; larger checkpoints stay
+on that node.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import (
+from diffnas.execute.base import Executor
+from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.job_folder import JOB_FILE, has_job, write_job
+from diffnas.execute.process import (
     DEFAULT_MAX_RETRIES,
-    JOB_FILE,
     WORKER_COMMAND,
-    EvalJob,
-    EvalResult,
-    Executor,
     check_trials_per_gpu,
+    on_card,
     run_pinned,
 )
 
@@ -90,15 +91,15 @@ def evaluate_in_task(
     gpu_ids = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     gpu = gpu_ids.split(",")[0] if gpu_share > 0 and gpu_ids else None
     options = {"gpu": gpu, "share": gpu_share, "max_retries": max_retries, "command": command}
-    if Path(job.workdir).parent.is_dir():  # the run folder is here: work in it
-        result = run_pinned(job, **options)
+    if has_job(job.workdir):  # the run folder is here, with the job.json the driver wrote
+        result = run_pinned(job.workdir, **options)
         return {"result": result.model_dump(mode="json"), "artifacts": {}}
     with tempfile.TemporaryDirectory(prefix="diffnas-ray-") as tmp:
         workdir = Path(tmp) / "trial"
         local = job.model_copy(
             update={"workdir": str(workdir), "cache_dir": str(Path(tmp) / "cache")}
         )
-        result = run_pinned(local, **options)
+        result = run_pinned(write_job(local), **options)
         artifacts = {
             str(p.relative_to(workdir)): p.read_bytes()
             for p in workdir.rglob("*")
@@ -152,10 +153,19 @@ class RayExecutor(Executor):
         gpus = int(resources.get("GPU", 0))
         return gpus * self.trials_per_gpu if gpus else max(1, int(resources.get("CPU", 1)))
 
+    def gpu_share(self, job: EvalJob) -> float:
+        """The fraction of a card the job's task asks for: 0 on a cluster without GPUs or for a
+        job on the CPU, else 1/trials_per_gpu."""
+        self._connect()
+        has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
+        return 1.0 / self.trials_per_gpu if has_gpus and job.spec.device != "cpu" else 0.0
+
+    def prepare(self, job: EvalJob) -> EvalJob:
+        return on_card(job) if self.gpu_share(job) > 0 else job
+
     def _submit(self, job: EvalJob) -> Future[EvalResult]:
         task = self._connect()
-        has_gpus = self.ray.cluster_resources().get("GPU", 0) > 0
-        share = 1.0 / self.trials_per_gpu if has_gpus and job.spec.device != "cpu" else 0.0
+        share = self.gpu_share(job)
         # Ray's own retries stay off: a dead worker process is retried inside the task
         ref = task.options(num_cpus=1, num_gpus=share, max_retries=0).remote(
             job.model_dump(mode="json"), self.max_retries, self.command, share

@@ -22,7 +22,7 @@ from typing import Any
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.execute.table import Table, TableSetting
 from diffnas.space.arch import ArchConfig

@@ -17,7 +17,6 @@ from pathlib import Path
 
 # When this process began: the torch imports below take seconds, and they are the worker's too.
 PROCESS_START = time.time()
-WORKER_LOG = "worker.jsonl"
 
 
 def main(workdir: str) -> int:
@@ -27,28 +26,20 @@ def main(workdir: str) -> int:
 
         torch.set_num_threads(int(threads))
     from diffnas.errors import UserError
-    from diffnas.execute.executors import (
-        JOB_FILE,
-        RESULT_FILE,
-        USER_ERROR_EXIT,
-        USER_ERROR_FILE,
-        EvalJob,
-    )
     from diffnas.execute.job import evaluate_candidate
-    from diffnas.runs import append_jsonl, read_file, write_json
+    from diffnas.execute.job_folder import USER_ERROR_FILE, WORKER_RUNS, read_job, write_result
+    from diffnas.execute.process import USER_ERROR_EXIT
+    from diffnas.runs import append_jsonl
 
     path = Path(workdir)
     try:
-        job = read_file(
-            path / JOB_FILE, EvalJob, "evaluation job", fix="its search writes it again on --resume"
-        )
-        result = evaluate_candidate(job)
+        result = evaluate_candidate(read_job(path))
     except UserError as err:
         (path / USER_ERROR_FILE).write_text(str(err))
         return USER_ERROR_EXIT
-    write_json(path / RESULT_FILE, result.model_dump(mode="json"))
+    write_result(path, result)
     append_jsonl(  # when and where this process worked on the job: a pool's concurrency shows here
-        path / WORKER_LOG,
+        path / WORKER_RUNS,
         {"pid": os.getpid(), "host": socket.gethostname(), "start": PROCESS_START,
          "end": time.time(), "device": result.device},
     )  # fmt: skip

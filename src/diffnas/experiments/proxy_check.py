@@ -33,7 +33,7 @@ from typing import Any
 
 from diffnas.data.datasets import ImageData, load_images
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.table import REFERENCE, Table, table_files
 from diffnas.experiments.compute import setting_flops, training_flops
 from diffnas.experiments.proxy_archs import ArchEntry, choose_archs

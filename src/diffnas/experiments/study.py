@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, ImageData, parse_data
 from diffnas.evaluate.score import check_scoring, score_label
-from diffnas.execute.executors import EXECUTORS, Executor, check_executor, make_executor
+from diffnas.execute.base import Executor
+from diffnas.execute.factory import EXECUTORS, check_executor, make_executor
 from diffnas.execute.job import EvalSpec, ScoreSpec
 from diffnas.experiments.inputs import int_list, load_space_data, word_list
 from diffnas.space.search_space import SearchSpace, load_space

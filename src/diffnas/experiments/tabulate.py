@@ -35,8 +35,9 @@ from pydantic import Field, ValidationError
 from diffnas import __version__
 from diffnas.data.datasets import DataSpec, parse_data
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.job_folder import forget_result
 from diffnas.execute.table import (
     REFERENCE,
     Table,
@@ -53,7 +54,6 @@ from diffnas.execute.table import (
 from diffnas.experiments.compute import run_flops
 from diffnas.experiments.inputs import config_error
 from diffnas.experiments.study import StudyConfig, study_fields
-from diffnas.layout import RESULT_FILE
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.checkpoint import CHECKPOINT
@@ -257,7 +257,7 @@ class Tabulation:
         todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
         for unit in todo:
             if any((unit.arch_id, unit.seed, s) in failed for s in unit.scores):
-                (Path(unit.job.workdir) / RESULT_FILE).unlink(missing_ok=True)
+                forget_result(unit.job.workdir)
                 self.log(f"{unit.arch_id} {Path(unit.job.workdir).name}: failed before, run again")
         sitting = {"start": time.time(), "end": time.time(), "runs": 0, "rows_before": len(rows)}
         meta.notes.setdefault("sittings", []).append(sitting)

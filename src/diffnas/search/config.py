@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffnas.data.datasets import DataSpec, parse_data
-from diffnas.execute.executors import EXECUTORS, TABLE_EXECUTOR
+from diffnas.execute.factory import EXECUTORS, TABLE_EXECUTOR
 from diffnas.execute.job import EvalSpec
 from diffnas.gate.memory import OBJECTIVES, Objective
 from diffnas.limits import (

@@ -33,7 +33,8 @@ from diffnas import storage
 from diffnas.console import output_console
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor, make_executor
+from diffnas.execute.base import Executor
+from diffnas.execute.factory import make_executor
 from diffnas.gate.check import LatencyCheck
 from diffnas.gate.entry import ORIGINS
 from diffnas.layout import EVENTS_FILE, LOCK_FILE, trial_dir

@@ -12,7 +12,7 @@ from diffnas import storage
 from diffnas.data.datasets import ImageData, check_data_fits, data_shape, load_images
 from diffnas.errors import UserError
 from diffnas.evaluate.score import check_scoring
-from diffnas.execute.executors import check_executor
+from diffnas.execute.factory import check_executor
 from diffnas.execute.job import EvalSpec
 from diffnas.execute.table_executor import check_search, is_table, load_executor_table
 from diffnas.model.cost import (

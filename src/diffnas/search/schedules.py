@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from diffnas.errors import UserError
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.gate.entry import RoundFile
 from diffnas.search.requests import Requests, round_path
 from diffnas.search.trials import CandidateTrials, PendingEvaluation

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from diffnas.data.datasets import DataSpec
-from diffnas.execute.executors import Executor
+from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult, EvalSpec
 from diffnas.gate.entry import RoundEntry
 from diffnas.layout import trial_dir
