@@ -7,6 +7,8 @@ a search does not pull in its executors or LLM backends for a file name).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # a search's run folder
 STUDY_FILE = "study.db"  # the default storage: SQLite in the run folder
 TRIALS_DIR = "trials"  # trials/NNNNN: a trial's proxy evaluation
@@ -24,3 +26,6 @@ SUMMARY_MD = "summary.md"  # proxy-check's table of every setting, beside its su
 # an evaluation's folder (a trial's, a table run's)
 RESULT_FILE = "result.json"  # the evaluation's EvalResult
 SAMPLES_FILE = "samples.png"  # its grid of samples
+
+# outside any run folder: what this user's runs share
+LATENCY_CACHE = Path.home() / ".cache" / "diffnas" / "latency"  # `diffnas cost --latency`

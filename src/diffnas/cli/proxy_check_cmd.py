@@ -12,12 +12,7 @@ from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.evaluate.score import check_scoring
-from diffnas.execute.executors import check_executor
-from diffnas.experiments import proxy_check as pc
-from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
-from diffnas.train.device import check_device
 
 console = output_console()
 
@@ -123,6 +118,12 @@ def proxy_check(
     ),
 ) -> None:
     """Train N architectures with proxy settings and a longer reference; rank agreement and cost."""
+    from diffnas.evaluate.score import check_scoring  # torch and up: cli/__init__.py
+    from diffnas.execute.executors import check_executor
+    from diffnas.experiments import proxy_check as pc
+    from diffnas.experiments import proxy_summary as summary_mod
+    from diffnas.train.device import check_device
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         config = pc.load_config(resume)
@@ -159,6 +160,8 @@ def command_line() -> str:
 
 
 def show_summary(summary: dict) -> None:
+    from diffnas.experiments import proxy_summary as summary_mod
+
     wide = output_console()
     table = Table(
         *summary_mod.TABLE_HEADER,

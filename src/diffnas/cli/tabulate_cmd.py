@@ -12,11 +12,6 @@ from rich.markup import escape
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.evaluate.score import check_scoring
-from diffnas.execute.executors import check_executor
-from diffnas.execute.table import table_files
-from diffnas.experiments import tabulate as tab
-from diffnas.experiments.inputs import load_space_data
 from diffnas.runs import (
     OPTIONS_FILE,
     load_options,
@@ -26,7 +21,6 @@ from diffnas.runs import (
     write_json,
 )
 from diffnas.space.search_space import load_space
-from diffnas.train.device import check_device
 
 console = output_console()
 # the options that say where the runs go, not what they measure: --resume may change them
@@ -110,7 +104,7 @@ def tabulate(
         None,
         min=1,
         max=100_000,
-        help=f"Refuse a space with more choice combinations (default {tab.MAX_ARCHS}).",
+        help=f"Refuse a space with more choice combinations (default {L.MAX_TABLE_ARCHS}).",
     ),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -121,6 +115,13 @@ def tabulate(
     ),
 ) -> None:
     """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
+    from diffnas.evaluate.score import check_scoring  # torch and up: cli/__init__.py
+    from diffnas.execute.executors import check_executor
+    from diffnas.execute.table import table_files
+    from diffnas.experiments import tabulate as tab
+    from diffnas.experiments.inputs import load_space_data
+    from diffnas.train.device import check_device
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run", *WHERE_IT_RUNS))
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")
