@@ -133,7 +133,8 @@ def test_killed_worker_is_retried_then_completes(tmp_path, request, name, refere
 
 @pytest.mark.parametrize("name", [n for n in EXECUTORS if n != "inline"])
 def test_worker_killed_every_time_fails_after_retries(tmp_path, request, name) -> None:
-    executor = make(name, request, command=[sys.executable, KILLER, "99"], max_retries=1)
+    # killed at once, every time: the limit and the reason do not need training before each
+    executor = make(name, request, command=[sys.executable, KILLER, "99", "now"], max_retries=1)
     result = executor.run(job(tmp_path, "t"))
     assert result.status == "failed"  # never stuck running
     assert "SIGKILL" in result.error and "2 attempts" in result.error
