@@ -37,7 +37,6 @@ SLOW_FILES = {
     "test_doctor.py",
     "test_evaluate_score.py",
     "test_execute_conformance.py",
-    "test_execute_executors.py",
     "test_execute_queue.py",
     "test_experiments_compare.py",
     "test_experiments_proxy_check.py",

@@ -108,9 +108,11 @@ def test_same_result_for_same_job(tmp_path, request, name, reference) -> None:
     same_score(result, reference)
     saved = json.loads((tmp_path / "t" / "result.json").read_text())
     assert saved["score"] == result.score
+    assert json.loads((tmp_path / "t" / "job.json").read_text())["seed"] == 3
     # cost accounting: where it ran and its CPU-seconds: some, and at most wall time x cores
     assert result.device == "cpu"
     assert 0 < result.device_s <= result.wall_s * (os.cpu_count() or 1) + 0.1
+    assert executor.run(job(tmp_path, "t")) == result  # finished: read back, not recomputed
 
 
 @pytest.mark.parametrize("name", EXECUTORS)
