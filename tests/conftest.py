@@ -37,7 +37,6 @@ SLOW_FILES = {
     "test_doctor.py",
     "test_evaluate_score.py",
     "test_execute_conformance.py",
-    "test_execute_executors.py",
     "test_execute_queue.py",
     "test_experiments_compare.py",
     "test_experiments_proxy_check.py",
@@ -65,7 +64,19 @@ def _shares_a_fixture(path: Path) -> bool:
     return 'scope="module"' in text or 'scope="session"' in text
 
 
+def _cost_rank(item) -> int:
+    """0: the Ray tests (the longest unit one process takes), 1: the end-to-end files, 2: the rest."""
+    if "[ray]" in item.name:
+        return 0
+    return 1 if item.path.name in SLOW_FILES else 2
+
+
 def pytest_collection_modifyitems(config, items) -> None:
+    # The longest work first (a stable sort: a file's tests stay together, in their order), so
+    # the processes of `make test` end on short tests: the suite's last minute is not one
+    # process finishing an end-to-end file while the other waits. pytest-xdist (loadgroup)
+    # hands out the groups of several tests first, then single tests in this order.
+    items.sort(key=_cost_rank)
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)

@@ -3,6 +3,8 @@
 `python killing_worker.py KILLS WORKDIR`: the first KILLS processes started on WORKDIR begin
 the evaluation, wait until training has written to `WORKDIR/train`, and die by SIGKILL as the
 out-of-memory killer would; later ones run the real worker.
+`python killing_worker.py KILLS now WORKDIR`: they die by SIGKILL at once, before importing
+torch (a check of the retry limit needs the deaths, not seconds of training before each).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import threading
 import time
 from pathlib import Path
 
-from diffnas.execute.worker import main
-
 if __name__ == "__main__":
-    kills, workdir = int(sys.argv[1]), Path(sys.argv[2])
+    kills, at_once, workdir = int(sys.argv[1]), sys.argv[2] == "now", Path(sys.argv[-1])
     marker = workdir / "test-kills"
     done = int(marker.read_text()) if marker.exists() else 0
-    if done < kills:
+    killed = done < kills
+    if killed:
         marker.write_text(str(done + 1))
+        if at_once:  # before the import below: the package diffnas.execute imports torch
+            os.kill(os.getpid(), signal.SIGKILL)
+    from diffnas.execute.worker import main
+
+    if killed:  # mid-candidate: once training has written to WORKDIR/train
         threading.Thread(target=main, args=(str(workdir),), daemon=True).start()
         deadline = time.time() + 60
         while not (workdir / "train").exists() and time.time() < deadline:

@@ -36,11 +36,23 @@ def test_cost_table_of_all_references_and_budget() -> None:
     assert "52.5 M" in result.output and "within" in result.output
 
 
+# Two commands run in one child through the console script's function (one torch import, not
+# two): stdout is a pipe in both, as in a log; a line of dashes separates their outputs.
+TWO_COMMANDS = """
+import sys
+from diffnas.cli.main import run
+for args in (sys.argv[1:3], sys.argv[3:]):
+    sys.argv = ["diffnas", *args]
+    try:
+        run()
+    except SystemExit as exit_:
+        print(f"----- exit {exit_.code}", flush=True)
+"""
+
+
 def test_off_a_terminal_nothing_wraps_at_80_columns(tmp_path) -> None:
     """In a log (stdout a pipe) the cost table's title and a space's long lines stay whole."""
     title = "Cost of one forward pass per image (FLOPs = 2 x MACs)"
-    cost = diffnas("cost", "tiny-digits")
-    assert cost.returncode == 0 and title in cost.stdout.splitlines()[0]
     space = tmp_path / "s.yaml"
     long = "a description " + "with [bold]markup[/] and $math$ " * 5
     space.write_text(
@@ -48,9 +60,14 @@ def test_off_a_terminal_nothing_wraps_at_80_columns(tmp_path) -> None:
         "channel_mult_values: [1, 2]\nnum_res_blocks: [1]\nhead_channels: [16]\n"
         f"norm_groups: [8]\ndescription: '{long}'\nbudget: {{max_gmacs: 1}}\n"
     )
-    shown = diffnas("space", "show", str(space))
-    assert shown.returncode == 0, shown.stderr
-    assert f"Search space 's': {long.rstrip()}" in shown.stdout.splitlines()  # one line
+    both = subprocess.run(
+        [sys.executable, "-c", TWO_COMMANDS, "cost", "tiny-digits", "space", "show", str(space)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    cost, shown, end = both.stdout.split("----- exit ")
+    assert both.returncode == 0 and title in cost.splitlines()[0], both.stderr
+    assert shown.startswith("0\n") and end == "0\n", both.stderr
+    assert f"Search space 's': {long.rstrip()}" in shown.splitlines()  # one line
 
 
 def test_space_show_sample_and_schema() -> None:
@@ -92,6 +109,9 @@ def test_out_of_space_and_unknown_preset_exit_2(tmp_path) -> None:
     )
     proc = diffnas("cost", str(path), "--space", "cifar10-ddpm")
     assert proc.returncode == 2 and "num_res_blocks" in proc.stderr and "allowed" in proc.stderr
+    # a UserError through `python -m diffnas`: one paragraph, no traceback, nothing on stdout
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
     proc = diffnas("cost", "resnet50")
     assert proc.returncode == 2 and "ddpm-cifar10" in proc.stderr
 

@@ -109,9 +109,11 @@ def test_same_result_for_same_job(tmp_path, request, name, reference) -> None:
     same_score(result, reference)
     saved = json.loads((tmp_path / "t" / "result.json").read_text())
     assert saved["score"] == result.score
+    assert json.loads((tmp_path / "t" / "job.json").read_text())["seed"] == 3
     # cost accounting: where it ran and its CPU-seconds: some, and at most wall time x cores
     assert result.device == "cpu"
     assert 0 < result.device_s <= result.wall_s * (os.cpu_count() or 1) + 0.1
+    assert executor.run(job(tmp_path, "t")) == result  # finished: read back, not recomputed
 
 
 @pytest.mark.parametrize("name", EXECUTORS)
@@ -134,7 +136,8 @@ def test_killed_worker_is_retried_then_completes(tmp_path, request, name, refere
 
 @pytest.mark.parametrize("name", [n for n in EXECUTORS if n != "inline"])
 def test_worker_killed_every_time_fails_after_retries(tmp_path, request, name) -> None:
-    executor = make(name, request, command=[sys.executable, KILLER, "99"], max_retries=1)
+    # killed at once, every time: the limit and the reason do not need training before each
+    executor = make(name, request, command=[sys.executable, KILLER, "99", "now"], max_retries=1)
     result = executor.run(job(tmp_path, "t"))
     assert result.status == "failed"  # never stuck running
     assert "SIGKILL" in result.error and "2 attempts" in result.error

@@ -1,4 +1,8 @@
-"""Executor conformance: every executor gives the same result for the same job and reuses a finished one."""
+"""Executors: the factory, and how pool and pinned children are pinned to a card or CPU threads.
+
+The conformance of every executor (the same result for the same job, a finished one reused,
+failures, kills, concurrency) is in test_execute_conformance.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
-from diffnas.execute import InlineExecutor, SubprocessExecutor, make_executor
+from diffnas.execute import make_executor
 from diffnas.execute.job import EvalJob
 from diffnas.execute.job_folder import write_job
 from diffnas.execute.pool import PoolExecutor
@@ -26,21 +30,6 @@ def job(tmp_path, name: str) -> EvalJob:
         recipe=SPEC.train_recipe("ddpm", "digits"), seed=3,
         workdir=str(tmp_path / name), cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "executor", [InlineExecutor(), SubprocessExecutor()], ids=["inline", "subprocess"]
-)
-def test_executor_runs_job_and_reuses_result(tmp_path, executor) -> None:
-    reference = InlineExecutor().run(job(tmp_path, "reference"))
-    result = executor.run(job(tmp_path, "under-test"))
-    assert result.status == "complete" and reference.status == "complete"
-    assert result.score == pytest.approx(reference.score, rel=1e-6)  # a pure function of the job
-    saved = json.loads((tmp_path / "under-test" / "result.json").read_text())
-    assert saved["score"] == result.score
-    assert json.loads((tmp_path / "under-test" / "job.json").read_text())["seed"] == 3
-    again = executor.run(job(tmp_path, "under-test"))  # finished: read back, not recomputed
-    assert again == result
 
 
 def test_unknown_executor() -> None:

@@ -76,7 +76,7 @@ def test_max_repairs_has_one_default_everywhere() -> None:
     import inspect
 
     from diffnas.cli.search_cmd import search
-    from diffnas.propose.base import DEFAULT_MAX_REPAIRS
+    from diffnas.propose import DEFAULT_MAX_REPAIRS
     from diffnas.search.config import SearchConfig
 
     cli_default = inspect.signature(search).parameters["max_repairs"].default.default

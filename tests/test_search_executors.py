@@ -28,8 +28,11 @@ def test_pool_search_with_killed_workers_completes_every_candidate_once(tmp_path
         space="tiny", data="digits", data_subset=200, proposer="random", rounds=1, per_round=4,
         promote=0, proxy=TINY_EVAL, final=TINY_EVAL, executor="pool", workers=2,
     )  # fmt: skip
-    # every candidate's first worker process dies by SIGKILL mid-training; the retry finishes it
-    pool = PoolExecutor(workers=2, gpus=[], command=[sys.executable, KILLER, "1"], max_retries=1)
+    # every candidate's first worker process dies by SIGKILL as it starts, the retry finishes it
+    # (a kill mid-training and the resume from its checkpoint: test_execute_conformance)
+    pool = PoolExecutor(
+        workers=2, gpus=[], command=[sys.executable, KILLER, "1", "now"], max_retries=1
+    )
     run_dir = tmp_path / "run"
     summary = SearchRun(config, run_dir, executor=pool).run()
     memory = study_mod.load_memory(study_mod.open_study(run_dir))

@@ -119,6 +119,9 @@ def test_two_objective_search_with_a_latency_budget(tmp_path) -> None:
 
 
 def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tmp_path) -> None:
+    """The search's kill -9 test (also of the rounds loop: every trial exactly once, the
+    interrupted one finished in its own folder, the completed one not evaluated again), on a
+    two-objective search whose latencies are really measured and cached."""
     runs = tmp_path / "runs"
     args = [
         sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "micro",
@@ -142,6 +145,7 @@ def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tm
     run_dir = next(runs.glob("*-search-*"))
     interrupted = study_mod.load_memory(study_mod.open_study(run_dir))
     assert [t.status for t in interrupted][:2] == ["complete", "running"]
+    first_score = interrupted[0].score
     cached_before = {p.name: p.read_text() for p in (runs / "cache" / "latency").glob("*.json")}
     # round 1's two candidates measured at the gate, and the reference its prompt line shows
     assert len(cached_before) == 3
@@ -156,6 +160,11 @@ def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tm
     assert [t.number for t in memory] == [0, 1, 2, 3]
     assert sorted((t.round, t.slot) for t in memory) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(t.status == "complete" for t in memory)
+    assert memory[0].score == first_score  # not evaluated again
+    assert len({t.arch.arch_hash() for t in memory}) == 4
+    # the interrupted trial finished in its own folder
+    status = json.loads((run_dir / "trials" / "00001" / "train" / "status.json").read_text())
+    assert status["status"] == "complete"
     cached = {p.name: p.read_text() for p in (runs / "cache" / "latency").glob("*.json")}
     assert len(cached) == 5 and all(cached[name] == text for name, text in cached_before.items())
     measured = {

@@ -28,6 +28,9 @@ JOB_FILE = "job.json"  # the evaluation's EvalJob: its inputs, what a worker pro
 RESULT_FILE = "result.json"  # the evaluation's EvalResult
 SAMPLES_FILE = "samples.png"  # its grid of samples
 
+# outside any run folder: what this user's runs share
+LATENCY_CACHE = Path.home() / ".cache" / "diffnas" / "latency"  # `diffnas cost --latency`
+
 
 def trial_dir(run_dir: Path, number: int, stage: str = "proxy") -> Path:
     """Where a trial's evaluation lives: trials/NNNNN (proxy) or final/NNNNN (promoted)."""

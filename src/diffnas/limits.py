@@ -32,3 +32,4 @@ MAX_DURATION_S = 366 * 24 * 3600.0  # a time budget: one year
 MAX_LLM_TOKENS = 10**12  # a token budget
 MAX_LLM_USD = 1_000_000.0  # a spending budget
 MAX_OUTPUT_TOKENS = 131_072  # one LLM answer
+MAX_TABLE_ARCHS = 1000  # choice combinations `diffnas tabulate` walks through unless told more

@@ -10,11 +10,7 @@ from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.evaluate.score import check_scoring
-from diffnas.experiments import compare as cmp
-from diffnas.experiments import regret
 from diffnas.runs import next_run_dir, refuse_on_resume
-from diffnas.train.device import check_device
 
 console = output_console()
 
@@ -120,6 +116,10 @@ def compare(
     ),
 ) -> None:
     """Run one search per proposer and seed with the same budget; judge what each hands back."""
+    from diffnas.evaluate.score import check_scoring  # torch and up: cli/__init__.py
+    from diffnas.experiments import compare as cmp
+    from diffnas.train.device import check_device
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         config = cmp.load_config(resume)
@@ -151,6 +151,8 @@ def compare(
 
 def print_judged(summary: dict) -> None:
     """What the searches hand back: per proposer, and who beats whom."""
+    from diffnas.experiments import regret
+
     judged = summary["judged"]
     wide = output_console()
     where = f"table {judged['table']!r}" if judged["table"] else "final training"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
@@ -12,13 +13,13 @@ from rich.table import Table
 
 from diffnas.console import output_console
 from diffnas.errors import UserError, first_field
-from diffnas.model.cost import budget_verdict, measure_cost
+from diffnas.layout import LATENCY_CACHE
 from diffnas.runs import given_options
 from diffnas.space.references import REFERENCE_ARCHS, resolve_arch
 from diffnas.space.search_space import load_space
-from diffnas.train.device import check_device, resolve_device
-from diffnas.train.latency import USER_CACHE, LatencyMeter, LatencyOptions
-from diffnas.train.recipe import resolve_recipe
+
+if TYPE_CHECKING:  # torch and the layers on it load in the command (cli/__init__.py)
+    from diffnas.train.latency import LatencyMeter
 
 console = output_console()
 
@@ -35,6 +36,10 @@ def _meter(
     cache_dir: Path | None,
 ) -> LatencyMeter:
     """The measurement settings checked and resolved on this machine, before anything runs."""
+    from diffnas.train.device import check_device, resolve_device
+    from diffnas.train.latency import LatencyMeter, LatencyOptions
+    from diffnas.train.recipe import resolve_recipe
+
     try:
         options = LatencyOptions(
             device=device, dtype=dtype, batch=batch, runs=runs, warmup=warmup, threads=threads,
@@ -97,7 +102,7 @@ def cost(
         False, "--compile", help="--latency: torch.compile the model (the sampler does not)."
     ),
     cache_dir: Path | None = typer.Option(
-        None, help=f"--latency: cache of measurements (default {USER_CACHE})."
+        None, help=f"--latency: cache of measurements (default {LATENCY_CACHE})."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="--latency: measure again."),
 ) -> None:
@@ -110,9 +115,11 @@ def cost(
     names = archs or list(REFERENCE_ARCHS)
     s = load_space(space) if space else None
     resolved = [resolve_arch(name, s) for name in names]  # every file read before any timing
+    from diffnas.model.cost import budget_verdict, measure_cost  # torch: after the checks
+
     meter = None
     if latency:
-        folder = None if no_cache else (cache_dir or USER_CACHE)
+        folder = None if no_cache else (cache_dir or LATENCY_CACHE)
         meter = _meter(device, batch, dtype, runs, warmup, threads, channels_last, compile_, folder)
     rows = []
     for label, arch in resolved:

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from diffnas.report.export import export_trial
-
 
 def export(
     run_dir: Path = typer.Argument(..., help="A search run folder."),
@@ -20,6 +18,8 @@ def export(
     ),
 ) -> None:
     """Export a trial's EMA weights and scheduler as a diffusers pipeline, with its records."""
+    from diffnas.report.export import export_trial  # torch, matplotlib (cli/__init__.py)
+
     done = export_trial(run_dir, trial, out, stage)  # type: ignore[arg-type]
     print(
         f"exported trial {done.trial} ({done.stage} weights, {done.params / 1e6:.3f} M params) to "

@@ -12,8 +12,6 @@ from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.experiments import proxy_check as pc
-from diffnas.experiments import proxy_summary as summary_mod
 from diffnas.runs import next_run_dir, refuse_on_resume
 
 console = output_console()
@@ -120,6 +118,9 @@ def proxy_check(
     ),
 ) -> None:
     """Train N architectures with proxy settings and a longer reference; rank agreement and cost."""
+    from diffnas.experiments import proxy_check as pc
+    from diffnas.experiments import proxy_summary as summary_mod
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         config = pc.load_config(resume)
@@ -150,6 +151,8 @@ def command_line() -> str:
 
 
 def show_summary(summary: dict) -> None:
+    from diffnas.experiments import proxy_summary as summary_mod
+
     wide = output_console()
     table = Table(
         *summary_mod.TABLE_HEADER,

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from diffnas.report.page import write_report
-
 
 def report(
     run_dirs: list[Path] = typer.Argument(
@@ -24,6 +22,8 @@ def report(
     ),
 ) -> None:
     """Write a self-contained HTML report (plots, trials, samples, LLM ledger) and a Markdown summary."""
+    from diffnas.report.page import write_report  # torch, matplotlib (cli/__init__.py)
+
     files = write_report(run_dirs, out, proxy_check)
     print(f"report of {files.trials} trials: {files.html}")
     print(f"summary: {files.markdown} (plots in {files.markdown.parent / 'plots'})")

@@ -10,22 +10,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.data.datasets import DataSpec, ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError, pydantic_message
-from diffnas.evaluate.score import Score, check_scoring
-from diffnas.execute.job import ScoreSpec, score_samples
-from diffnas.model.cost import sampling_flops
 from diffnas.runs import (
     OPTIONS_FILE,
     load_options,
@@ -34,26 +28,16 @@ from diffnas.runs import (
     refuse_on_resume,
     write_json,
 )
-from diffnas.train.checkpoint import Trained, load_trained
-from diffnas.train.device import check_device, resolve_device
-from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
+
+if TYPE_CHECKING:  # torch and the layers on it load in the command (cli/__init__.py)
+    from diffnas.train.checkpoint import Trained
 
 console = output_console(soft_wrap=True, highlight=False)
-SAMPLES = "samples.npz"  # the generated uint8 images of a score run, reused on --resume
-SCORE_FILE = "score.json"
-
-
-class ScoreRecord(BaseModel):
-    """`score.json` of a score run folder, as `score --resume` reads it back."""
-
-    model_config = ConfigDict(extra="allow")
-
-    score: Score
-    run_dir: str
-    wall_s: float = Field(ge=0)
 
 
 def print_sampling_plan(trained: Trained, n: int, steps: int | None) -> None:
+    from diffnas.model.cost import sampling_flops
+
     nfe_per_image = steps or trained.diffusion.timesteps
     line = (
         f"plan: {n:,} images x {nfe_per_image} sampler steps = {n * nfe_per_image:,} forward passes"
@@ -69,22 +53,6 @@ def _default_steps(sampler: str, steps: int | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------- sample
-
-
-class SampleOptions(BaseModel):
-    """A sampling run; written as its options.json."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    checkpoint: str = Field(description="ema.pt the images come from")
-    num: int = Field(ge=1, le=L.MAX_SAMPLES, description="images to draw")
-    sampler: str = Field(description="ddim | ddpm | respaced")
-    steps: int | None = Field(
-        ge=1, le=L.MAX_SAMPLER_STEPS, description="sampler steps (ddpm: all T)"
-    )
-    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
-    batch_size: int = Field(ge=1, le=L.MAX_BATCH_SIZE, description="images per sampling batch")
-    device: str = Field(description="auto | cpu | cuda[:N]")
 
 
 def sample(
@@ -111,6 +79,11 @@ def sample(
     resume: Path | None = typer.Option(None, "--resume", help="Finish this sample run folder."),
 ) -> None:
     """Draw images from a trained model; writes PNGs and a grid into a new run folder."""
+    from diffnas.execute.score_run import SampleOptions
+    from diffnas.train.checkpoint import load_trained
+    from diffnas.train.device import check_device, resolve_device
+    from diffnas.train.sampling import make_scheduler, sample_images, save_grid, save_pngs
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         opts = load_options(resume, SampleOptions, kind="sample")
@@ -156,19 +129,6 @@ def sample(
 # ------------------------------------------------------------------------------------ score
 
 
-class ScoreOptions(BaseModel):
-    """A scoring run; written as its options.json."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    checkpoint: str = Field(description="ema.pt the images come from")
-    data: DataSpec = Field(description="reference images")
-    score: ScoreSpec = Field(description="metric, extractor, N, sampler and steps")
-    seed: int = Field(ge=0, le=L.MAX_SEED, description="seed of the initial noise")
-    device: str = Field(description="auto | cpu | cuda[:N]")
-    cache_dir: str = Field(description="reference statistics and classifier weights")
-
-
 def score(
     ctx: typer.Context,
     ckpt: str | None = typer.Argument(None, help="A train run folder or its ema.pt."),
@@ -207,6 +167,19 @@ def score(
     resume: Path | None = typer.Option(None, "--resume", help="Finish this score run folder."),
 ) -> None:
     """Score a trained model: sample N images and compare them with the reference data."""
+    from diffnas.data.datasets import DataSpec, check_data_fits, load_images, parse_data
+    from diffnas.evaluate.score import check_scoring
+    from diffnas.execute.job import ScoreSpec
+    from diffnas.execute.score_run import (
+        SCORE_FILE,
+        ScoreOptions,
+        ScoreRecord,
+        sample_and_score,
+    )
+    from diffnas.train.checkpoint import load_trained
+    from diffnas.train.device import check_device
+    from diffnas.train.sampling import make_scheduler
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run", "as_json"))
         opts = load_options(resume, ScoreOptions, kind="score")
@@ -261,43 +234,15 @@ def score(
     if resume is None:
         run_dir = next_run_dir(runs, "score", f"{trained.label}-{spec.metric}")
         write_json(run_dir / OPTIONS_FILE, opts.model_dump(mode="json"))
-    result = _score(trained, images, opts, run_dir)
+    result = sample_and_score(trained, images, opts, run_dir)
     write_json(run_dir / SCORE_FILE, result)
     _report(result, as_json)
 
 
-def _score(trained: Trained, data: ImageData, opts: ScoreOptions, run_dir: Path) -> dict[str, Any]:
-    """Sample (or reuse the saved samples), then extractor → reference statistics → score."""
-    spec, device = opts.score, resolve_device(opts.device)
-    start = time.perf_counter()
-    samples_path = run_dir / SAMPLES
-    generated = None
-    if samples_path.is_file():
-        with np.load(samples_path) as f:
-            if len(f["images"]) == spec.num_samples:
-                generated = torch.from_numpy(f["images"])
-    if generated is None:
-        generated = sample_images(
-            trained.model, trained.diffusion, spec.num_samples, sampler=spec.sampler,
-            steps=spec.steps, seed=opts.seed, batch_size=spec.batch_size, device=device,
-        )  # fmt: skip
-        tmp = samples_path.with_name("samples.tmp.npz")
-        np.savez(tmp, images=generated.numpy())
-        tmp.replace(samples_path)
-        save_grid(generated[:64], run_dir / "samples.png")
-    sample_s = time.perf_counter() - start
-    result = score_samples(generated, data, opts.data.split, spec, Path(opts.cache_dir), device)
-    return {
-        "score": result.model_dump(mode="json"),
-        "diffusion": trained.diffusion.model_dump(mode="json"),  # incl. the sampler's variance
-        "checkpoint": opts.checkpoint,
-        "run_dir": str(run_dir),
-        "sample_s": round(sample_s, 3),
-        "wall_s": round(time.perf_counter() - start, 3),
-    }
-
-
 def _report(result: dict[str, Any], as_json: bool) -> None:
+    from diffnas.evaluate.score import Score
+    from diffnas.execute.score_run import SCORE_FILE
+
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
@@ -14,15 +15,13 @@ from rich.table import Table
 from diffnas import limits as L
 from diffnas.console import output_console
 from diffnas.errors import UserError, first_field, pydantic_message
-from diffnas.execute.job import EvalSpec, ScoreSpec
-from diffnas.execute.table_executor import is_table, load_executor_table
-from diffnas.propose.base import DEFAULT_MAX_REPAIRS
-from diffnas.report.terminal import print_status
+from diffnas.propose import DEFAULT_MAX_REPAIRS
 from diffnas.runs import given_options, next_run_dir, refuse_on_resume
-from diffnas.search.config import SearchConfig
-from diffnas.search.loop import SearchRun
-from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
-from diffnas.train.options import parse_sets
+
+if TYPE_CHECKING:  # torch and the layers on it load in the command (cli/__init__.py)
+    from diffnas.execute.job import EvalSpec
+    from diffnas.search.config import SearchConfig
+    from diffnas.search.plan import SearchPlan
 
 console = output_console()
 
@@ -251,6 +250,13 @@ def search(
     ),
 ) -> None:
     """Run the DiffNAS search: an LLM proposes UNets, each is proxy-trained and scored, the best are promoted."""
+    from diffnas.execute.job import EvalSpec, ScoreSpec
+    from diffnas.execute.table_executor import is_table
+    from diffnas.search.config import SearchConfig
+    from diffnas.search.loop import SearchRun
+    from diffnas.search.plan import SearchPlan, resumed_config, stored_llm_mode
+    from diffnas.train.options import parse_sets
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
         config = resumed_config(resume)
@@ -337,6 +343,8 @@ FINAL_OPTIONS = ("final_recipe", "final_steps", "final_batch_size", "fid_samples
 
 def table_final(ctx: typer.Context, config: SearchConfig, device: str) -> EvalSpec:
     """A search against a table promotes to the table's reference: its recipe and score."""
+    from diffnas.execute.table_executor import load_executor_table
+
     given = given_options(ctx, ignore=set(ctx.params) - set(FINAL_OPTIONS))
     table = load_executor_table(config.executor)
     if given:
@@ -379,6 +387,8 @@ def print_notes(plan: SearchPlan) -> None:
 
 def show_status(run_dir: Path) -> None:
     """The table of trials of a search run folder (80 columns in an 80-column terminal)."""
+    from diffnas.report.terminal import print_status
+
     print_status(run_dir)
 
 

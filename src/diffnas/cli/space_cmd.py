@@ -11,7 +11,6 @@ from rich.table import Table
 
 from diffnas.console import output_console
 from diffnas.limits import MAX_SEED
-from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.references import get_reference
 from diffnas.space.search_space import list_presets, load_space
 
@@ -35,6 +34,8 @@ def show(
     ),
 ) -> None:
     """Describe a space in words (the text an LLM sees) and cost its reference architecture."""
+    from diffnas.model.cost import budget_verdict, measure_cost  # torch (cli/__init__.py)
+
     s = load_space(space)
     if schema:
         print(json.dumps(s.arch_json_schema(), indent=2))
@@ -58,6 +59,8 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Draw architectures uniformly from a space, with their cost and budget verdict."""
+    from diffnas.model.cost import budget_verdict, measure_cost  # torch (cli/__init__.py)
+
     s = load_space(space)
     rng = random.Random(seed)
     table = Table("#", "hash", "architecture", "params (M)", "GMACs", "budget")

@@ -12,8 +12,6 @@ from rich.markup import escape
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.execute.table import table_files
-from diffnas.experiments import tabulate as tab
 from diffnas.runs import (
     OPTIONS_FILE,
     load_options,
@@ -105,7 +103,7 @@ def tabulate(
         None,
         min=1,
         max=100_000,
-        help=f"Refuse a space with more choice combinations (default {tab.MAX_ARCHS}).",
+        help=f"Refuse a space with more choice combinations (default {L.MAX_TABLE_ARCHS}).",
     ),
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
@@ -116,6 +114,9 @@ def tabulate(
     ),
 ) -> None:
     """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
+    from diffnas.execute.table import table_files
+    from diffnas.experiments import tabulate as tab
+
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run", *WHERE_IT_RUNS))
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")

@@ -10,26 +10,22 @@ carries the architecture and objective in its metadata, so `diffnas sample` and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 
 from diffnas import limits as L
 from diffnas.console import output_console
-from diffnas.data.datasets import ImageData, check_data_fits, load_images, parse_data
 from diffnas.errors import UserError
-from diffnas.model.builder import build_unet
-from diffnas.model.cost import measure_cost, training_flops
 from diffnas.runs import OPTIONS_FILE, load_options, next_run_dir, refuse_on_resume, write_json
 from diffnas.space.references import resolve_arch
 from diffnas.space.search_space import load_space
-from diffnas.train import trainer
-from diffnas.train.checkpoint import TrainStatus, read_status
-from diffnas.train.device import check_device, resolve_device
-from diffnas.train.diffusion import DiffusionConfig, Objective
-from diffnas.train.options import TrainOptions, parse_sets
-from diffnas.train.recipe import resolve_recipe
-from diffnas.train.trainer import STATUS
+
+if TYPE_CHECKING:  # torch and the layers on it load in the command (cli/__init__.py)
+    from diffnas.data.datasets import ImageData
+    from diffnas.train.checkpoint import TrainStatus
+    from diffnas.train.diffusion import Objective
+    from diffnas.train.options import TrainOptions
 
 console = output_console(soft_wrap=True, highlight=False)
 err_console = output_console(stderr=True, soft_wrap=True, highlight=False)
@@ -37,6 +33,9 @@ err_console = output_console(stderr=True, soft_wrap=True, highlight=False)
 
 def print_plan(opts: TrainOptions, data: ImageData) -> None:
     """The resolved options and what the run will do: steps, images, training compute."""
+    from diffnas.model.cost import measure_cost, training_flops
+    from diffnas.train.device import resolve_device
+
     console.print_json(opts.model_dump_json())
     recipe = opts.recipe
     images = recipe.steps * recipe.batch_size
@@ -119,6 +118,12 @@ def train(
     ),
 ) -> None:
     """Train ARCH on --data with a recipe; writes options, checkpoints and metrics to a run folder."""
+    from diffnas.data.datasets import check_data_fits, load_images, parse_data
+    from diffnas.train.device import check_device, resolve_device
+    from diffnas.train.diffusion import DiffusionConfig
+    from diffnas.train.options import TrainOptions, parse_sets
+    from diffnas.train.recipe import resolve_recipe
+
     flags = {
         "steps": steps,
         "batch_size": batch_size,
@@ -183,6 +188,12 @@ def train(
 
 
 def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
+    from diffnas.data.datasets import check_data_fits, load_images
+    from diffnas.train.checkpoint import read_status
+    from diffnas.train.device import check_device
+    from diffnas.train.options import TrainOptions
+    from diffnas.train.trainer import STATUS
+
     opts = load_options(run_dir, TrainOptions, kind="train")
     device = check_device(device or opts.device)
     status_path = run_dir / STATUS
@@ -204,6 +215,13 @@ def _resume(run_dir: Path, device: str | None, dry_run: bool) -> None:
 
 
 def _run(opts: TrainOptions, images: ImageData, run_dir: Path, device: str) -> None:
+    import torch
+
+    from diffnas.model.builder import build_unet
+    from diffnas.train import trainer
+    from diffnas.train.checkpoint import read_status
+    from diffnas.train.device import resolve_device
+
     torch.manual_seed(opts.seed)
     model = build_unet(opts.arch)
     result = trainer.train(
@@ -218,7 +236,7 @@ def _run(opts: TrainOptions, images: ImageData, run_dir: Path, device: str) -> N
         metadata=opts.metadata(),
         progress=True,
     )
-    summarize(read_status(run_dir / STATUS), run_dir)
+    summarize(read_status(run_dir / trainer.STATUS), run_dir)
     if result.status in ("diverged", "oom"):
         what = "diverged" if result.status == "diverged" else "ran out of GPU memory"
         err_console.print(

@@ -54,11 +54,10 @@ from diffnas.execute.table import (
 from diffnas.experiments.compute import run_flops
 from diffnas.experiments.inputs import config_error
 from diffnas.experiments.study import StudyConfig, study_fields
+from diffnas.limits import MAX_TABLE_ARCHS
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.checkpoint import CHECKPOINT
-
-MAX_ARCHS = 1000  # choice combinations tabulate walks through at most, by default
 
 
 class TabulateConfig(StudyConfig):
@@ -67,7 +66,7 @@ class TabulateConfig(StudyConfig):
     space: str = Field("micro", description="space preset or YAML file (small: it is enumerated)")
     name: str | None = Field(None, description="the table's name (default SPACE-DATA)")
     max_archs: int = Field(
-        MAX_ARCHS, ge=1, description="refuse a space with more choice combinations than this"
+        MAX_TABLE_ARCHS, ge=1, description="refuse a space with more choice combinations than this"
     )
 
     def table_name(self, space: SearchSpace) -> str:
@@ -87,7 +86,7 @@ def build_tabulate_config(options: dict[str, Any]) -> TabulateConfig:
 # ----- the architectures -----
 
 
-def enumerate_archs(space: SearchSpace, max_archs: int = MAX_ARCHS) -> dict[str, TableArch]:
+def enumerate_archs(space: SearchSpace, max_archs: int = MAX_TABLE_ARCHS) -> dict[str, TableArch]:
     """Every architecture of `space` within its budget, by arch_id; a space with more than
     `max_archs` choice combinations is refused, naming its count."""
     count = space.combinations()

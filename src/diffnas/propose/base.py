@@ -21,10 +21,6 @@ from diffnas.gate.memory import TrialRecord
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 
-#: Repair turns an LLM proposer gets per round after its first answer (the one default of the
-#: search config, the CLI, the registry and `LLMProposer`).
-DEFAULT_MAX_REPAIRS = 2
-
 
 @dataclass
 class Proposal:

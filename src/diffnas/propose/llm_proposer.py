@@ -35,7 +35,8 @@ from diffnas.gate.check import Verdict, within_budget
 from diffnas.gate.entry import ORIGIN_EDIT, ORIGIN_FALLBACK, ORIGIN_LLM
 from diffnas.gate.memory import UNTRAINED
 from diffnas.model.cost import Cost, measure_cost
-from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposal, ProposalContext, Proposer
+from diffnas.propose import DEFAULT_MAX_REPAIRS
+from diffnas.propose.base import Proposal, ProposalContext, Proposer
 from diffnas.propose.baselines import draw_until_ok
 from diffnas.propose.edit import (
     MAX_BASES,

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from diffnas.errors import UserError
-from diffnas.propose.base import DEFAULT_MAX_REPAIRS, Proposer
+from diffnas.propose import DEFAULT_MAX_REPAIRS
+from diffnas.propose.base import Proposer
 from diffnas.propose.baselines import (
     EvolutionProposer,
     NSGAIIProposer,

@@ -29,7 +29,7 @@ from diffnas.limits import (
     MAX_SEED,
     MAX_WORKERS,
 )
-from diffnas.propose.base import DEFAULT_MAX_REPAIRS
+from diffnas.propose import DEFAULT_MAX_REPAIRS
 from diffnas.train.latency import LatencyOptions
 
 

@@ -45,7 +45,6 @@ from diffnas.train.sampling import sampler_dtype
 Dtype = Literal["fp32", "bf16", "fp16"]
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-USER_CACHE = Path.home() / ".cache" / "diffnas" / "latency"  # `diffnas cost --latency`
 
 
 class LatencySettings(BaseModel):
