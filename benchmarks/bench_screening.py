@@ -135,9 +135,9 @@ def memory_of(run_dir: Path) -> list[Any]:
 def evaluations_to_top(memory: list[Any], table: Table, top: int = TOP) -> int | None:
     """This search's evaluations up to the first of the table's `top` best (0: a warm-start
     trial is one); None when it never evaluated one."""
-    if any(t.extra.get("warm_start") and t.arch and _rank(table, t.arch) <= top for t in memory):
+    if any(t.warm_start and t.arch and _rank(table, t.arch) <= top for t in memory):
         return 0
-    evaluated = [t for t in memory if t.status in TRAINED and not t.extra.get("warm_start")]
+    evaluated = [t for t in memory if t.status in TRAINED and not t.warm_start]
     for count, t in enumerate(sorted(evaluated, key=lambda t: t.number), start=1):
         if t.arch is not None and _rank(table, t.arch) <= top:
             return count
@@ -153,10 +153,10 @@ def regret_curve(memory: list[Any], table: Table) -> list[float]:
     """After each of this search's evaluations, the regret of the architecture it would return."""
     reference = table.mean_scores(REFERENCE)
     optimum = min(reference.values())
-    known = [t for t in memory if t.extra.get("warm_start")]
+    known = [t for t in memory if t.warm_start]
     curve = []
     own = sorted(
-        (t for t in memory if t.status in TRAINED and not t.extra.get("warm_start")),
+        (t for t in memory if t.status in TRAINED and not t.warm_start),
         key=lambda t: t.number,
     )
     for t in own:
@@ -223,7 +223,7 @@ def measure(
         "regret_curve": regret_curve(memory, table),
         "tau_in_search": in_search,
         "tau_table": table_tau(memory, table, setting),
-        "evaluations": sum(t.status in TRAINED and not t.extra.get("warm_start") for t in memory),
+        "evaluations": sum(t.status in TRAINED and not t.warm_start for t in memory),
         "screened_out": sum(t.status == "screened-out" for t in memory),
         "llm_calls": (summary.get("llm") or {}).get("calls", 0),
         "llm_tokens": sum(

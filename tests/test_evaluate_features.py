@@ -146,3 +146,20 @@ def test_extractors_take_only_uint8_image_batches():
     with pytest.raises(UserError, match="uint8"):
         as_uint8_images(np.zeros((16, 16), np.uint8))
     assert as_uint8_images(np.zeros((1, 1, 4, 4), np.uint8)).dtype == torch.uint8
+
+
+def test_inception_url_is_torch_fidelitys_and_scoring_alone_does_not_import_it() -> None:
+    import subprocess
+    import sys
+
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from diffnas.evaluate import inception
+
+    assert inception.URL_INCEPTION_V3 == URL_INCEPTION_V3 == inception.INCEPTION_URLS[0]
+    # a worker that scores with the classifier never needs torch-fidelity
+    code = (
+        "import sys, diffnas.evaluate, diffnas.execute.job; print('torch_fidelity' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

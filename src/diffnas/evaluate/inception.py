@@ -8,10 +8,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch_fidelity.feature_extractor_inceptionv3 import (
-    URL_INCEPTION_V3,
-    FeatureExtractorInceptionV3,
-)
 
 from diffnas.errors import UserError
 from diffnas.evaluate.extractor import FeatureExtractor, file_sha256
@@ -21,6 +17,13 @@ INCEPTION_ENV = "DIFFNAS_INCEPTION_WEIGHTS"
 # `weights-inception-2015-12-05-6726825d.pth` (the hub-style suffix is the SHA-256 prefix).
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_TF_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# torch-fidelity's own URL (its URL_INCEPTION_V3; tests/test_evaluate_features.py keeps them
+# equal): written out so that importing diffnas.evaluate does not import torch-fidelity, which
+# only scoring with Inception needs (every worker process paid ~1 s for it)
+URL_INCEPTION_V3 = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+    "weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_URLS = (
     URL_INCEPTION_V3,
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + INCEPTION_FILE,
@@ -42,6 +45,8 @@ class InceptionExtractor(FeatureExtractor):
         super().__init__(**kwargs)
         self.name = "inception-v3-2048"
         self.weights_sha256 = weights_sha256
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
         self.model = FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path)
         ).to(self.device)
