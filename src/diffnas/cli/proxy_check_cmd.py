@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from diffnas import limits as L
+from diffnas.cli import options as opt
 from diffnas.console import output_console
 from diffnas.runs import next_run_dir, refuse_on_resume
 
@@ -22,18 +23,9 @@ def proxy_check(
     space: str | None = typer.Option(
         None, help="Space preset or YAML file (default tiny, or the --archs-from search's)."
     ),
-    data: str | None = typer.Option(
-        None, help="digits | fashion-mnist[:ROOT] | cifar10[:ROOT] | npz:PATH | imagefolder:DIR"
-    ),
-    data_subset: int | None = typer.Option(
-        None, min=1, max=L.MAX_IMAGES, help="Train on a subset of N images."
-    ),
-    data_image_size: int | None = typer.Option(
-        None,
-        min=4,
-        max=L.MAX_IMAGE_SIZE,
-        help="Resize the images (default: the space's image size).",
-    ),
+    data: opt.Data = None,
+    data_subset: opt.DataSubset = None,
+    data_image_size: opt.DataImageSize = None,
     archs: int | None = typer.Option(
         None, min=3, max=1000, help="Architectures compared (default 8, at least 3)."
     ),
@@ -43,72 +35,35 @@ def proxy_check(
     archs_from: str | None = typer.Option(
         None, help="Take the architectures from this search run folder's trials instead."
     ),
-    proxy_steps: str | None = typer.Option(
-        None, help="Proxy run lengths, comma-separated (default 100,400)."
-    ),
-    proxy_batch_size: int | None = typer.Option(
-        None, min=1, max=L.MAX_BATCH_SIZE, help="Proxy batch size (default 32)."
-    ),
-    metrics: str | None = typer.Option(
-        None, help="Proxy scores among rfid,kid,loss (default all three)."
-    ),
-    score_samples: str | None = typer.Option(
-        None, help="Proxy scores' generated images N, comma-separated (default 250,1000)."
-    ),
-    score_steps: str | None = typer.Option(
-        None, help="Proxy scores' sampler steps S, comma-separated (default 20)."
-    ),
-    sampler: str | None = typer.Option(None, help="ddim (default) | ddpm | respaced"),
-    extractor: str | None = typer.Option(None, help="classifier (default) | inception"),
-    inception_weights: str | None = typer.Option(None, help="FID Inception weights file."),
-    reference_recipe: str | None = typer.Option(None, help="full (default) | proxy"),
-    reference_steps: int | None = typer.Option(
-        None, min=1, max=L.MAX_TRAIN_STEPS, help="Reference run length (default 1500)."
-    ),
-    reference_batch_size: int | None = typer.Option(
-        None, min=1, max=L.MAX_BATCH_SIZE, help="Reference batch size (default 32)."
-    ),
-    reference_metric: str | None = typer.Option(None, help="fid (default) | rfid | kid"),
-    reference_samples: int | None = typer.Option(
-        None, min=2, max=L.MAX_SAMPLES, help="Reference score's generated images (default 1000)."
-    ),
-    reference_score_steps: int | None = typer.Option(
-        None, min=1, max=L.MAX_SAMPLER_STEPS, help="Reference score's sampler steps (default 50)."
-    ),
+    proxy_steps: opt.ProxySteps = None,
+    proxy_batch_size: opt.ProxyBatchSize = None,
+    metrics: opt.Metrics = None,
+    score_samples: opt.ScoreSamples = None,
+    score_steps: opt.ScoreSteps = None,
+    sampler: opt.Sampler = None,
+    extractor: opt.Extractor = None,
+    inception_weights: opt.InceptionWeights = None,
+    reference_recipe: opt.ReferenceRecipe = None,
+    reference_steps: opt.ReferenceSteps = None,
+    reference_batch_size: opt.ReferenceBatchSize = None,
+    reference_metric: opt.ReferenceMetric = None,
+    reference_samples: opt.ReferenceSamples = None,
+    reference_score_steps: opt.ReferenceScoreSteps = None,
     top_k: int | None = typer.Option(
         None, min=1, max=1000, help="k of the top-k overlap (default 3)."
     ),
     bootstrap: int | None = typer.Option(
         None, min=100, max=1_000_000, help="Bootstrap resamples (default 2000)."
     ),
-    seed: int | None = typer.Option(
-        None,
-        min=0,
-        max=L.MAX_SEED,
-        help="First seed of training and sampling (default 0; then seed + 1, ...).",
-    ),
-    seeds: int | None = typer.Option(
-        None,
-        min=1,
-        max=100,
-        help="Seeds per architecture for every proxy setting and the reference (default 2): "
-        "the reference's seed-to-seed agreement is the ceiling a proxy is read against.",
-    ),
-    executor: str | None = typer.Option(
-        None, help="Where the runs go: inline (default) | subprocess | pool | ray | queue."
-    ),
-    workers: int | None = typer.Option(
-        None, min=1, max=L.MAX_WORKERS, help="pool: concurrent CPU workers."
-    ),
-    trials_per_gpu: int | None = typer.Option(
-        None, min=1, max=64, help="pool/ray: runs packed on one GPU."
-    ),
-    max_retries: int | None = typer.Option(
-        None, min=0, max=10, help="A killed worker is tried again (2)."
-    ),
-    ray_address: str | None = typer.Option(None, help="ray: an existing cluster's address."),
-    storage: str | None = typer.Option(None, help="queue: the database of the job queue."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]"),
+    seed: opt.Seed = None,
+    seeds: opt.Seeds = None,
+    executor: opt.Executor = None,
+    workers: opt.Workers = None,
+    trials_per_gpu: opt.TrialsPerGpu = None,
+    max_retries: opt.MaxRetries = None,
+    ray_address: opt.RayAddress = None,
+    storage: opt.Storage = None,
+    device: opt.Device = "auto",
     runs: Path = typer.Option(Path("runs"), help="Folder of numbered run folders."),
     resume: Path | None = typer.Option(
         None, help="Continue the study in this run folder with its saved options."
