@@ -39,3 +39,29 @@ def test_load_options_refuses_with_the_file_named(
         load_options(tmp_path, _Options, kind="train")
     for text in expected:
         assert text in str(info.value)
+
+
+def test_concurrent_writers_of_one_file_never_rename_each_others_temp_file(tmp_path) -> None:
+    """Four candidates filling one cache write the same file at once: each write must land
+    whole (with a shared `.tmp` name one writer renamed the file away under another)."""
+    import threading
+
+    from diffnas.runs import read_json
+
+    target, errors = tmp_path / "shared.json", []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(200):
+                write_json(target, {"writer": k, "i": i, "pad": "x" * 2000})
+        except OSError as err:  # FileNotFoundError when a temp file is taken from under us
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert set(read_json(target)) == {"writer", "i", "pad"}  # one whole write, the last
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]  # no temp file left

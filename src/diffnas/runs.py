@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,10 +115,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")[:60]
 
 
+def temp_beside(path: str | Path) -> Path:
+    """A temporary file name beside `path`, to write and then `os.replace` over it: a kill never
+    leaves half a file. The name is this writer's own: two processes writing one file at once
+    (four candidates filling a shared cache) each rename their own copy, where a fixed `.tmp`
+    name let one rename the file away under the other (FileNotFoundError)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (write to a temp file, then rename) so a kill never leaves half a file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffnas.errors import UserError, pydantic_message
 from diffnas.evaluate.extractor import FeatureExtractor, as_uint8_images, file_sha256
 from diffnas.progress import task as progress_task
+from diffnas.runs import temp_beside
 
 # Version of the training recipe (architecture, data order, optimiser, thread scope). Bump it
 # whenever a change would train other weights: cache entries of the old recipe are then never
@@ -242,7 +243,7 @@ def save_classifier(path: str | Path, model: SmallCNN, meta: dict[str, Any]) -> 
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     sha = file_sha256(tmp)

@@ -26,7 +26,7 @@ import torch
 from diffnas.errors import UserError
 from diffnas.evaluate.extractor import FeatureExtractor, as_uint8_images
 from diffnas.evaluate.frechet import feature_statistics
-from diffnas.runs import write_json
+from diffnas.runs import temp_beside, write_json
 
 Images = torch.Tensor | np.ndarray
 
@@ -137,7 +137,7 @@ def reference_stats(
     mu, sigma = feature_statistics(features)
     if arrays_path is not None and meta_path is not None:
         arrays_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = arrays_path.with_name(arrays_path.name + ".tmp")
+        tmp = temp_beside(arrays_path)
         with open(tmp, "wb") as f:
             np.savez(f, mu=mu, sigma=sigma, features=features)
         os.replace(tmp, arrays_path)

@@ -19,6 +19,7 @@ from diffnas import limits as L
 from diffnas.data.datasets import DataSpec, ImageData
 from diffnas.evaluate.score import Score
 from diffnas.execute.job import ScoreSpec, score_samples
+from diffnas.runs import temp_beside
 from diffnas.train.checkpoint import Trained
 from diffnas.train.device import resolve_device
 from diffnas.train.sampling import sample_images, save_grid
@@ -83,7 +84,7 @@ def sample_and_score(
             trained.model, trained.diffusion, spec.num_samples, sampler=spec.sampler,
             steps=spec.steps, seed=opts.seed, batch_size=spec.batch_size, device=device,
         )  # fmt: skip
-        tmp = samples_path.with_name("samples.tmp.npz")
+        tmp = temp_beside(samples_path).with_suffix(".npz")  # np.savez adds .npz otherwise
         np.savez(tmp, images=generated.numpy())
         tmp.replace(samples_path)
         save_grid(generated[:64], run_dir / "samples.png")

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError, pydantic_message
 from diffnas.execute.job import EvalSpec, ScoreSpec
-from diffnas.runs import read_file, write_json
+from diffnas.runs import read_file, temp_beside, write_json
 from diffnas.space.arch import ArchConfig
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.diffusion import Objective
@@ -273,7 +273,7 @@ def write_rows(stem: str | Path, rows: Sequence[TableRow]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(COLUMNS)
     writer.writerows(row.csv_values() for row in rows)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     with open(tmp, "w", newline="") as f:
         f.write(text.getvalue())
         f.flush()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
-from diffnas.runs import read_file
+from diffnas.runs import read_file, temp_beside
 from diffnas.space.arch import ArchConfig
 from diffnas.train.diffusion import DiffusionConfig
 
@@ -25,7 +25,7 @@ EMA_CHECKPOINT = "ema.pt"
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp file, then rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_beside(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
