@@ -212,3 +212,38 @@ def test_ema_decay_warms_up(tmp_path):
     decays = [r["ema_decay"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "ema_decay" in r]
     # diffusers' EMAModel: the first update copies the weights, then (1 + s) / (10 + s).
     assert decays == pytest.approx([0.0] + [(1 + s) / (10 + s) for s in range(1, 4)])
+
+
+def test_a_kill_between_the_two_files_of_the_last_save_resumes_to_the_same_ema(
+    tmp_path, monkeypatch
+):
+    """The last save writes ema.pt and checkpoint.pt; a kill between them must not leave a
+    finished checkpoint beside a missing ema.pt (seen: the resumed job found no EMA to score)."""
+    from diffnas.train import trainer as trainer_mod
+
+    recipe = quick_recipe(steps=4, batch_size=8, checkpoint_every=100)  # one save: the last
+    kwargs = dict(recipe=recipe, diffusion=DiffusionConfig.ddpm(), seed=2, progress=False)
+    train(tiny_unet(), digits(16), run_dir=tmp_path / "whole", **kwargs)
+    expected = load_checkpoint(tmp_path / "whole" / "ema.pt")["ema_model"]
+
+    real_save, written = trainer_mod.save_atomic, []
+
+    def killed_after_the_first_file(obj, path):
+        if written:
+            raise KeyboardInterrupt  # the kill, after the first file of the save
+        real_save(obj, path)
+        written.append(path.name)
+
+    monkeypatch.setattr(trainer_mod, "save_atomic", killed_after_the_first_file)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_unet(), digits(16), run_dir=tmp_path / "killed", **kwargs)
+    monkeypatch.undo()
+    resumed = train(tiny_unet(), digits(16), run_dir=tmp_path / "killed", **kwargs)
+    assert resumed.status == "complete" and resumed.ema_checkpoint is not None
+    assert_bit_equal(load_checkpoint(resumed.ema_checkpoint)["ema_model"], expected)
+
+    # a folder an older diffnas left that way (checkpoint.pt, no ema.pt) gets its ema.pt back
+    (tmp_path / "whole" / "ema.pt").unlink()
+    again = train(tiny_unet(), digits(16), run_dir=tmp_path / "whole", **kwargs)
+    assert again.ema_checkpoint is not None
+    assert_bit_equal(load_checkpoint(again.ema_checkpoint)["ema_model"], expected)

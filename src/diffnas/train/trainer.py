@@ -421,7 +421,11 @@ class TrainLoop:
 
     # ----- files -----
     def save(self, status_name: str) -> None:
-        """checkpoint.pt (everything to resume) and ema.pt (everything to sample), atomically."""
+        """ema.pt (everything to sample), then checkpoint.pt (everything to resume), each
+        atomically. The checkpoint is what a resume trusts, so it is written last: a kill
+        between the two leaves the older checkpoint, and the resumed run trains from it and
+        writes both again (checkpoint first left a finished checkpoint beside a missing or
+        older ema.pt, which the resume then sampled)."""
         common = {
             "step": self.step,
             "ema_model": self.trainer.ema_weights(),
@@ -438,8 +442,8 @@ class TrainLoop:
             "format": "diffnas-train-v1",
             "status": status_name,
         }
-        save_atomic(full, self.ckpt_path)
         save_atomic({**common, "format": "diffnas-ema-v1"}, self.ema_path)
+        save_atomic(full, self.ckpt_path)
 
     def write_status(self, status_name: str, ips: float | None, error: str | None = None) -> None:
         write_json(
@@ -465,7 +469,9 @@ class TrainLoop:
         """The end state in status.json and metrics.jsonl, and the result."""
         if status == "complete" and self.step < self.recipe.steps:
             status = "paused"
-        if status == "complete" and not self.ckpt_path.exists():
+        # a finished run resumed with nothing left to do still leaves both files (a folder an
+        # older diffnas left with checkpoint.pt but no ema.pt after a kill gets its ema.pt)
+        if status == "complete" and not (self.ckpt_path.exists() and self.ema_path.exists()):
             self.save(
                 status
             )  # a finished run resumed with nothing left to do still leaves its files
