@@ -116,9 +116,7 @@ def compare(
     ),
 ) -> None:
     """Run one search per proposer and seed with the same budget; judge what each hands back."""
-    from diffnas.evaluate.score import check_scoring  # torch and up: cli/__init__.py
-    from diffnas.experiments import compare as cmp
-    from diffnas.train.device import check_device
+    from diffnas.experiments import compare as cmp  # torch and up: cli/__init__.py
 
     if resume is not None:
         refuse_on_resume(ctx, allowed=("dry_run",))
@@ -126,10 +124,8 @@ def compare(
     else:
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = cmp.build_config(options)
-    check_device(config.search.proxy.device)
-    config, images = cmp.prepare(config, dry_run=dry_run)
-    score = config.search.proxy.score
-    check_scoring(images, score.extractor, score.inception_weights, allow_download=not dry_run)
+    # devices, data and scoring are checked there, by the plan every search runs
+    config, _ = cmp.prepare(config, dry_run=dry_run)
     if dry_run:
         console.print_json(config.model_dump_json())
         console.print("searches: " + ", ".join(name for _, _, name in config.runs()))

@@ -245,7 +245,7 @@ class Tabulation:
         architecture like `diverged` or `oom`) is run again: its rows leave the table and its
         result.json its folder, so one bad sitting does not stay in the table for good."""
         rows = read_rows(self.stem)
-        failed = {(r.arch_id, r.seed, r.setting) for r in rows if r.status == "failed"}
+        failed = {(r.arch_id, r.setting, r.seed) for r in rows if r.status == "failed"}
         rows = [r for r in rows if r.status != "failed"]
         have = {(r.arch_id, r.setting, r.seed) for r in rows}
         settings = {s.name: s for s in meta.settings}
@@ -255,7 +255,7 @@ class Tabulation:
         )  # fmt: skip
         todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
         for unit in todo:
-            if any((unit.arch_id, unit.seed, s) in failed for s in unit.scores):
+            if any((unit.arch_id, s, unit.seed) in failed for s in unit.scores):
                 forget_result(unit.job.workdir)
                 self.log(f"{unit.arch_id} {Path(unit.job.workdir).name}: failed before, run again")
         sitting = {"start": time.time(), "end": time.time(), "runs": 0, "rows_before": len(rows)}

@@ -5,11 +5,13 @@ A round file `rounds/round-RRR.json` is a `RoundFile`; the search's requests to 
 stores each as an Optuna trial's user attrs. Round files written by earlier versions load
 unchanged (same keys; `origin` may be absent, or only in `meta`).
 
+Under `--screen` an accepted entry also carries its screener's verdict (`ScreenMark`): it is
+written with the round before any trial exists, so a resumed or replayed search trains exactly
+what was selected.
+
 "Origin", how a proposal was made, has its one home here: the names below, and `origin_of`,
 which sets it once when a proposal becomes a `RoundEntry`; every reader (the study's trial
-attrs, `TrialRecord.origin`, summaries and reports) reads that field. Under `--screen` an accepted entry also carries
-its screener's verdict (`ScreenMark`): it is written with the round before any trial exists,
-so a resumed or replayed search trains exactly what was selected.
+attrs, `TrialRecord.origin`, summaries and reports) reads that field.
 """
 
 from __future__ import annotations
