@@ -22,11 +22,11 @@ from diffnas.errors import UserError
 from diffnas.execute import base as executor_base
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
-from diffnas.experiments.tabulate import enumerate_archs
+from diffnas.experiments.tabulate import enumerate_archs, plan_units, table_settings
 from diffnas.model.cost import Cost, budget_verdict, measure_cost
 from diffnas.runs import read_json
 from diffnas.space.search_space import load_space
-from tiny_tables import FOUR, FOUR_OPTIONS
+from tiny_tables import FOUR, FOUR_DATA, FOUR_OPTIONS, FOUR_STUDY, four_archs
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -112,6 +112,20 @@ def test_dry_run_plans_every_evaluation_and_its_compute(tmp_path) -> None:
     shown = result.output.split('"training_and_sampling_tflops": ')[1].split()[0]
     assert float(shown) == pytest.approx(expected)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_reference_runs_first_with_its_seeds_side_by_side(tmp_path) -> None:
+    # a partial table then tells the reference's seed-to-seed ranking (the noise ceiling) first;
+    # the proxy runs follow seed by seed, so a partial table holds whole proxy seeds
+    settings = table_settings(FOUR_STUDY, FOUR, FOUR_DATA)
+    archs = four_archs()
+    units = plan_units(settings, archs, [0, 1], "ddpm", FOUR_DATA, tmp_path, tmp_path)
+    runs = [(u.arch_id, Path(u.job.workdir).name) for u in units]
+    assert runs[:8] == [(a, f"reference-seed{s}") for a in archs for s in (0, 1)]
+    assert runs[8:] == [
+        (a, f"proxy-{n:06d}-seed{s}") for s in (0, 1) for a in archs for n in (2, 4)
+    ]
+    assert all(u.job.seed == int(name[-1]) for u, (_, name) in zip(units, runs, strict=True))
 
 
 def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:

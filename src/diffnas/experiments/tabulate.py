@@ -151,26 +151,36 @@ def plan_units(
     work_dir: Path,
     cache_dir: Path,
 ) -> list[Unit]:
-    """Every run, seed by seed (a partial table holds whole seeds first), then architecture,
-    then run: the proxy runs by length, then the reference."""
+    """Every run, in the order that answers the first question first. The reference runs come
+    first, architecture by architecture with their seeds side by side: a partial table then
+    already says how well the reference ranks itself from seed to seed (the noise ceiling), and
+    a reference too short to rank itself is found before hours go into proxy runs. The proxy
+    runs follow seed by seed (a partial table holds whole seeds), then by architecture and
+    length."""
     runs: dict[str, list[TableSetting]] = {}
     for s in settings:
         runs.setdefault(REFERENCE if s.role == "reference" else f"proxy-{s.steps:06d}", []).append(
             s
         )
+    order = [(seed, arch_id, REFERENCE) for arch_id in archs for seed in seeds if REFERENCE in runs]
+    order += [
+        (seed, arch_id, run)
+        for seed in seeds
+        for arch_id in archs
+        for run in runs
+        if run != REFERENCE
+    ]
     units = []
-    for seed in seeds:
-        for arch_id, entry in archs.items():
-            for run, group in runs.items():
-                main, *more = group
-                job = EvalJob(
-                    arch=entry.arch, objective=objective, data=data, spec=main.spec,  # type: ignore[arg-type]
-                    recipe=main.recipe, seed=seed,
-                    workdir=str(work_dir / arch_id / f"{run}-seed{seed}"),
-                    cache_dir=str(cache_dir), extra_scores={s.name: s.score for s in more},
-                )  # fmt: skip
-                names = {main.name: "", **{s.name: s.name for s in more}}
-                units.append(Unit(arch_id, seed, job, names))
+    for seed, arch_id, run in order:
+        main, *more = runs[run]
+        job = EvalJob(
+            arch=archs[arch_id].arch, objective=objective, data=data, spec=main.spec,  # type: ignore[arg-type]
+            recipe=main.recipe, seed=seed,
+            workdir=str(work_dir / arch_id / f"{run}-seed{seed}"),
+            cache_dir=str(cache_dir), extra_scores={s.name: s.score for s in more},
+        )  # fmt: skip
+        names = {main.name: "", **{s.name: s.name for s in more}}
+        units.append(Unit(arch_id, seed, job, names))
     return units
 
 
