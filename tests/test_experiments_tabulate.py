@@ -22,11 +22,16 @@ from diffnas.errors import UserError
 from diffnas.execute import base as executor_base
 from diffnas.execute.job import EvalJob, EvalResult, evaluate_candidate
 from diffnas.execute.table import REFERENCE, Table, read_rows, table_files
-from diffnas.experiments.tabulate import enumerate_archs, plan_units, table_settings
+from diffnas.experiments.tabulate import (
+    ceiling_so_far,
+    enumerate_archs,
+    plan_units,
+    table_settings,
+)
 from diffnas.model.cost import Cost, budget_verdict, measure_cost
 from diffnas.runs import read_json
 from diffnas.space.search_space import load_space
-from tiny_tables import FOUR, FOUR_DATA, FOUR_OPTIONS, FOUR_STUDY, four_archs
+from tiny_tables import FOUR, FOUR_DATA, FOUR_OPTIONS, FOUR_STUDY, four_archs, make_table
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -126,6 +131,16 @@ def test_the_reference_runs_first_with_its_seeds_side_by_side(tmp_path) -> None:
         (a, f"proxy-{n:06d}-seed{s}") for s in (0, 1) for a in archs for n in (2, 4)
     ]
     assert all(u.job.seed == int(name[-1]) for u, (_, name) in zip(units, runs, strict=True))
+
+
+def test_the_log_tells_the_ceiling_so_far(tmp_path) -> None:
+    # seed 1 swaps the last two of four: 5 of 6 pairs agree, tau = (5 - 1) / 6
+    swapped = {2: 3, 3: 2}
+    table = make_table(tmp_path / "t", lambda a, s, k: float(swapped.get(a, a) if k else a))
+    assert ceiling_so_far(table) == "  ceiling so far: seed-to-seed tau +0.67 over 4 architectures"
+    # an architecture missing a seed is left out; three are too few to say anything
+    partial = make_table(tmp_path / "p", lambda a, s, k: None if (a, k) == (3, 1) else float(a))
+    assert ceiling_so_far(partial) == "  ceiling: 3 architectures on every seed so far"
 
 
 def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:

@@ -53,11 +53,16 @@ from diffnas.execute.table import (
 )
 from diffnas.experiments.compute import run_flops
 from diffnas.experiments.inputs import config_error
+from diffnas.experiments.proxy_summary import paired_scores
+from diffnas.experiments.ranking import seed_to_seed
 from diffnas.experiments.study import StudyConfig, study_fields
 from diffnas.limits import MAX_TABLE_ARCHS
 from diffnas.model.cost import budget_verdict, measure_cost
 from diffnas.space.search_space import SearchSpace
 from diffnas.train.checkpoint import CHECKPOINT
+
+# fewer architectures than this and a tau says nothing (4 give only 6 pairs)
+MIN_CEILING_ARCHS = 4
 
 
 class TabulateConfig(StudyConfig):
@@ -287,6 +292,8 @@ class Tabulation:
                 self._log_unit(
                     unit, result, new, len(units) - len(todo) + sitting["runs"], len(units)
                 )
+                if REFERENCE in unit.scores and result.status == "complete":
+                    self.log(ceiling_so_far(Table(meta, rows, self.stem)))
         finally:
             if owned:
                 executor.close()
@@ -319,6 +326,16 @@ class Tabulation:
             return
         shown = ", ".join(f"{r.setting} {r.score:.4g}" for r in rows if r.score is not None)
         self.log(f"[{done}/{total}] {unit.arch_id} {run} ({result.wall_s:.0f} s): {shown}")
+
+
+def ceiling_so_far(table: Table) -> str:
+    """How well the reference ranks itself so far: Kendall's tau between its seeds over the
+    architectures finished on every seed - the line a builder watches to stop a reference too
+    short to rank itself early (`diffnas proxy-check` reports it with its interval)."""
+    archs, _, reference = paired_scores(table, REFERENCE)
+    if len(table.seeds) < 2 or len(archs) < MIN_CEILING_ARCHS:
+        return f"  ceiling: {len(archs)} architectures on every seed so far"
+    return f"  ceiling so far: seed-to-seed tau {seed_to_seed(reference):+.2f} over {len(archs)} architectures"
 
 
 def plan(config: StudyConfig, space: SearchSpace, archs: dict[str, TableArch]) -> dict[str, Any]:
