@@ -24,6 +24,7 @@ import pytest
 
 from diffnas.data.datasets import DataSpec
 from diffnas.execute.job import EvalJob, EvalResult
+from diffnas.execute.job_folder import WORKER_OUTPUT
 from diffnas.runs import write_json
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
@@ -162,19 +163,31 @@ def test_stale_trials_are_requeued_and_a_late_result_is_told_once(tmp_path, post
 
 
 def evaluation_children(pid: int) -> dict[int, str]:
-    """child pid -> job folder of the evaluation processes (`... diffnas.execute.worker DIR`)
-    that process `pid` started."""
-    found = {}
+    """pid -> job folder of the evaluation processes that process `pid` started, directly or
+    through the warm launcher's server: the processes whose output goes to a job's worker.log."""
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+
+    def descends(child: int) -> bool:
+        while child in parents and child != pid:
+            child = parents[child]
+        return child == pid
+
+    found = {}
+    for child in parents:
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if parent == pid and "diffnas.execute.worker" in args:
-            found[int(entry.name)] = args[args.index("diffnas.execute.worker") + 1]
+            output = Path(os.readlink(f"/proc/{child}/fd/1"))
+        except OSError:
+            continue
+        if child != pid and output.name == WORKER_OUTPUT and descends(child):
+            found[child] = str(output.parent)
     return found
 
 

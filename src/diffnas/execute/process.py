@@ -1,6 +1,7 @@
-"""Worker processes: a job evaluated in a fresh child (`python -m diffnas.execute.worker
-WORKDIR`, see worker.py), pinned to one card or to a share of the CPU cores, and started again
-when it dies without a result. The subprocess, pool, Ray and queue executors all run their jobs
+"""Worker processes: a job evaluated in a child of its own (`python -m diffnas.execute.worker
+WORKDIR`, see worker.py; a CPU job forked warm from launcher.py, the same in milliseconds),
+pinned to one card or to a share of the CPU cores, and started again when it dies without a
+result. The subprocess, pool, Ray and queue executors all run their jobs
 this way; `SubprocessExecutor` is the plainest of them, one job after another.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from diffnas.childproc import describe_exit, die_with_parent
 from diffnas.errors import UserError
+from diffnas.execute import launcher
 from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.execute.job_folder import (
@@ -48,27 +50,31 @@ def run_worker_process(
     start = time.perf_counter()
     reasons: list[str] = []
     for attempt in range(max_retries + 1):
-        with open(workdir / WORKER_OUTPUT, "a") as log:
-            proc = subprocess.run(
-                [*command, str(workdir)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-            )
+        job_env = dict(os.environ) if env is None else env
+        if tuple(command) == WORKER_COMMAND and launcher.available(job_env):
+            returncode = launcher.run_warm(workdir, job_env, workdir / WORKER_OUTPUT)
+        else:
+            with open(workdir / WORKER_OUTPUT, "a") as log:
+                returncode = subprocess.run(
+                    [*command, str(workdir)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+                ).returncode
         result = finished_result(workdir)
         if result is not None:
             return result
         user_error = workdir / USER_ERROR_FILE
-        if proc.returncode == USER_ERROR_EXIT and user_error.is_file():
+        if returncode == USER_ERROR_EXIT and user_error.is_file():
             raise UserError(user_error.read_text())
-        reason = f"worker process {describe_exit(proc.returncode)} before writing its result"
+        reason = f"worker process {describe_exit(returncode)} before writing its result"
         reasons.append(reason)
         append_jsonl(
             workdir / ATTEMPTS_FILE,
             {
                 "attempt": attempt,
-                "returncode": proc.returncode,
+                "returncode": returncode,
                 "reason": reason,
                 "time": time.time(),
             },

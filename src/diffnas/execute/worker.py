@@ -19,7 +19,8 @@ from pathlib import Path
 PROCESS_START = time.time()
 
 
-def main(workdir: str) -> int:
+def main(workdir: str, started: float | None = None) -> int:
+    """`started`: when this job's process began (a forked one begins after the imports)."""
     threads = os.environ.get("DIFFNAS_TORCH_THREADS")
     if threads:
         import torch
@@ -40,7 +41,7 @@ def main(workdir: str) -> int:
     write_result(path, result)
     append_jsonl(  # when and where this process worked on the job: a pool's concurrency shows here
         path / WORKER_RUNS,
-        {"pid": os.getpid(), "host": socket.gethostname(), "start": PROCESS_START,
+        {"pid": os.getpid(), "host": socket.gethostname(), "start": started or PROCESS_START,
          "end": time.time(), "device": result.device},
     )  # fmt: skip
     return 0
