@@ -102,3 +102,5 @@ def test_only_a_job_that_sees_no_gpu_starts_warm(monkeypatch) -> None:
     monkeypatch.setattr(launcher.glob, "glob", lambda pattern: [])
     monkeypatch.setattr(launcher.os.path, "exists", lambda path: False)  # no GPU at all
     assert launcher.available({})
+    monkeypatch.setenv(launcher.SWITCH, "0")  # the user's switch: every job fresh
+    assert not launcher.available({"CUDA_VISIBLE_DEVICES": ""})

@@ -40,16 +40,17 @@ from typing import Any
 
 # What a job imports on its way (job.py: torch and diffusers; the bundled digits: sklearn)
 PRELOAD = ("diffnas.execute.worker", "diffnas.execute.job", "sklearn.datasets", "PIL.Image")
+SWITCH = "DIFFNAS_WARM_WORKERS"  # 0: every job starts as a fresh process (to compare, or debug)
 REAP_S = 0.05  # how often the launcher looks for ended jobs while no request comes
 LAUNCHER_GONE = -9  # a job's code when the launcher died under it (its jobs die with it)
 
 
 def available(env: dict[str, str]) -> bool:
     """Whether a job with environment `env` may start warm: where the platform forks (Linux,
-    macOS) and the job can see no GPU - `CUDA_VISIBLE_DEVICES` empty (a CPU worker of the
+    macOS), DIFFNAS_WARM_WORKERS is not 0, and the job can see no GPU - `CUDA_VISIBLE_DEVICES` empty (a CPU worker of the
     pool or Ray) or no GPU device on the machine. A GPU job starts as a fresh process: a CUDA
     driver does not survive a fork, and its seconds of imports are small beside a GPU run."""
-    if not hasattr(os, "fork") or sys.platform == "win32":
+    if not hasattr(os, "fork") or sys.platform == "win32" or os.environ.get(SWITCH) == "0":
         return False
     if env.get("CUDA_VISIBLE_DEVICES") == "":
         return True
