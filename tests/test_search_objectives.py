@@ -125,8 +125,8 @@ def test_multi_objective_search_resumes_after_sigkill_with_a_real_measurement(tm
     runs = tmp_path / "runs"
     args = [
         sys.executable, "-m", "diffnas", "search", "--proposer", "random", "--space", "micro",
-        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "100",
-        "--set", "log_every=10", "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
+        "--data-subset", "200", "--rounds", "2", "--per-round", "2", "--proxy-steps", "40",
+        "--set", "log_every=2", "--proxy-batch-size", "8", "--score-samples", "16", "--score-steps", "2", "--promote", "0",
         "--device", "cpu", "--runs", str(runs), "--objectives", "score,latency",
         "--latency-runs", "2", "--latency-warmup", "1", "--latency-threads", "1",
     ]  # fmt: skip
