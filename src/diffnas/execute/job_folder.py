@@ -16,12 +16,13 @@ from diffnas.layout import JOB_FILE, RESULT_FILE
 from diffnas.runs import read_file, write_json
 
 USER_ERROR_FILE = "user_error.txt"  # a child's configuration error, raised again in the parent
+USER_ERROR_EXIT = 2  # a worker's exit code for a configuration error (in USER_ERROR_FILE)
 ATTEMPTS_FILE = "attempts.jsonl"  # one line per worker process that died without a result
 WORKER_OUTPUT = "worker.log"  # the worker processes' stdout and stderr
 WORKER_RUNS = "worker.jsonl"  # one line per worker process that finished: when, where, on what
 
 __all__ = [
-    "ATTEMPTS_FILE", "JOB_FILE", "RESULT_FILE", "USER_ERROR_FILE", "WORKER_OUTPUT", "WORKER_RUNS",
+    "ATTEMPTS_FILE", "JOB_FILE", "RESULT_FILE", "USER_ERROR_EXIT", "USER_ERROR_FILE", "WORKER_OUTPUT", "WORKER_RUNS",
     "finished_result", "has_job", "read_job", "write_job", "write_result",
 ]  # fmt: skip
 

@@ -21,13 +21,13 @@ from diffnas.execute.base import Executor
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.execute.job_folder import (
     ATTEMPTS_FILE,
+    USER_ERROR_EXIT,
     USER_ERROR_FILE,
     WORKER_OUTPUT,
     finished_result,
 )
 from diffnas.runs import append_jsonl
 
-USER_ERROR_EXIT = 2  # a worker's exit code for a configuration error (in USER_ERROR_FILE)
 WORKER_COMMAND = (sys.executable, "-m", "diffnas.execute.worker")
 DEFAULT_MAX_RETRIES = 2
 

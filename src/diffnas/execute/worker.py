@@ -28,8 +28,13 @@ def main(workdir: str, started: float | None = None) -> int:
         torch.set_num_threads(int(threads))
     from diffnas.errors import UserError
     from diffnas.execute.job import evaluate_candidate
-    from diffnas.execute.job_folder import USER_ERROR_FILE, WORKER_RUNS, read_job, write_result
-    from diffnas.execute.process import USER_ERROR_EXIT
+    from diffnas.execute.job_folder import (
+        USER_ERROR_EXIT,
+        USER_ERROR_FILE,
+        WORKER_RUNS,
+        read_job,
+        write_result,
+    )
     from diffnas.runs import append_jsonl
 
     path = Path(workdir)
