@@ -71,6 +71,10 @@ def _cost_rank(item) -> int:
     return 1 if item.path.name in SLOW_FILES else 2
 
 
+# tryfirst: pytest-xdist reads the xdist_group marks in its own hook of this name, which runs
+# before a conftest's otherwise (its worker plugin registers later); marked too late, every
+# file's shared fixture was built once per process and the Ray tests ran on both
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     # The longest work first (a stable sort: a file's tests stay together, in their order), so
     # the processes of `make test` end on short tests: the suite's last minute is not one
