@@ -33,7 +33,7 @@ from diffnas.layout import SAMPLES_FILE
 from diffnas.limits import FINITE, MAX_BATCH_SIZE, MAX_SAMPLER_STEPS, MAX_SAMPLES, MAX_SEED
 from diffnas.model.builder import build_unet
 from diffnas.space.arch import ArchConfig
-from diffnas.train.checkpoint import restore_ema
+from diffnas.train.checkpoint import checkpoint_metadata, restore_ema
 from diffnas.train.device import fast_cuda_math, resolve_device
 from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.recipe import TrainRecipe, resolve_recipe
@@ -291,11 +291,7 @@ def _evaluate(job: EvalJob, workdir: Path) -> EvalResult:
         device=device,
         resume=True,
         max_steps=job.max_steps,
-        metadata={
-            "arch": job.arch.model_dump(),
-            "objective": job.objective,
-            "data": job.data.model_dump(),
-        },
+        metadata=checkpoint_metadata(job.arch, job.objective, job.data),
     )
     train_info = {
         "steps": trained.steps,

@@ -85,6 +85,21 @@ def restore_ema(model: torch.nn.Module, checkpoint: dict[str, Any] | str | Path)
     return model
 
 
+def checkpoint_metadata(
+    arch: ArchConfig, objective: str, data: Any, **labels: str | None
+) -> dict[str, Any]:
+    """What ema.pt carries so `load_trained` (and `diffnas sample`, `score`, `export`) can rebuild
+    the model and find its data: the architecture, the objective, the data spec (a pydantic
+    DataSpec) and any labels given (`arch_name`, `recipe_preset`). `diffnas train` and a
+    search's evaluation both write it through here."""
+    return {
+        "arch": arch.model_dump(mode="json"),
+        "objective": objective,
+        "data": data.model_dump(mode="json"),
+        **{k: v for k, v in labels.items() if v is not None},
+    }
+
+
 @dataclass
 class Trained:
     """A trained denoiser rebuilt from its EMA checkpoint."""

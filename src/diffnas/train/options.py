@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.space.arch import ArchConfig
+from diffnas.train.checkpoint import checkpoint_metadata
 from diffnas.train.diffusion import DiffusionConfig, Objective
 from diffnas.train.recipe import TrainRecipe
 
@@ -31,13 +32,10 @@ class TrainOptions(BaseModel):
 
     def metadata(self) -> dict[str, Any]:
         """What ema.pt must carry for sample/score to rebuild the model and find the data."""
-        return {
-            "arch": self.arch.model_dump(mode="json"),
-            "arch_name": self.arch_name,
-            "objective": self.objective,
-            "data": self.data.model_dump(mode="json"),
-            "recipe_preset": self.recipe_preset,
-        }
+        return checkpoint_metadata(
+            self.arch, self.objective, self.data,
+            arch_name=self.arch_name, recipe_preset=self.recipe_preset,
+        )  # fmt: skip
 
 
 def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
