@@ -69,21 +69,3 @@ def test_unknown_option_names_the_allowed_ones() -> None:
         make_proposer("evolution", population=3)
     with pytest.raises(UserError, match="max_repairs=-1 must be >= 0"):
         make_proposer("diffnas", llm_backend=Silent(), max_repairs=-1)
-
-
-def test_max_repairs_has_one_default_everywhere() -> None:
-    """The search config, the CLI, the registry and the proposer agree (they once said 2 and 3)."""
-    import inspect
-
-    from diffnas.cli.search_cmd import search
-    from diffnas.propose import DEFAULT_MAX_REPAIRS
-    from diffnas.search.config import SearchConfig
-
-    cli_default = inspect.signature(search).parameters["max_repairs"].default.default
-    defaults = {
-        "SearchConfig": SearchConfig().max_repairs,
-        "diffnas search --max-repairs": cli_default,
-        "make_proposer": make_proposer("diffnas", llm_backend=Silent()).max_repairs,
-        "LLMProposer": LLMProposer(Silent()).max_repairs,
-    }
-    assert defaults == dict.fromkeys(defaults, DEFAULT_MAX_REPAIRS)

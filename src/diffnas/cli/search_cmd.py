@@ -15,8 +15,8 @@ from rich.table import Table
 from diffnas import limits as L
 from diffnas.console import output_console
 from diffnas.errors import UserError, first_field, pydantic_message
-from diffnas.propose import DEFAULT_MAX_REPAIRS
 from diffnas.runs import given_options, next_run_dir, refuse_on_resume
+from diffnas.search.defaults import SEARCH_DEFAULTS as D
 
 if TYPE_CHECKING:  # torch and the layers on it load in the command (cli/__init__.py)
     from diffnas.execute.job import EvalSpec
@@ -33,10 +33,10 @@ def _config_error(err: ValidationError) -> UserError:
 def search(
     ctx: typer.Context,
     space: str = typer.Option(
-        "tiny", help="Space preset (tiny, cifar10-ddpm, cifar10-iddpm) or YAML file."
+        D["space"], help="Space preset (tiny, cifar10-ddpm, cifar10-iddpm) or YAML file."
     ),
     data: str = typer.Option(
-        "digits", help="digits | cifar10[:ROOT] | npz:PATH | PATH.npz | imagefolder:DIR"
+        D["data"], help="digits | cifar10[:ROOT] | npz:PATH | PATH.npz | imagefolder:DIR"
     ),
     data_subset: int | None = typer.Option(
         None, min=1, max=L.MAX_IMAGES, help="Train on a deterministic subset of N images."
@@ -47,7 +47,7 @@ def search(
         max=L.MAX_IMAGE_SIZE,
         help="Resize the images to this size (e.g. fashion-mnist's 28 to the tiny space's 16).",
     ),
-    llm: str = typer.Option("local", help="local | openai:MODEL | anthropic:MODEL"),
+    llm: str = typer.Option(D["llm"], help="local | openai:MODEL | anthropic:MODEL"),
     base_url: str | None = typer.Option(
         None, help="OpenAI- or Anthropic-compatible endpoint (vLLM, Ollama, ...)."
     ),
@@ -59,32 +59,40 @@ def search(
         help="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
     ),
     llm_timeout: float = typer.Option(
-        120.0, min=0.001, max=L.MAX_LLM_TIMEOUT_S, help="Seconds before one LLM request times out."
+        D["llm_timeout_s"],
+        min=0.001,
+        max=L.MAX_LLM_TIMEOUT_S,
+        help="Seconds before one LLM request times out.",
     ),
     llm_attempts: int = typer.Option(
-        5, min=1, max=20, help="Tries per LLM request (timeouts, 429, 5xx) before the round fails."
+        D["llm_attempts"],
+        min=1,
+        max=20,
+        help="Tries per LLM request (timeouts, 429, 5xx) before the round fails.",
     ),
     proposer: str = typer.Option(
-        "diffnas", help="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
+        D["proposer"], help="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
     ),
-    rounds: int = typer.Option(3, min=1, max=L.MAX_ROUNDS, help="Proposal rounds R."),
-    per_round: int = typer.Option(2, min=1, max=32, help="Candidates per round K."),
+    rounds: int = typer.Option(D["rounds"], min=1, max=L.MAX_ROUNDS, help="Proposal rounds R."),
+    per_round: int = typer.Option(D["per_round"], min=1, max=32, help="Candidates per round K."),
     schedule: str = typer.Option(
-        "rounds",
+        D["schedule"],
         help="rounds: ask for K, evaluate them together, ask again | async: keep every executor "
         "slot busy, asking as soon as one frees (rounds x K candidates in all).",
     ),
     max_repairs: int = typer.Option(
-        DEFAULT_MAX_REPAIRS, min=0, max=10, help="Repair turns per round for invalid proposals."
+        D["max_repairs"], min=0, max=10, help="Repair turns per round for invalid proposals."
     ),
-    temperature: float = typer.Option(0.7, min=0.0, max=2.0, help="LLM sampling temperature."),
+    temperature: float = typer.Option(
+        D["temperature"], min=0.0, max=2.0, help="LLM sampling temperature."
+    ),
     llm_mode: str = typer.Option(
-        "auto",
+        D["llm_mode"],
         help="full: the LLM writes whole architectures | edit: it edits one field of a "
         "remembered one, random fallbacks fill what it leaves open | auto: edit for local, full otherwise.",
     ),
     seed: int = typer.Option(
-        0, min=0, max=L.MAX_SEED, help="Seeds proposals, training and sampling."
+        D["seed"], min=0, max=L.MAX_SEED, help="Seeds proposals, training and sampling."
     ),
     proxy_steps: int | None = typer.Option(
         None, min=1, max=L.MAX_TRAIN_STEPS, help="Proxy recipe: optimizer steps (default 20k)."
@@ -102,14 +110,17 @@ def search(
         50, min=1, max=L.MAX_SAMPLER_STEPS, help="Proxy score: DDIM steps S (at most T)."
     ),
     halving_rungs: int = typer.Option(
-        1,
+        D["halving_rungs"],
         min=1,
         max=6,
         help="Successive halving (Optuna's pruner): score each candidate at this many fidelity "
         "levels, the last the whole proxy run; 1 = off.",
     ),
     halving_eta: int = typer.Option(
-        3, min=2, max=8, help="Successive halving: about 1 in eta candidates goes on at each rung."
+        D["halving_eta"],
+        min=2,
+        max=8,
+        help="Successive halving: about 1 in eta candidates goes on at each rung.",
     ),
     extractor: str = typer.Option(
         "classifier", help="Features: classifier (offline, labelled data) | inception."
@@ -118,7 +129,7 @@ def search(
         None, help="FID Inception weights file (offline use)."
     ),
     promote: int = typer.Option(
-        1,
+        D["promote"],
         min=0,
         max=L.MAX_PROMOTE,
         help="Top-k candidates trained with the final recipe and scored by FID (two objectives: "
@@ -190,7 +201,7 @@ def search(
         None, help="Folder of prompt templates overriding the bundled ones."
     ),
     executor: str = typer.Option(
-        "inline",
+        D["executor"],
         help="inline | subprocess | pool (concurrent worker processes on this machine's GPUs or "
         "CPU cores) | ray (Ray tasks, local or --ray-address) | queue (`diffnas worker` "
         "processes on any machine, pulling from --storage) | table:NAME|PATH (every evaluation "
@@ -203,13 +214,13 @@ def search(
         help="pool without GPU: concurrent CPU workers (cores split between them).",
     ),
     trials_per_gpu: int = typer.Option(
-        1,
+        D["trials_per_gpu"],
         min=1,
         max=64,
         help="pool/ray: small candidates packed on one GPU at once (by measured cost).",
     ),
     max_retries: int = typer.Option(
-        2,
+        D["max_retries"],
         min=0,
         max=10,
         help="A worker killed mid-candidate is tried again up to this often, then failed.",
@@ -226,7 +237,7 @@ def search(
         "--screener ranks those that pass the gate, only the top K are trained (off by default).",
     ),
     screener: str = typer.Option(
-        "gp",
+        D["screener"],
         help="With --screen: gp (a Gaussian process on the measured trials, by expected "
         "improvement) | llm (the LLM predicts each candidate's score) | llm+gp (the LLM ranks, "
         "the GP vetoes; trust shifts to the GP as trials accumulate).",

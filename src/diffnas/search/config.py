@@ -29,16 +29,16 @@ from diffnas.limits import (
     MAX_SEED,
     MAX_WORKERS,
 )
-from diffnas.propose import DEFAULT_MAX_REPAIRS
+from diffnas.search.defaults import SEARCH_DEFAULTS as D
 from diffnas.train.latency import LatencyOptions
 
 
 class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", **FINITE)
 
-    space: str = Field("tiny", description="space preset or YAML file")
+    space: str = Field(D["space"], description="space preset or YAML file")
     data: str = Field(
-        "digits", description="--data spelling: digits, cifar10[:ROOT], npz:PATH, imagefolder:DIR"
+        D["data"], description="--data spelling: digits, cifar10[:ROOT], npz:PATH, imagefolder:DIR"
     )
     data_image_size: int | None = Field(
         None, ge=4, le=MAX_IMAGE_SIZE, description="resize the data to this size"
@@ -46,7 +46,7 @@ class SearchConfig(BaseModel):
     data_subset: int | None = Field(
         None, ge=1, le=MAX_IMAGES, description="train on a deterministic subset of N images"
     )
-    llm: str = Field("local", description="local | openai:MODEL | anthropic:MODEL")
+    llm: str = Field(D["llm"], description="local | openai:MODEL | anthropic:MODEL")
     base_url: str | None = Field(None, description="OpenAI/Anthropic-compatible endpoint")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     structured: str | None = Field(
@@ -54,10 +54,13 @@ class SearchConfig(BaseModel):
         description="openai: auto (default: json_schema, stepping down to what the server takes) | json_schema | schema_object (llama.cpp) | guided_json (vLLM) | json_object | text",
     )
     llm_timeout_s: float = Field(
-        120.0, gt=0, le=MAX_LLM_TIMEOUT_S, description="seconds before one LLM request times out"
+        D["llm_timeout_s"],
+        gt=0,
+        le=MAX_LLM_TIMEOUT_S,
+        description="seconds before one LLM request times out",
     )
     llm_attempts: int = Field(
-        5, ge=1, le=20, description="tries per LLM request (timeouts, 429, 5xx)"
+        D["llm_attempts"], ge=1, le=20, description="tries per LLM request (timeouts, 429, 5xx)"
     )
     llm_backoff_s: float = Field(
         1.0, ge=0, le=MAX_BACKOFF_S, description="backoff before the second try; doubles after"
@@ -67,22 +70,24 @@ class SearchConfig(BaseModel):
     )
     replay: str | None = Field(None, description="answer LLM requests from this earlier run folder")
     proposer: str = Field(
-        "diffnas", description="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
+        D["proposer"], description="diffnas | llm-no-memory | random | tpe | nsga2 | evolution"
     )
-    rounds: int = Field(3, ge=1, le=MAX_ROUNDS, description="proposal rounds")
-    per_round: int = Field(2, ge=1, le=32, description="candidates asked per round (K)")
+    rounds: int = Field(D["rounds"], ge=1, le=MAX_ROUNDS, description="proposal rounds")
+    per_round: int = Field(
+        D["per_round"], ge=1, le=32, description="candidates asked per round (K)"
+    )
     schedule: Literal["rounds", "async"] = Field(
-        "rounds",
+        D["schedule"],
         description="rounds: ask for K, evaluate them together, then ask again; async: keep "
         "every executor slot busy, asking for the next candidate(s) as soon as one frees, with "
         "the memory as it stands (rounds x K candidates in all)",
     )
     max_repairs: int = Field(
-        DEFAULT_MAX_REPAIRS, ge=0, le=10, description="repair turns per round for invalid proposals"
+        D["max_repairs"], ge=0, le=10, description="repair turns per round for invalid proposals"
     )
-    temperature: float = Field(0.7, ge=0, le=2, description="LLM sampling temperature")
+    temperature: float = Field(D["temperature"], ge=0, le=2, description="LLM sampling temperature")
     llm_mode: Literal["auto", "full", "edit"] = Field(
-        "auto",
+        D["llm_mode"],
         description="full: the LLM writes whole architectures; edit: it edits one field of a "
         "remembered one (slots it leaves open are filled by random draws, marked 'fallback'); "
         "auto: edit for llm=local, full otherwise",
@@ -98,14 +103,16 @@ class SearchConfig(BaseModel):
     )
     prompt_dir: str | None = Field(None, description="folder of prompt templates overriding ours")
     promote: int = Field(
-        1,
+        D["promote"],
         ge=0,
         le=MAX_PROMOTE,
         description="top-k candidates trained with the final recipe and scored by FID",
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds proposals, training and sampling")
+    seed: int = Field(
+        D["seed"], ge=0, le=MAX_SEED, description="seeds proposals, training and sampling"
+    )
     executor: str = Field(
-        "inline",
+        D["executor"],
         description="inline: this process; subprocess: a child process per candidate; pool: "
         "concurrent worker processes on this machine's GPUs or CPU cores; ray: Ray tasks; "
         "queue: `diffnas worker` processes on any machine pulling from --storage's queue; "
@@ -119,10 +126,16 @@ class SearchConfig(BaseModel):
         "queue: candidates kept queued at once by --schedule async",
     )
     trials_per_gpu: int = Field(
-        1, ge=1, le=64, description="pool/ray: small candidates packed on one GPU at once"
+        D["trials_per_gpu"],
+        ge=1,
+        le=64,
+        description="pool/ray: small candidates packed on one GPU at once",
     )
     max_retries: int = Field(
-        2, ge=0, le=10, description="a worker killed mid-candidate: tries again up to this often"
+        D["max_retries"],
+        ge=0,
+        le=10,
+        description="a worker killed mid-candidate: tries again up to this often",
     )
     ray_address: str | None = Field(
         None, description="ray: address of an existing cluster (default: a local Ray instance)"
@@ -139,14 +152,17 @@ class SearchConfig(BaseModel):
         default_factory=EvalSpec.proxy_default, description="proxy evaluation: recipe + RFID"
     )
     halving_rungs: int = Field(
-        1,
+        D["halving_rungs"],
         ge=1,
         le=6,
         description="successive halving: scored fidelity levels per candidate, the last being the "
         "whole proxy run (1: off, every candidate trains the whole proxy run)",
     )
     halving_eta: int = Field(
-        3, ge=2, le=8, description="successive halving: about 1 in eta candidates goes on per rung"
+        D["halving_eta"],
+        ge=2,
+        le=8,
+        description="successive halving: about 1 in eta candidates goes on per rung",
     )
     final: EvalSpec = Field(
         default_factory=EvalSpec.final_default, description="promotion: recipe + FID"
@@ -159,7 +175,7 @@ class SearchConfig(BaseModel):
         "trained; the rest are recorded as screened-out with their prediction (None: off)",
     )
     screener: Literal["llm", "gp", "llm+gp"] = Field(
-        "gp",
+        D["screener"],
         description="with screen: llm (the LLM predicts each candidate's score), gp (a Gaussian "
         "process on the measured trials, by expected improvement), llm+gp (the LLM ranks, the "
         "GP vetoes what it is confident is worse; trust shifts to the GP with observations)",
