@@ -75,6 +75,9 @@ def test_a_killed_job_reports_its_signal_and_a_dead_launcher_takes_its_jobs(tmp_
     while time.monotonic() < deadline and len(children(server.pid)) < 2:
         time.sleep(0.05)
     first, second = children(server.pid)
+    server.send_signal(signal.SIGINT)  # Ctrl-C is the executor's to handle, not the launcher's
+    time.sleep(0.5)
+    assert server.poll() is None and set(children(server.pid)) == {first, second}
     os.kill(first, signal.SIGKILL)  # as the out-of-memory killer would
     threads[0].join(timeout=30)
     assert codes[0] == -signal.SIGKILL

@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -136,6 +137,9 @@ def serve() -> None:
     # import prints can garble them
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    # Ctrl-C reaches the whole process group: the executor decides what it means, and the
+    # launcher goes when the executor does (its stdin closes), not before its jobs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in PRELOAD:
         importlib.import_module(name)
     pending = b""
@@ -179,6 +183,7 @@ def _job(request: dict[str, Any], launcher: int) -> None:
         from diffnas.execute import worker
 
         started = time.time()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh process has it
         die_with_parent()
         if os.getppid() != launcher:  # the launcher ended before the line above took effect
             return
