@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -75,6 +76,10 @@ def test_a_killed_job_reports_its_signal_and_a_dead_launcher_takes_its_jobs(tmp_
     while time.monotonic() < deadline and len(children(server.pid)) < 2:
         time.sleep(0.05)
     first, second = children(server.pid)
+    # in `ps`, each names itself as a fresh worker would: the worker module and its job folder
+    titles = {Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ").strip()
+              for pid in (first, second)}  # fmt: skip
+    assert titles == {f"{sys.executable} -m diffnas.execute.worker {j.workdir}" for j in jobs}
     server.send_signal(signal.SIGINT)  # Ctrl-C is the executor's to handle, not the launcher's
     time.sleep(0.5)
     assert server.poll() is None and set(children(server.pid)) == {first, second}

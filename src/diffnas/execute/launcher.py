@@ -39,6 +39,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import setproctitle
+
 # What a job imports on its way (job.py: torch and diffusers; the bundled digits: sklearn)
 PRELOAD = ("diffnas.execute.worker", "diffnas.execute.job", "sklearn.datasets", "PIL.Image")
 SWITCH = "DIFFNAS_WARM_WORKERS"  # 0: every job starts as a fresh process (to compare, or debug)
@@ -187,6 +189,8 @@ def _job(request: dict[str, Any], launcher: int) -> None:
         die_with_parent()
         if os.getppid() != launcher:  # the launcher ended before the line above took effect
             return
+        # in `ps` and /proc/PID/cmdline, the command line a fresh worker has
+        setproctitle.setproctitle(" ".join([*worker.WORKER_COMMAND, request["workdir"]]))
         os.environ.clear()
         os.environ.update(request["env"])
         null = os.open(os.devnull, os.O_RDONLY)

@@ -26,9 +26,9 @@ from diffnas.execute.job_folder import (
     WORKER_OUTPUT,
     finished_result,
 )
+from diffnas.execute.worker import WORKER_COMMAND
 from diffnas.runs import append_jsonl
 
-WORKER_COMMAND = (sys.executable, "-m", "diffnas.execute.worker")
 DEFAULT_MAX_RETRIES = 2
 
 

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+# How a worker is started fresh (`diffnas.execute.process`), and how a warm one forked by
+# `diffnas.execute.launcher` names itself in `ps`
+WORKER_COMMAND = (sys.executable, "-m", "diffnas.execute.worker")
 # When this process began: the torch imports below take seconds, and they are the worker's too.
 PROCESS_START = time.time()
 
