@@ -54,6 +54,7 @@ SLOW_FILES = {
     "test_search_objectives.py",
     "test_search_screening.py",
     "test_search_warm_start.py",
+    "test_suite_groups.py",
 }
 
 
