@@ -4,12 +4,14 @@ with the launcher."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from diffnas.data.datasets import DataSpec
@@ -112,3 +114,23 @@ def test_only_a_job_that_sees_no_gpu_starts_warm(monkeypatch) -> None:
     assert launcher.available({})
     monkeypatch.setenv(launcher.SWITCH, "0")  # the user's switch: every job fresh
     assert not launcher.available({"CUDA_VISIBLE_DEVICES": ""})
+
+
+def test_a_dead_launcher_fails_only_its_own_jobs() -> None:
+    """A launcher that dies while a new one already runs jobs (the old one's reader catching
+    up late) reports its own jobs gone, and leaves the new one's running."""
+
+    class Ended:  # a launcher process that has ended: no more answers
+        stdout = io.BytesIO(b"")
+
+        def wait(self) -> int:
+            return -signal.SIGKILL
+
+    owner = launcher.Launcher()
+    old, new = launcher._Server(Ended()), launcher._Server(Ended())  # type: ignore[arg-type]
+    old_job, new_job, new_request = Future(), Future(), Future()
+    old.ended[101], new.ended[202], new.started[7] = old_job, new_job, new_request
+    owner._server = new
+    owner._read(old)
+    assert old_job.result(timeout=1) == launcher.LAUNCHER_GONE
+    assert not new_job.done() and not new_request.done() and owner._server is new

@@ -36,6 +36,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,25 @@ LAUNCHER_GONE = -9  # a job's code when the launcher died under it (its jobs die
 
 def available(env: dict[str, str]) -> bool:
     """Whether a job with environment `env` may start warm: where the platform forks (Linux,
-    macOS), DIFFNAS_WARM_WORKERS is not 0, and the job can see no GPU - `CUDA_VISIBLE_DEVICES` empty (a CPU worker of the
-    pool or Ray) or no GPU device on the machine. A GPU job starts as a fresh process: a CUDA
-    driver does not survive a fork, and its seconds of imports are small beside a GPU run."""
+    macOS), DIFFNAS_WARM_WORKERS is not 0, and the job can see no GPU - `CUDA_VISIBLE_DEVICES`
+    empty (a CPU worker of the pool or Ray) or no GPU device on the machine. A GPU job starts
+    as a fresh process: a CUDA driver does not survive a fork, and its seconds of imports are
+    small beside a GPU run."""
     if not hasattr(os, "fork") or sys.platform == "win32" or os.environ.get(SWITCH) == "0":
         return False
     if env.get("CUDA_VISIBLE_DEVICES") == "":
         return True
     return not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
+
+
+@dataclass
+class _Server:
+    """One launcher process and the jobs asked of it: when it dies, only these are lost (a
+    launcher started after it keeps its own)."""
+
+    proc: subprocess.Popen
+    started: dict[int, Future[Future[int]]] = field(default_factory=dict)  # request -> end
+    ended: dict[int, Future[int]] = field(default_factory=dict)  # a forked job's pid -> code
 
 
 class Launcher:
@@ -66,63 +78,67 @@ class Launcher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._server: _Server | None = None
         self._ids = itertools.count()
-        self._started: dict[int, Future[Future[int]]] = {}  # request id -> its job's end
-        self._ended: dict[int, Future[int]] = {}  # a forked job's pid -> its exit code
 
     def run(self, workdir: str | Path, env: dict[str, str], log: str | Path) -> int:
         """Evaluate `workdir/job.json` in a forked process with `env` as its whole
         environment and its output appended to `log`; its exit code."""
         started: Future[Future[int]] = Future()  # resolves to the job's end when it is forked
         with self._lock:
-            proc = self._running()
+            server = self._running()
             request_id = next(self._ids)
-            self._started[request_id] = started
+            server.started[request_id] = started
             line = {"id": request_id, "workdir": str(workdir), "env": env, "log": str(log)}
             try:
-                proc.stdin.write((json.dumps(line) + "\n").encode())  # type: ignore[union-attr]
-                proc.stdin.flush()  # type: ignore[union-attr]
-            except OSError:  # the launcher died a moment ago; the reader clears up after it
-                self._started.pop(request_id, None)
+                server.proc.stdin.write((json.dumps(line) + "\n").encode())  # type: ignore[union-attr]
+                server.proc.stdin.flush()  # type: ignore[union-attr]
+            except OSError:  # the launcher died a moment ago; its reader clears up after it
+                server.started.pop(request_id, None)
                 return LAUNCHER_GONE
         return started.result().result()
 
-    def _running(self) -> subprocess.Popen:
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
+    def _running(self) -> _Server:
+        if self._server is None or self._server.proc.poll() is not None:
+            proc = subprocess.Popen(
                 [sys.executable, "-c", "from diffnas.execute.launcher import serve; serve()"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no import may touch a GPU
             )
+            self._server = _Server(proc)
             threading.Thread(
-                target=self._read, args=(self._proc,), name="diffnas-launcher", daemon=True
+                target=self._read, args=(self._server,), name="diffnas-launcher", daemon=True
             ).start()
-        return self._proc
+        return self._server
 
-    def _read(self, proc: subprocess.Popen) -> None:
-        for raw in proc.stdout:  # type: ignore[union-attr]
+    @property
+    def _proc(self) -> subprocess.Popen | None:
+        """The running launcher process, if any (for tests)."""
+        return self._server.proc if self._server is not None else None
+
+    def _read(self, server: _Server) -> None:
+        for raw in server.proc.stdout:  # type: ignore[union-attr]
             message = json.loads(raw)
             with self._lock:
                 if "id" in message:
                     ended: Future[int] = Future()
-                    self._ended[message["pid"]] = ended
-                    self._started.pop(message["id"]).set_result(ended)
+                    server.ended[message["pid"]] = ended
+                    server.started.pop(message["id"]).set_result(ended)
                 else:
-                    self._ended.pop(message["pid"]).set_result(message["code"])
-        proc.wait()  # the launcher ended, and every job it had forked with it
+                    server.ended.pop(message["pid"]).set_result(message["code"])
+        server.proc.wait()  # the launcher ended, and every job it had forked with it
         with self._lock:
-            if self._proc is proc:
-                self._proc = None
+            if self._server is server:
+                self._server = None
             gone: Future[int] = Future()
             gone.set_result(LAUNCHER_GONE)
-            for started in self._started.values():
+            for started in server.started.values():
                 started.set_result(gone)
-            for ended in self._ended.values():
+            for ended in server.ended.values():
                 ended.set_result(LAUNCHER_GONE)
-            self._started.clear()
-            self._ended.clear()
+            server.started.clear()
+            server.ended.clear()
 
 
 _launcher = Launcher()
