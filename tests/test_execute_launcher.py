@@ -18,6 +18,7 @@ from diffnas.data.datasets import DataSpec
 from diffnas.execute import launcher
 from diffnas.execute.job import EvalJob
 from diffnas.execute.job_folder import WORKER_OUTPUT, WORKER_RUNS, finished_result, write_job
+from procs import children, is_running
 from tiny_models import TINY_JOB_ARCH, TINY_JOB_SPEC
 
 DATA = DataSpec(kind="digits", subset=64, image_size=16)
@@ -31,19 +32,6 @@ def tiny_job(tmp_path: Path, name: str, steps: int = 4) -> EvalJob:
     )  # fmt: skip
     write_job(job)
     return job
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid and stat[0] != "Z":
-                found.append(int(entry.name))
-    return found
 
 
 def test_a_warm_job_has_its_own_process_environment_and_output(tmp_path) -> None:
@@ -73,8 +61,10 @@ def test_a_killed_job_reports_its_signal_and_a_dead_launcher_takes_its_jobs(tmp_
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
-    server = launcher._launcher._proc
     deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and launcher._launcher._server is None:
+        time.sleep(0.05)  # the first job starts the launcher
+    server = launcher._launcher._server.proc
     while time.monotonic() < deadline and len(children(server.pid)) < 2:
         time.sleep(0.05)
     first, second = children(server.pid)
@@ -92,16 +82,13 @@ def test_a_killed_job_reports_its_signal_and_a_dead_launcher_takes_its_jobs(tmp_
     threads[1].join(timeout=30)
     assert codes[1] == launcher.LAUNCHER_GONE
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{second}").exists():
-        if (Path(f"/proc/{second}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z":
-            break  # dead; an orphan's zombie waits for a reaper
+    while time.monotonic() < deadline and is_running(second):
         time.sleep(0.05)
-    stat = Path(f"/proc/{second}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    assert not is_running(second)  # dead; an orphan's zombie may wait for a reaper
     # the next job starts a new launcher
     job = tiny_job(tmp_path, "after")
     assert launcher.run_warm(job.workdir, dict(os.environ), Path(job.workdir) / "log") == 0
-    assert launcher._launcher._proc is not server
+    assert launcher._launcher._server.proc is not server
 
 
 def test_only_a_job_that_sees_no_gpu_starts_warm(monkeypatch) -> None:

@@ -26,6 +26,7 @@ from diffnas.data.datasets import DataSpec
 from diffnas.execute.job import EvalJob, EvalResult
 from diffnas.execute.job_folder import WORKER_OUTPUT
 from diffnas.runs import write_json
+from procs import descendants, is_running
 from tiny_models import TINY_JOB_ARCH as ARCH
 from tiny_models import TINY_JOB_SPEC as SPEC
 
@@ -164,39 +165,16 @@ def test_stale_trials_are_requeued_and_a_late_result_is_told_once(tmp_path, post
 
 def evaluation_children(pid: int) -> dict[int, str]:
     """pid -> job folder of the evaluation processes that process `pid` started, directly or
-    through the warm launcher's server: the processes whose output goes to a job's worker.log."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                )
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-
-    def descends(child: int) -> bool:
-        while child in parents and child != pid:
-            child = parents[child]
-        return child == pid
-
+    through the warm launcher: the processes whose output goes to a job's worker.log."""
     found = {}
-    for child in parents:
+    for child in descendants(pid):
         try:
             output = Path(os.readlink(f"/proc/{child}/fd/1"))
         except OSError:
-            continue
-        if child != pid and output.name == WORKER_OUTPUT and descends(child):
+            continue  # gone meanwhile
+        if output.name == WORKER_OUTPUT:
             found[child] = str(output.parent)
     return found
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
-    except OSError:
-        return False
 
 
 def until(condition, timeout: float, what: str):

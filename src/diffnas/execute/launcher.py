@@ -42,6 +42,9 @@ from typing import Any
 
 import setproctitle
 
+from diffnas.childproc import die_with_parent
+from diffnas.execute import worker
+
 # What a job imports on its way (job.py: torch and diffusers; the bundled digits: sklearn)
 PRELOAD = ("diffnas.execute.worker", "diffnas.execute.job", "sklearn.datasets", "PIL.Image")
 SWITCH = "DIFFNAS_WARM_WORKERS"  # 0: every job starts as a fresh process (to compare, or debug)
@@ -111,11 +114,6 @@ class Launcher:
                 target=self._read, args=(self._server,), name="diffnas-launcher", daemon=True
             ).start()
         return self._server
-
-    @property
-    def _proc(self) -> subprocess.Popen | None:
-        """The running launcher process, if any (for tests)."""
-        return self._server.proc if self._server is not None else None
 
     def _read(self, server: _Server) -> None:
         for raw in server.proc.stdout:  # type: ignore[union-attr]
@@ -197,9 +195,6 @@ def _job(request: dict[str, Any], launcher: int) -> None:
     worker would have, ended with `os._exit` (never back into the launcher's loop)."""
     code = 1
     try:
-        from diffnas.childproc import die_with_parent
-        from diffnas.execute import worker
-
         started = time.time()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh process has it
         die_with_parent()

@@ -40,7 +40,8 @@ def run_worker_process(
     command: Sequence[str] = WORKER_COMMAND,
     device: str | None = None,
 ) -> EvalResult:
-    """Evaluate `workdir/job.json` in a fresh child process (`command WORKDIR`).
+    """Evaluate `workdir/job.json` in a child process of its own (`command WORKDIR`; the
+    default command's CPU jobs forked warm by launcher.py).
 
     A child that dies without a result (killed, out of memory, a segfault) is started again,
     up to `max_retries` times; the trainer resumes from its checkpoint. After that the job is
@@ -49,9 +50,10 @@ def run_worker_process(
     workdir = Path(workdir)
     start = time.perf_counter()
     reasons: list[str] = []
+    job_env = dict(os.environ) if env is None else env
+    warm = tuple(command) == WORKER_COMMAND and launcher.available(job_env)
     for attempt in range(max_retries + 1):
-        job_env = dict(os.environ) if env is None else env
-        if tuple(command) == WORKER_COMMAND and launcher.available(job_env):
+        if warm:
             returncode = launcher.run_warm(workdir, job_env, workdir / WORKER_OUTPUT)
         else:
             with open(workdir / WORKER_OUTPUT, "a") as log:

@@ -167,14 +167,9 @@ def plan_units(
         runs.setdefault(REFERENCE if s.role == "reference" else f"proxy-{s.steps:06d}", []).append(
             s
         )
-    order = [(seed, arch_id, REFERENCE) for arch_id in archs for seed in seeds if REFERENCE in runs]
-    order += [
-        (seed, arch_id, run)
-        for seed in seeds
-        for arch_id in archs
-        for run in runs
-        if run != REFERENCE
-    ]
+    proxies = [run for run in runs if run != REFERENCE]
+    order = [(seed, a, REFERENCE) for a in archs for seed in seeds] if REFERENCE in runs else []
+    order += [(seed, a, run) for seed in seeds for a in archs for run in proxies]
     units = []
     for seed, arch_id, run in order:
         main, *more = runs[run]

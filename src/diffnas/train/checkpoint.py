@@ -12,6 +12,7 @@ import torch
 from diffusers import UNet2DModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from diffnas.data.datasets import DataSpec
 from diffnas.errors import UserError
 from diffnas.model.builder import build_unet
 from diffnas.model.cost import measure_cost
@@ -86,11 +87,11 @@ def restore_ema(model: torch.nn.Module, checkpoint: dict[str, Any] | str | Path)
 
 
 def checkpoint_metadata(
-    arch: ArchConfig, objective: str, data: Any, **labels: str | None
+    arch: ArchConfig, objective: str, data: DataSpec, **labels: str | None
 ) -> dict[str, Any]:
     """What ema.pt carries so `load_trained` (and `diffnas sample`, `score`, `export`) can rebuild
-    the model and find its data: the architecture, the objective, the data spec (a pydantic
-    DataSpec) and any labels given (`arch_name`, `recipe_preset`). `diffnas train` and a
+    the model and find its data: the architecture, the objective, the data spec and any labels
+    given (`arch_name`, `recipe_preset`). `diffnas train` and a
     search's evaluation both write it through here."""
     return {
         "arch": arch.model_dump(mode="json"),
