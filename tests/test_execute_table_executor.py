@@ -79,6 +79,19 @@ def test_lookup_is_deterministic_per_seed_and_uses_every_recorded_seed(table, tm
     ] == pytest.approx(final.score)
 
 
+def test_a_reference_with_more_seeds_is_read_at_the_proxies_seed(tmp_path) -> None:
+    # the reference's extra seeds firm up its mean; a search's final lookup still reads the
+    # training seed its proxy lookups read
+    more = make_table(tmp_path / "more", score, reference_seeds=(0, 1, 2, 3))
+    fewer = make_table(tmp_path / "fewer", score, reference_seeds=(5,))
+    for search_seed in range(20):
+        proxy = TableExecutor(more).run(job(more, 1, "s4-rfid-n8-s2", search_seed, tmp_path / "p"))
+        final = TableExecutor(more).run(job(more, 1, REFERENCE, search_seed, tmp_path / "f"))
+        assert final.train["table_seed"] == proxy.train["table_seed"] in (0, 1)
+        alone = TableExecutor(fewer).run(job(fewer, 1, REFERENCE, search_seed, tmp_path / "a"))
+        assert alone.train["table_seed"] == 5 and alone.score == 500.0 + 10.0 + 5
+
+
 def test_an_architecture_not_in_the_table_is_refused_at_the_gate(table, tmp_path) -> None:
     executor = TableExecutor(table)
     outside = parse_arch(

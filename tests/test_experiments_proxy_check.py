@@ -313,3 +313,29 @@ def test_summary_of_a_hand_made_table_with_its_ceiling(tmp_path) -> None:
     write_summary(tmp_path, summary)
     text = (tmp_path / "summary.md").read_text()
     assert "reference itself (ceiling" in text and "+0.67" in text  # the ceiling's tau, 4/6
+
+
+def test_a_reference_with_more_seeds_than_the_proxies(tmp_path) -> None:
+    """Each proxy seed against the mean of all four reference seeds; the ceiling is each
+    reference seed against the mean of the other three (scipy on the same numbers)."""
+    reference = {0: [1.0, 2.5, 1.2, 0.9], 1: [2.0, 1.5, 2.2, 2.6], 2: [3.0, 3.5, 2.1, 3.3]}
+    reference[3] = [4.0, 4.5, 3.9, 1.8]
+    proxy = {0: [4.0, 1.0], 1: [3.0, 2.0], 2: [2.0, 3.0], 3: [1.0, 4.0]}
+
+    def score(a: int, setting: str, seed: int) -> float:
+        return (reference if setting == REFERENCE else proxy)[a][seed]
+
+    table = make_table(tmp_path / "more", score, reference_seeds=(0, 1, 2, 3))
+    summary = summarise(table, top_k=2, resamples=300)
+    ref, p = np.array([reference[a] for a in range(4)]), np.array([proxy[a] for a in range(4)])
+    others = [np.delete(ref, k, axis=1).mean(axis=1) for k in range(4)]
+    expected = np.mean([stats.kendalltau(ref[:, k], others[k]).statistic for k in range(4)])
+    ceiling = summary["ceiling"]["agreement"]
+    assert ceiling["seeds"] == 4 and ceiling["kendall_tau"]["value"] == pytest.approx(expected)
+    row = next(r for r in summary["settings"] if r["setting"] == "s4-rfid-n8-s2")
+    expected = np.mean([stats.kendalltau(p[:, k], ref.mean(axis=1)).statistic for k in (0, 1)])
+    assert row["agreement"]["seeds"] == 2
+    assert row["agreement"]["kendall_tau"]["value"] == pytest.approx(expected)
+    assert summary["seeds"] == [0, 1] and summary["reference_seeds"] == [0, 1, 2, 3]
+    write_summary(tmp_path, summary)
+    assert "seeds 0, 1 (reference: 0, 1, 2, 3)" in (tmp_path / "summary.md").read_text()

@@ -124,13 +124,18 @@ def test_the_reference_runs_first_with_its_seeds_side_by_side(tmp_path) -> None:
     # the proxy runs follow seed by seed, so a partial table holds whole proxy seeds
     settings = table_settings(FOUR_STUDY, FOUR, FOUR_DATA)
     archs = four_archs()
-    units = plan_units(settings, archs, [0, 1], "ddpm", FOUR_DATA, tmp_path, tmp_path)
+    units = plan_units(settings, archs, [0, 1], [0, 1], "ddpm", FOUR_DATA, tmp_path, tmp_path)
     runs = [(u.arch_id, Path(u.job.workdir).name) for u in units]
     assert runs[:8] == [(a, f"reference-seed{s}") for a in archs for s in (0, 1)]
     assert runs[8:] == [
         (a, f"proxy-{n:06d}-seed{s}") for s in (0, 1) for a in archs for n in (2, 4)
     ]
     assert all(u.job.seed == int(name[-1]) for u, (_, name) in zip(units, runs, strict=True))
+    # the reference may have seeds of its own: all of them first, the proxies' as before
+    units = plan_units(settings, archs, [0, 1], [0, 1, 2], "ddpm", FOUR_DATA, tmp_path, tmp_path)
+    runs = [(u.arch_id, Path(u.job.workdir).name) for u in units]
+    assert runs[:12] == [(a, f"reference-seed{s}") for a in archs for s in (0, 1, 2)]
+    assert len(runs) == 12 + 16 and all("proxy" in name for _, name in runs[12:])
 
 
 def test_the_log_tells_the_ceiling_so_far(tmp_path) -> None:
@@ -141,6 +146,12 @@ def test_the_log_tells_the_ceiling_so_far(tmp_path) -> None:
     # an architecture missing a seed is left out; three are too few to say anything
     partial = make_table(tmp_path / "p", lambda a, s, k: None if (a, k) == (3, 1) else float(a))
     assert ceiling_so_far(partial) == "  ceiling: 3 architectures on every seed so far"
+    # with three reference seeds: the mean over the three pairs, 0-1 and 0-2 swapped, 1-2 not
+    three = make_table(
+        tmp_path / "r", lambda a, s, k: float(swapped.get(a, a) if k else a),
+        reference_seeds=(0, 1, 2),
+    )  # fmt: skip
+    assert ceiling_so_far(three).startswith("  ceiling so far: seed-to-seed tau +0.78 over 4")
 
 
 def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:
@@ -226,3 +237,19 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path, monke
     runner.invoke(app, ["tabulate", "--resume", str(second)])
     assert csv_path.read_text() == before
     assert not math.isnan(again.optimum()[1])
+
+    # a reference that ranks itself too weakly gets more seeds on resume: only the new
+    # reference runs train, and no finished row changes
+    evaluated[:] = []
+    monkeypatch.setattr(executor_base, "evaluate_candidate", evaluate_or_fail_once)
+    grown = runner.invoke(app, ["tabulate", "--resume", str(second), "--reference-seeds", "3"])
+    assert grown.exit_code == 0, grown.output
+    assert sorted(p.name for p in evaluated) == ["reference-seed2"] * 4
+    more = Table.load(second / "four-digits")
+    assert more.seeds == [0, 1] and more.seeds_of(REFERENCE) == [0, 1, 2]
+    assert {k: v for k, v in outcome(more).items() if k[2] < 2} == outcome(again)
+    assert len(more.rows) == len(again.rows) + 4
+    assert read_json(second / "options.json")["reference_seeds"] == 3
+    fewer = runner.invoke(app, ["tabulate", "--resume", str(second), "--reference-seeds", "2"])
+    assert "--reference-seeds may only add" in str(fewer.exception)
+    assert read_json(second / "options.json")["reference_seeds"] == 3  # left as it was

@@ -72,6 +72,7 @@ def make_table(
     score: Score,
     *,
     seeds: tuple[int, ...] = (0, 1),
+    reference_seeds: tuple[int, ...] | None = None,
     device_seconds: Callable[[int, str, int], float] = lambda a, s, k: 10.0 * (a + 1) + k,
 ) -> Table:
     """Write and load a table of the four architectures whose scores `score` decides (None:
@@ -80,12 +81,12 @@ def make_table(
     meta = TableMeta(
         name=stem.name, space=FOUR, objective="ddpm", data=FOUR_DATA, data_fingerprint="f" * 16,
         settings=table_settings(FOUR_STUDY, FOUR, FOUR_DATA), seeds=list(seeds), archs=archs,
-        command="hand-made",
+        command="hand-made", reference_seeds=None if reference_seeds is None else list(reference_seeds),
     )  # fmt: skip
     rows = []
     for a, (arch_id, entry) in enumerate(archs.items()):
         for setting in SETTINGS:
-            for seed in seeds:
+            for seed in meta.seeds_of(setting):
                 value = score(a, setting, seed)
                 rows.append(
                     TableRow(

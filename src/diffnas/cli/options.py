@@ -88,6 +88,14 @@ Seeds = Annotated[
         "the reference's seed-to-seed agreement is the ceiling a proxy is read against.",
     ),
 ]  # fmt: skip
+ReferenceSeeds = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=100,
+        help="Seeds of the reference alone (default: --seeds). More than the proxies' make the "
+        "mean reference and its ceiling firmer; --resume may raise it (the new runs go first).",
+    ),
+]  # fmt: skip
 Executor = Annotated[
     str | None,
     typer.Option(help="Where the runs go: inline (default) | subprocess | pool | ray | queue."),

@@ -13,7 +13,7 @@ from rich.table import Table
 from diffnas import limits as L
 from diffnas.cli import options as opt
 from diffnas.console import output_console
-from diffnas.runs import next_run_dir, refuse_on_resume
+from diffnas.runs import next_run_dir, refuse_on_resume, was_given
 
 console = output_console()
 
@@ -57,6 +57,7 @@ def proxy_check(
     ),
     seed: opt.Seed = None,
     seeds: opt.Seeds = None,
+    reference_seeds: opt.ReferenceSeeds = None,
     executor: opt.Executor = None,
     workers: opt.Workers = None,
     trials_per_gpu: opt.TrialsPerGpu = None,
@@ -77,8 +78,12 @@ def proxy_check(
     from diffnas.experiments import proxy_summary as summary_mod
 
     if resume is not None:
-        refuse_on_resume(ctx, allowed=("dry_run",))
+        refuse_on_resume(ctx, allowed=("dry_run", "reference_seeds"))
         config = pc.load_config(resume)
+        if was_given(ctx, "reference_seeds"):  # more seeds add runs; fewer are refused
+            config = config.model_validate(
+                {**config.model_dump(), "reference_seeds": ctx.params["reference_seeds"]}
+            )
     else:
         options = {k: v for k, v in ctx.params.items() if k not in ("runs", "resume", "dry_run")}
         config = pc.build_config(options)

@@ -51,6 +51,7 @@ def tabulate(
     reference_score_steps: opt.ReferenceScoreSteps = None,
     seed: opt.Seed = None,
     seeds: opt.Seeds = None,
+    reference_seeds: opt.ReferenceSeeds = None,
     executor: opt.Executor = None,
     workers: opt.Workers = None,
     trials_per_gpu: opt.TrialsPerGpu = None,
@@ -80,11 +81,13 @@ def tabulate(
     from diffnas.experiments import tabulate as tab
 
     if resume is not None:
-        refuse_on_resume(ctx, allowed=("dry_run", *WHERE_IT_RUNS))
+        refuse_on_resume(ctx, allowed=("dry_run", "reference_seeds", *WHERE_IT_RUNS))
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")
         # where the runs go never changes a score (one feature space, deterministic training):
-        # a table started on one worker may continue on two, or on a cluster
-        moved = {k: ctx.params[k] for k in WHERE_IT_RUNS if was_given(ctx, k)}
+        # a table started on one worker may continue on two, or on a cluster; more reference
+        # seeds add runs and change no finished one (fewer are refused when the table opens)
+        changed = ("reference_seeds", *WHERE_IT_RUNS)
+        moved = {k: ctx.params[k] for k in changed if was_given(ctx, k)}
         if moved:
             config = tab.TabulateConfig.model_validate({**config.model_dump(), **moved})
     else:
@@ -100,7 +103,6 @@ def tabulate(
         return
     run_dir = resume or next_run_dir(runs, "tabulate", Path(config.space).stem)
     console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")
-    write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
     stem = run_dir / config.table_name(search_space)
     tabulation = tab.Tabulation(
         config, search_space, stem, work_dir=run_dir / "archs",
@@ -108,6 +110,8 @@ def tabulate(
         log=lambda text: console.print(escape(text)),
     )  # fmt: skip
     meta = tabulation.start(archs, images.fingerprint, shlex.join(["diffnas", *sys.argv[1:]]))
+    # saved once the table accepted them (a refused --reference-seeds leaves them as they were)
+    write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
     table = tabulation.run(meta)
     csv_path, json_path = table_files(stem)
     finished = sum(r.status == "complete" for r in table.rows)

@@ -126,6 +126,9 @@ class TableMeta(BaseModel):
     data_fingerprint: str = Field(description="hash of the images, labels and data options")
     settings: list[TableSetting] = Field(description="every protocol; the reference among them")
     seeds: list[int] = Field(description="training and sampling seeds, each evaluated")
+    reference_seeds: list[int] | None = Field(
+        None, description="the reference's seeds when they differ from `seeds` (None: the same)"
+    )
     archs: dict[str, TableArch] = Field(description="arch_id -> architecture and cost")
     versions: dict[str, str] = Field(default_factory=dict, description="diffnas, torch, ...")
     command: str = Field("", description="the command that built it")
@@ -140,6 +143,13 @@ class TableMeta(BaseModel):
     @property
     def reference(self) -> TableSetting:
         return self.setting(REFERENCE)
+
+    def seeds_of(self, setting: str) -> list[int]:
+        """The seeds `setting` is evaluated with: the reference may have more than the proxies
+        (a firmer mean reference and ceiling, at the reference's cost only)."""
+        if setting == REFERENCE and self.reference_seeds is not None:
+            return list(self.reference_seeds)
+        return list(self.seeds)
 
 
 @dataclass(frozen=True)
@@ -323,14 +333,18 @@ class Table:
 
     @property
     def seeds(self) -> list[int]:
+        """The proxy settings' seeds (`seeds_of` gives each setting's own)."""
         return list(self.meta.seeds)
+
+    def seeds_of(self, setting: str) -> list[int]:
+        return self.meta.seeds_of(setting)
 
     def row(self, arch_id: str, setting: str, seed: int) -> TableRow | None:
         return self._by_key.get((arch_id, setting, seed))
 
     def rows_for(self, arch_id: str, setting: str) -> list[TableRow]:
         """The rows of one architecture under one setting, one per recorded seed."""
-        found = (self.row(arch_id, setting, seed) for seed in self.seeds)
+        found = (self.row(arch_id, setting, seed) for seed in self.seeds_of(setting))
         return [r for r in found if r is not None]
 
     def values(self, setting: str) -> dict[str, dict[int, float]]:

@@ -99,7 +99,6 @@ class ProxyCheck:
                 f"({OLD_RESULTS_FILE}); this diffnas cannot continue it: start a new study.",
                 field="resume",
             )
-        write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
         archs_file = self.run_dir / ARCHS_FILE
         if archs_file.exists():  # resume: the architectures chosen at the start
             archs = read_file(archs_file, list[ArchEntry], "proxy-check architectures")
@@ -116,6 +115,8 @@ class ProxyCheck:
             load_images(self.data).fingerprint,
             self.command,
         )
+        # saved once the table accepted them (a refused --reference-seeds leaves them as they were)
+        write_json(self.run_dir / OPTIONS_FILE, self.config.model_dump(mode="json"))
         table = tabulation.run(meta, executor)
         summary = self.summarise(table, archs)
         write_summary(self.run_dir, summary)
@@ -138,13 +139,14 @@ def plan(config: ProxyCheckConfig, space: SearchSpace, archs: list[ArchEntry]) -
     settings = {s.name: s for s in table_settings(config, space, config.data_spec(space))}
     reference = settings.pop(REFERENCE)
     proxy_runs = {s.steps: s for s in settings.values()}  # one training per run length
-    seeds = config.seeds
+    seeds, reference_seeds = config.seeds, len(config.reference_seed_list())
     return {
         "archs": [
             {"index": a.index, "arch": a.arch.summary(), "gmacs": a.macs / 1e9, "source": a.source}
             for a in archs
         ],
         "seeds": config.seed_list(),
+        "reference_seeds": config.reference_seed_list(),
         "proxy_runs_per_arch_and_seed": len(config.proxy_steps),
         "settings": [s.label for s in settings.values()],
         "reference": reference.label,
@@ -155,7 +157,7 @@ def plan(config: ProxyCheckConfig, space: SearchSpace, archs: list[ArchEntry]) -
             for s in proxy_runs.values()
         )
         / 1e12,
-        "reference_tflops": seeds
+        "reference_tflops": reference_seeds
         * sum(setting_flops(reference, space, a.macs) for a in archs)
         / 1e12,
     }

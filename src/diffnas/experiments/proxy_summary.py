@@ -32,12 +32,12 @@ CLOSE_TO_BEST = 0.1  # tau within this of the best counts as "ranks as well"
 def _matrix(table: Table, setting: str, archs: list[str]) -> np.ndarray:
     """architecture x seed scores of `setting` (rows in `archs` order)."""
     values = table.values(setting)
-    return np.array([[values[a][s] for s in table.seeds] for a in archs], dtype=float)
+    return np.array([[values[a][s] for s in table.seeds_of(setting)] for a in archs], dtype=float)
 
 
 def _complete(table: Table, setting: str) -> set[str]:
     """The architectures with a finished score for every seed under `setting`."""
-    seeds = set(table.seeds)
+    seeds = set(table.seeds_of(setting))
     return {a for a, v in table.values(setting).items() if set(v) == seeds}
 
 
@@ -123,6 +123,7 @@ def summarise(
         "archs": len(table.archs()),
         "finished": len(finished),
         "seeds": table.seeds,
+        "reference_seeds": table.seeds_of(REFERENCE),
         "reference_label": table.setting(REFERENCE).score.label,
         "reference_setting": table.setting(REFERENCE).label,
         "ceiling": ceiling,
@@ -213,12 +214,17 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _reference_seeds(summary: dict[str, Any]) -> str:
+    seeds = summary.get("reference_seeds", summary["seeds"])
+    return "" if seeds == summary["seeds"] else f" (reference: {', '.join(map(str, seeds))})"
+
+
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json(run_dir / SUMMARY_FILE, summary)
     lines = [
         f"# Proxy check: {summary['finished']} of {summary['archs']} architectures against "
         f"{summary['reference_label']} after the reference recipe ({summary['reference_setting']}), "
-        f"seeds {', '.join(map(str, summary['seeds']))}",
+        f"seeds {', '.join(map(str, summary['seeds']))}" + _reference_seeds(summary),
         "",
         *markdown_table(TABLE_HEADER, table_rows(summary)),
         "",

@@ -100,6 +100,13 @@ class StudyConfig(BaseModel):
     seeds: int = Field(
         2, ge=1, le=100, description="seeds per architecture and setting (training + sampling)"
     )
+    reference_seeds: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="seeds of the reference alone (None: `seeds`); more than the proxies' make "
+        "the mean reference and its ceiling firmer at the reference's cost only",
+    )
     proxy_steps: list[Annotated[int, Field(le=L.MAX_TRAIN_STEPS)]] = Field(
         [100, 400], min_length=1, max_length=16, description="proxy run lengths"
     )
@@ -154,6 +161,9 @@ class StudyConfig(BaseModel):
 
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]
+
+    def reference_seed_list(self) -> list[int]:
+        return [self.seed + k for k in range(self.reference_seeds or self.seeds)]
 
     def settings(self) -> list[ProxySetting]:
         """Every proxy setting, grouped by run length; in each, sampled scores first."""
@@ -222,8 +232,8 @@ def study_fields(given: dict[str, Any]) -> dict[str, Any]:
     """The StudyConfig fields of the command line's flat options (None values left out by
     the caller): lists parsed, the proxy and reference specs assembled from their flags."""
     plain = (
-        "space", "data", "data_subset", "data_image_size", "seed", "seeds", "executor",
-        "workers", "trials_per_gpu", "max_retries", "ray_address", "storage",
+        "space", "data", "data_subset", "data_image_size", "seed", "seeds", "reference_seeds",
+        "executor", "workers", "trials_per_gpu", "max_retries", "ray_address", "storage",
     )  # fmt: skip
     fields: dict[str, Any] = {k: given[k] for k in plain if k in given}
     for name in ("proxy_steps", "score_samples", "score_steps"):

@@ -151,6 +151,7 @@ def plan_units(
     settings: list[TableSetting],
     archs: dict[str, TableArch],
     seeds: list[int],
+    reference_seeds: list[int],
     objective: str,
     data: DataSpec,
     work_dir: Path,
@@ -168,7 +169,11 @@ def plan_units(
             s
         )
     proxies = [run for run in runs if run != REFERENCE]
-    order = [(seed, a, REFERENCE) for a in archs for seed in seeds] if REFERENCE in runs else []
+    order = (
+        [(seed, a, REFERENCE) for a in archs for seed in reference_seeds]
+        if REFERENCE in runs
+        else []
+    )
     order += [(seed, a, run) for seed in seeds for a in archs for run in proxies]
     units = []
     for seed, arch_id, run in order:
@@ -230,7 +235,7 @@ class Tabulation:
     def start(self, archs: dict[str, TableArch], fingerprint: str, command: str) -> TableMeta:
         """The table's metadata: written now for a new table, read back for a resumed one."""
         if table_files(self.stem)[1].is_file():
-            return read_meta(self.stem)
+            return self._grown(read_meta(self.stem))
         import diffusers
         import torch
 
@@ -238,13 +243,36 @@ class Tabulation:
             name=self.stem.name, space=self.space, objective=self.space.objective,
             data=self.data, data_fingerprint=fingerprint,
             settings=table_settings(self.config, self.space, self.data),
-            seeds=self.config.seed_list(), archs=archs, command=command,
+            seeds=self.config.seed_list(), reference_seeds=self._reference_seeds(),
+            archs=archs, command=command,
             versions={
                 "diffnas": __version__, "torch": torch.__version__,
                 "diffusers": diffusers.__version__, "python": platform.python_version(),
                 "platform": platform.platform(),
             },
         )  # fmt: skip
+        write_meta(self.stem, meta)
+        return meta
+
+    def _reference_seeds(self) -> list[int] | None:
+        seeds = self.config.reference_seed_list()
+        return None if seeds == self.config.seed_list() else seeds
+
+    def _grown(self, meta: TableMeta) -> TableMeta:
+        """A resumed table's metadata, with the reference seeds the options now ask for: a
+        reference that ranks itself too weakly is made firmer by more seeds without touching
+        a finished row. Fewer seeds than recorded are refused (rows would be orphaned)."""
+        wanted, recorded = self.config.reference_seed_list(), meta.seeds_of(REFERENCE)
+        if wanted == recorded:
+            return meta
+        if not set(recorded) < set(wanted):
+            raise UserError(
+                f"the table's reference has seeds {recorded}; --reference-seeds may only add "
+                f"seeds after them (asked: {wanted})",
+                field="reference_seeds",
+            )
+        self.log(f"reference seeds {recorded} -> {wanted}: the new reference runs go first")
+        meta.reference_seeds = None if wanted == meta.seeds else wanted
         write_meta(self.stem, meta)
         return meta
 
@@ -260,7 +288,8 @@ class Tabulation:
         have = {(r.arch_id, r.setting, r.seed) for r in rows}
         settings = {s.name: s for s in meta.settings}
         units = plan_units(
-            meta.settings, meta.archs, meta.seeds, meta.objective, meta.data,
+            meta.settings, meta.archs, meta.seeds, meta.seeds_of(REFERENCE), meta.objective,
+            meta.data,
             self.work_dir, self.cache_dir,
         )  # fmt: skip
         todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
@@ -328,7 +357,7 @@ def ceiling_so_far(table: Table) -> str:
     architectures finished on every seed - the line a builder watches to stop a reference too
     short to rank itself early (`diffnas proxy-check` reports it with its interval)."""
     archs, _, reference = paired_scores(table, REFERENCE)
-    if len(table.seeds) < 2 or len(archs) < MIN_CEILING_ARCHS:
+    if len(table.seeds_of(REFERENCE)) < 2 or len(archs) < MIN_CEILING_ARCHS:
         return f"  ceiling: {len(archs)} architectures on every seed so far"
     return f"  ceiling so far: seed-to-seed tau {seed_to_seed(reference):+.2f} over {len(archs)} architectures"
 
@@ -336,17 +365,24 @@ def ceiling_so_far(table: Table) -> str:
 def plan(config: StudyConfig, space: SearchSpace, archs: dict[str, TableArch]) -> dict[str, Any]:
     """What a table build runs and its compute, before anything runs (`--dry-run`)."""
     settings = table_settings(config, space, config.data_spec(space))
-    runs = len(config.proxy_steps) + 1
-    per_seed = sum(run_flops(settings, space, a.macs) for a in archs.values())
+    proxy_settings = [s for s in settings if s.role == "proxy"]
+    reference = [s for s in settings if s.role == "reference"]
+    seeds, reference_seeds = config.seed_list(), config.reference_seed_list()
+    proxy_flops = sum(run_flops(proxy_settings, space, a.macs) for a in archs.values())
+    reference_flops = sum(run_flops(reference, space, a.macs) for a in archs.values())
     return {
         "archs": len(archs),
         "gmacs": [
             min(a.macs for a in archs.values()) / 1e9,
             max(a.macs for a in archs.values()) / 1e9,
         ],
-        "seeds": config.seed_list(),
+        "seeds": seeds,
+        "reference_seeds": reference_seeds,
         "settings": [f"{s.name}: {s.label}" for s in settings],
-        "runs": len(archs) * runs * config.seeds,
-        "rows": len(archs) * len(settings) * config.seeds,
-        "training_and_sampling_tflops": per_seed * config.seeds / 1e12,
+        "runs": len(archs) * (len(config.proxy_steps) * len(seeds) + len(reference_seeds)),
+        "rows": len(archs) * (len(proxy_settings) * len(seeds) + len(reference_seeds)),
+        "training_and_sampling_tflops": (
+            proxy_flops * len(seeds) + reference_flops * len(reference_seeds)
+        )
+        / 1e12,
     }
