@@ -337,5 +337,17 @@ def test_a_reference_with_more_seeds_than_the_proxies(tmp_path) -> None:
     assert row["agreement"]["seeds"] == 2
     assert row["agreement"]["kendall_tau"]["value"] == pytest.approx(expected)
     assert summary["seeds"] == [0, 1] and summary["reference_seeds"] == [0, 1, 2, 3]
+    # the mean of two reference seeds against the mean of the other two, over the 3 splits
+    splits = [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+    means = [
+        stats.kendalltau(ref[:, list(a)].mean(axis=1), ref[:, list(b)].mean(axis=1)).statistic
+        for a, b in splits
+    ]
+    assert summary["ceiling_of_means"]["value"] == pytest.approx(np.mean(means))
     write_summary(tmp_path, summary)
-    assert "seeds 0, 1 (reference: 0, 1, 2, 3)" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "seeds 0, 1 (reference: 0, 1, 2, 3)" in text
+    assert (
+        f"averaged over 2 seeds against the mean of 2 others (Kendall tau, every split of the seeds): {np.mean(means):+.2f}"
+        in text
+    )

@@ -152,6 +152,18 @@ def test_the_log_tells_the_ceiling_so_far(tmp_path) -> None:
         reference_seeds=(0, 1, 2),
     )  # fmt: skip
     assert ceiling_so_far(three).startswith("  ceiling so far: seed-to-seed tau +0.78 over 4")
+    # with four: seeds 1 and 3 swap the last two; pairs 0-2 and 1-3 agree, the other four
+    # pairs give 4/6; the means of {0,1} and {2,3} (and of {0,3} and {1,2}) both tie the last
+    # two, so they agree (tau-b 1); those of {0,2} and {1,3} swap them (4/6)
+    four = make_table(
+        tmp_path / "f", lambda a, s, k: float(swapped.get(a, a) if k % 2 else a),
+        reference_seeds=(0, 1, 2, 3),
+    )  # fmt: skip
+    pairs, means = (2 + 4 * 4 / 6) / 6, (2 + 4 / 6) / 3
+    assert ceiling_so_far(four) == (
+        f"  ceiling so far: seed-to-seed tau {pairs:+.2f}, 2-seed means {means:+.2f} over 4 "
+        "architectures"
+    )
 
 
 def tabulate_args(tmp_path: Path, runs: Path) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from diffnas.execute.table import REFERENCE, Table, TableSetting
 from diffnas.experiments.compute import setting_flops
-from diffnas.experiments.ranking import Estimate, seed_agreement
+from diffnas.experiments.ranking import Estimate, seed_agreement, split_half_estimate
 from diffnas.layout import SUMMARY_FILE, SUMMARY_MD
 from diffnas.markup import markdown_table, plot_text
 from diffnas.runs import write_json
@@ -114,6 +114,10 @@ def summarise(
     rows = [_row(table, s, **kwargs) for s in table.settings("proxy")]  # type: ignore[arg-type]
     ceiling = _row(table, table.setting(REFERENCE), **kwargs)  # type: ignore[arg-type]
     finished = _complete(table, REFERENCE)
+    complete = [a for a in table.archs() if a in finished]
+    means = split_half_estimate(
+        _matrix(table, REFERENCE, complete), resamples=resamples, seed=seed
+    )  # fmt: skip
     wall = {
         "proxy_s": _wall(table, "proxy"),
         "reference_s": _wall(table, "reference"),
@@ -127,6 +131,8 @@ def summarise(
         "reference_label": table.setting(REFERENCE).score.label,
         "reference_setting": table.setting(REFERENCE).label,
         "ceiling": ceiling,
+        # with 4+ reference seeds: the mean over half of them against the other half's
+        "ceiling_of_means": means.model_dump(),
         "settings": rows,
         "best": _best(rows),
         "cheapest_close_to_best": _cheapest_close(rows),
@@ -214,6 +220,18 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _means_line(summary: dict[str, Any]) -> list[str]:
+    means = Estimate(**summary.get("ceiling_of_means") or {"value": None})
+    if means.value is None:
+        return []
+    half = len(summary["reference_seeds"]) // 2
+    return [
+        f"The reference averaged over {half} seeds against the mean of {half} others "
+        f"(Kendall tau, every split of the seeds): {means.text()} - how well the mean "
+        "reference ranks itself.",
+    ]
+
+
 def _reference_seeds(summary: dict[str, Any]) -> str:
     seeds = summary.get("reference_seeds", summary["seeds"])
     return "" if seeds == summary["seeds"] else f" (reference: {', '.join(map(str, seeds))})"
@@ -236,6 +254,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
         f"means. `*` best Kendall tau; `$` cheapest setting whose tau is within {CLOSE_TO_BEST} "
         "of the best. Compute: training 3 x 2 x MACs x steps x batch plus sampling "
         "2 x MACs x N x S, summed over the architectures, one seed.",
+        *_means_line(summary),
         f"Measured wall time: proxy runs {summary['wall']['proxy_s']:.0f} s, reference runs "
         f"{summary['wall']['reference_s']:.0f} s.",
     ]

@@ -6,6 +6,7 @@ Lower is better on both sides (RFID, KID, loss, FID), so a perfect proxy has tau
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -160,6 +161,24 @@ def seed_to_seed(x: np.ndarray, _: np.ndarray | None = None) -> float:
     return _mean_over_seeds([kendall_tau(x[:, i], x[:, j]) for i, j in pairs])
 
 
+def split_half(x: np.ndarray, _: np.ndarray | None = None) -> float:
+    """Kendall's tau between the means of two disjoint halves of the seeds (n // 2 each),
+    averaged over every such split: how well a mean over half the seeds ranks itself - the
+    repeatability of a reference averaged over seeds, as a table uses it (nan below 4 seeds)."""
+    seeds = x.shape[1]
+    if seeds < 4:
+        return float("nan")
+    half, taus, seen = seeds // 2, [], set()
+    for first in itertools.combinations(range(seeds), half):
+        rest = [k for k in range(seeds) if k not in first]
+        for second in itertools.combinations(rest, half):
+            split = frozenset((first, second))
+            if split not in seen:
+                seen.add(split)
+                taus.append(kendall_tau(x[:, first].mean(axis=1), x[:, second].mean(axis=1)))
+    return _mean_over_seeds(taus)
+
+
 class SeedSpread(BaseModel):
     """How far one architecture's score moves between seeds, against how far architectures differ."""
 
@@ -248,6 +267,16 @@ def seed_agreement(
         top_k_overlap=None if not np.isfinite(overlap) else overlap, spread=seed_spread(x),
         confidence=confidence, resamples=resamples, resamples_used=used,
     )  # fmt: skip
+
+
+def split_half_estimate(
+    reference: np.ndarray, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> Estimate:
+    """`split_half` with its bootstrap interval over the architectures (None below 4 seeds)."""
+    x = np.asarray(reference, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 4 or x.shape[0] < MIN_ARCHS:
+        return Estimate(value=None)
+    return _estimate(split_half, x, x, _draws(x.shape[0], resamples, seed), confidence)[0]
 
 
 def kendall_estimate(

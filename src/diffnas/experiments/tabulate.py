@@ -54,7 +54,7 @@ from diffnas.execute.table import (
 from diffnas.experiments.compute import run_flops
 from diffnas.experiments.inputs import config_error
 from diffnas.experiments.proxy_summary import paired_scores
-from diffnas.experiments.ranking import seed_to_seed
+from diffnas.experiments.ranking import seed_to_seed, split_half
 from diffnas.experiments.study import StudyConfig, study_fields
 from diffnas.limits import MAX_TABLE_ARCHS
 from diffnas.model.cost import budget_verdict, measure_cost
@@ -355,11 +355,18 @@ class Tabulation:
 def ceiling_so_far(table: Table) -> str:
     """How well the reference ranks itself so far: Kendall's tau between its seeds over the
     architectures finished on every seed - the line a builder watches to stop a reference too
-    short to rank itself early (`diffnas proxy-check` reports it with its interval)."""
+    short to rank itself early (`diffnas proxy-check` reports it with its interval). With 4
+    or more reference seeds also the tau between the means of two halves of them
+    (`split_half`): how well the mean reference a table uses ranks itself."""
     archs, _, reference = paired_scores(table, REFERENCE)
-    if len(table.seeds_of(REFERENCE)) < 2 or len(archs) < MIN_CEILING_ARCHS:
+    seeds = len(table.seeds_of(REFERENCE))
+    if seeds < 2 or len(archs) < MIN_CEILING_ARCHS:
         return f"  ceiling: {len(archs)} architectures on every seed so far"
-    return f"  ceiling so far: seed-to-seed tau {seed_to_seed(reference):+.2f} over {len(archs)} architectures"
+    means = f", {seeds // 2}-seed means {split_half(reference):+.2f}" if seeds >= 4 else ""
+    return (
+        f"  ceiling so far: seed-to-seed tau {seed_to_seed(reference):+.2f}{means} over "
+        f"{len(archs)} architectures"
+    )
 
 
 def plan(config: StudyConfig, space: SearchSpace, archs: dict[str, TableArch]) -> dict[str, Any]:
