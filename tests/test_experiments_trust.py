@@ -135,6 +135,24 @@ def test_no_line_without_a_bundled_table_of_the_space_and_data(bundled) -> None:
     assert trust_line(renamed, FOUR_DATA, proxy()) is not None  # the same space
 
 
+def test_a_reference_with_more_seeds_says_what_its_ceiling_is(tmp_path, monkeypatch) -> None:
+    # three reference seeds: the ceiling is each against the mean of the other two
+    third = [4.0, 1.0, 2.0, 3.0]
+
+    def three(a: int, setting: str, seed: int) -> float:
+        return third[a] if seed == 2 else score(a, setting, seed)
+
+    monkeypatch.setattr(table_mod, "BUNDLED_DIR", tmp_path)
+    make_table(tmp_path / "three", three, reference_seeds=(0, 1, 2))
+    found = proxy_trust(FOUR, FOUR_DATA, proxy())
+    x = np.array([*SCORES[REFERENCE], third]).T
+    loo = [stats.kendalltau(x[:, k], np.delete(x, k, axis=1).mean(axis=1))[0] for k in range(3)]
+    assert found is not None and found.ceiling.value == pytest.approx(np.mean(loo))
+    assert (
+        "itself, each of its 3 seeds against the mean of the others (the ceiling)" in found.line()
+    )
+
+
 def test_a_damaged_bundled_table_is_passed_over(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(table_mod, "BUNDLED_DIR", tmp_path)
     (tmp_path / "broken.json").write_text("{not json")

@@ -59,15 +59,21 @@ class ProxyTrust:
     ceiling: Estimate  # each reference seed against the mean of the others
     proxy_settings: tuple[str, ...]  # every proxy setting of the table, by name
     reference: str  # the reference in words
+    reference_seeds: int = 2  # with 2, the ceiling is the seed-to-seed tau
 
     def line(self) -> str:
         """One line of plain text for the status table's footer and the report's answer."""
         tau = self.tau.text() if self.tau.value is not None else "not measurable"
         ceiling = self.ceiling.text() if self.ceiling.value is not None else "not measurable"
         head = f"proxy trust (table {self.table}, {self.archs} architectures): "
+        itself = (
+            "seed to seed"
+            if self.reference_seeds <= 2
+            else f"each of its {self.reference_seeds} seeds against the mean of the others"
+        )
         measured = (
             f"ranks with Kendall tau {tau} against the reference ({self.reference}); the "
-            f"reference against itself, seed to seed (the ceiling): {ceiling}."
+            f"reference against itself, {itself} (the ceiling): {ceiling}."
         )
         if self.exact:
             return f"{head}this search's proxy ({self.wanted}) {measured}"
@@ -180,6 +186,7 @@ def proxy_trust(space: SearchSpace, data: DataSpec, proxy: EvalSpec) -> ProxyTru
         exact=exact is not None, archs=archs, tau=tau, ceiling=ceiling,
         proxy_settings=tuple(s.name for s in settings),
         reference=setting_text(table.meta.reference),
+        reference_seeds=len(table.seeds_of(REFERENCE)),
     )  # fmt: skip
 
 
