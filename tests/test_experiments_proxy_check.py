@@ -351,3 +351,13 @@ def test_a_reference_with_more_seeds_than_the_proxies(tmp_path) -> None:
         f"averaged over 2 seeds against the mean of 2 others (Kendall tau, every split of the seeds): {np.mean(means):+.2f}"
         in text
     )
+
+
+def test_the_summary_of_a_table_with_nothing_finished(tmp_path) -> None:
+    """Every run diverged: the summary says so, with no statistic and no traceback."""
+    table = make_table(tmp_path / "none", lambda a, s, k: None)
+    summary = summarise(table, resamples=100)
+    assert summary["finished"] == 0 and summary["ceiling"]["agreement"]["n"] == 0
+    assert all(r["agreement"]["kendall_tau"]["value"] is None for r in summary["settings"])
+    write_summary(tmp_path, summary)
+    assert "Proxy check: 0 of 4 architectures" in (tmp_path / "summary.md").read_text()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats
 from typer.testing import CliRunner
 
 from diffnas.cli.main import app
@@ -202,6 +203,15 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path, monke
     assert {"diffnas", "torch", "diffusers"} <= set(table.meta.versions)
     reference = table.setting(REFERENCE)
     assert len(reference.protocol["weights_sha256"]) == 64  # the extractor's weights, pinned
+    # the build ends with proxy-check's summary of the whole space: the ceiling is the
+    # reference's seed-to-seed tau (scipy on the table's rows), every setting's tau beside it
+    summary = read_json(first / "summary.json")
+    values = table.values(REFERENCE)
+    ceiling = stats.kendalltau(*[[values[a][k] for a in table.archs()] for k in (0, 1)])[0]
+    assert summary["ceiling"]["agreement"]["kendall_tau"]["value"] == pytest.approx(ceiling)
+    assert summary["finished"] == 4 and len(summary["settings"]) == 4
+    assert (first / "summary.md").is_file() and (first / "scatter.png").is_file()
+    assert "Proxy settings against FID[classifier] (4 of 4 architectures" in rerun.output
     assert reference.recipe.steps == 4 and reference.spec.score.num_samples == 8
 
     # the same build in a child process, SIGKILLed once its table has some rows but not all

@@ -125,6 +125,8 @@ def show_summary(summary: dict) -> None:
     for row in summary_mod.table_rows(summary):
         table.add_row(*map(escape, row))
     wide.print(table)
+    for line in summary_mod.means_line(summary):
+        wide.print(escape(line))
     labels = {r["setting"]: r["label"] for r in summary["settings"]}
     if summary["best"]:
         wide.print(f"* best Kendall tau: {labels[summary['best']]}")

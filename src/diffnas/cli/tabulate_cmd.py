@@ -77,7 +77,9 @@ def tabulate(
     ),
 ) -> None:
     """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
+    from diffnas.cli.proxy_check_cmd import show_summary
     from diffnas.execute.table import table_files
+    from diffnas.experiments import proxy_summary as summary_mod
     from diffnas.experiments import tabulate as tab
 
     if resume is not None:
@@ -113,9 +115,14 @@ def tabulate(
     # saved once the table accepted them (a refused --reference-seeds leaves them as they were)
     write_json(run_dir / OPTIONS_FILE, config.model_dump(mode="json"))
     table = tabulation.run(meta)
+    # what proxy-check concludes, for the whole space: every setting's tau next to the ceiling
+    summary = summary_mod.summarise(table)
+    summary_mod.write_summary(run_dir, summary)
+    show_summary(summary)
     csv_path, json_path = table_files(stem)
     finished = sum(r.status == "complete" for r in table.rows)
     console.print(
         f"{len(table.rows)} rows ({finished} complete) of {len(table.archs())} architectures x "
-        f"{len(table.settings())} settings x {len(table.seeds)} seeds. Files: {csv_path}, {json_path}"
+        f"{len(table.settings())} settings x {len(table.seeds)} seeds. Files: {csv_path}, "
+        f"{json_path}, {run_dir / summary_mod.SUMMARY_MD}, {run_dir / summary_mod.SCATTER_FILE}"
     )

@@ -31,8 +31,9 @@ CLOSE_TO_BEST = 0.1  # tau within this of the best counts as "ranks as well"
 
 def _matrix(table: Table, setting: str, archs: list[str]) -> np.ndarray:
     """architecture x seed scores of `setting` (rows in `archs` order)."""
-    values = table.values(setting)
-    return np.array([[values[a][s] for s in table.seeds_of(setting)] for a in archs], dtype=float)
+    values, seeds = table.values(setting), table.seeds_of(setting)
+    scores = [[values[a][s] for s in seeds] for a in archs]
+    return np.array(scores, dtype=float).reshape(len(archs), len(seeds))  # (0, seeds) if none
 
 
 def _complete(table: Table, setting: str) -> set[str]:
@@ -220,7 +221,8 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _means_line(summary: dict[str, Any]) -> list[str]:
+def means_line(summary: dict[str, Any]) -> list[str]:
+    """The ceiling of the mean reference in words (none below 4 reference seeds)."""
     means = Estimate(**summary.get("ceiling_of_means") or {"value": None})
     if means.value is None:
         return []
@@ -254,7 +256,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
         f"means. `*` best Kendall tau; `$` cheapest setting whose tau is within {CLOSE_TO_BEST} "
         "of the best. Compute: training 3 x 2 x MACs x steps x batch plus sampling "
         "2 x MACs x N x S, summed over the architectures, one seed.",
-        *_means_line(summary),
+        *means_line(summary),
         f"Measured wall time: proxy runs {summary['wall']['proxy_s']:.0f} s, reference runs "
         f"{summary['wall']['reference_s']:.0f} s.",
     ]

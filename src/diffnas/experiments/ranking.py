@@ -189,7 +189,7 @@ class SeedSpread(BaseModel):
 
 def seed_spread(x: np.ndarray) -> SeedSpread:
     n, seeds = x.shape
-    seed_sd = float(np.sqrt(np.mean(np.var(x, axis=1, ddof=1)))) if seeds > 1 else None
+    seed_sd = float(np.sqrt(np.mean(np.var(x, axis=1, ddof=1)))) if seeds > 1 and n else None
     arch_sd = float(np.std(x.mean(axis=1), ddof=1)) if n > 1 else None
     ratio = seed_sd / arch_sd if seed_sd is not None and arch_sd else None
     return SeedSpread(seed_sd=seed_sd, arch_sd=arch_sd, ratio=ratio)
