@@ -289,8 +289,7 @@ class Tabulation:
         settings = {s.name: s for s in meta.settings}
         units = plan_units(
             meta.settings, meta.archs, meta.seeds, meta.seeds_of(REFERENCE), meta.objective,
-            meta.data,
-            self.work_dir, self.cache_dir,
+            meta.data, self.work_dir, self.cache_dir,
         )  # fmt: skip
         todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
         for unit in todo:
