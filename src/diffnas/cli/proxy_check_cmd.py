@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from diffnas import limits as L
 from diffnas.cli import options as opt
@@ -98,7 +97,7 @@ def proxy_check(
         config, run_dir, log=lambda text: console.print(escape(text)), command=command_line()
     )
     summary = study.run(chosen)
-    show_summary(summary)
+    summary_mod.print_summary(summary, output_console())
     console.print(
         f"Files: {run_dir} ({summary_mod.SUMMARY_MD}, {summary_mod.SCATTER_FILE}, "
         f"{pc.TABLE_NAME}.csv, {pc.TABLE_NAME}.json)"
@@ -108,28 +107,3 @@ def proxy_check(
 def command_line() -> str:
     """This process's command line as typed (recorded with the table it builds)."""
     return shlex.join(["diffnas", *sys.argv[1:]])
-
-
-def show_summary(summary: dict) -> None:
-    from diffnas.experiments import proxy_summary as summary_mod
-
-    wide = output_console()
-    table = Table(
-        *summary_mod.TABLE_HEADER,
-        title=escape(  # "FID[classifier]" is text, not markup
-            f"Proxy settings against {summary['reference_label']} "
-            f"({summary['finished']} of {summary['archs']} architectures, "
-            f"{len(summary['seeds'])} seed(s))"
-        ),
-    )
-    for row in summary_mod.table_rows(summary):
-        table.add_row(*map(escape, row))
-    wide.print(table)
-    for line in summary_mod.means_line(summary):
-        wide.print(escape(line))
-    labels = {r["setting"]: r["label"] for r in summary["settings"]}
-    if summary["best"]:
-        wide.print(f"* best Kendall tau: {labels[summary['best']]}")
-        wide.print(
-            f"$ cheapest within {summary_mod.CLOSE_TO_BEST} of it: {labels[summary['cheapest_close_to_best']]}"
-        )

@@ -77,7 +77,6 @@ def tabulate(
     ),
 ) -> None:
     """Evaluate every architecture of a small space at proxy settings and a reference, N seeds each."""
-    from diffnas.cli.proxy_check_cmd import show_summary
     from diffnas.execute.table import table_files
     from diffnas.experiments import proxy_summary as summary_mod
     from diffnas.experiments import tabulate as tab
@@ -118,7 +117,7 @@ def tabulate(
     # what proxy-check concludes, for the whole space: every setting's tau next to the ceiling
     summary = summary_mod.summarise(table)
     summary_mod.write_summary(run_dir, summary)
-    show_summary(summary)
+    summary_mod.print_summary(summary, output_console())
     csv_path, json_path = table_files(stem)
     finished = sum(r.status == "complete" for r in table.rows)
     console.print(

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
 
 from diffnas.execute.table import REFERENCE, Table, TableSetting
 from diffnas.experiments.compute import setting_flops
@@ -310,3 +313,25 @@ def _range(means: np.ndarray, seeds: list[list[float]]) -> np.ndarray | None:
     low = means - np.array([min(s) for s in seeds])
     high = np.array([max(s) for s in seeds]) - means
     return np.vstack([low, high])
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The summary as a terminal table (what `summary.md` holds), with the best settings."""
+    table = RichTable(
+        *TABLE_HEADER,
+        title=escape(  # "FID[classifier]" is text, not markup
+            f"Proxy settings against {summary['reference_label']} "
+            f"({summary['finished']} of {summary['archs']} architectures, "
+            f"{len(summary['seeds'])} seed(s))"
+        ),
+    )
+    for row in table_rows(summary):
+        table.add_row(*map(escape, row))
+    console.print(table)
+    for line in means_line(summary):
+        console.print(escape(line))
+    labels = {r["setting"]: r["label"] for r in summary["settings"]}
+    if summary["best"]:
+        console.print(f"* best Kendall tau: {escape(labels[summary['best']])}")
+        cheapest = labels[summary["cheapest_close_to_best"]]
+        console.print(f"$ cheapest within {CLOSE_TO_BEST} of it: {escape(cheapest)}")
