@@ -272,6 +272,13 @@ def test_killed_at_a_random_moment_and_resumed_to_the_same_table(tmp_path, monke
     assert {k: v for k, v in outcome(more).items() if k[2] < 2} == outcome(again)
     assert len(more.rows) == len(again.rows) + 4
     assert read_json(second / "options.json")["reference_seeds"] == 3
+    # a dry run of one more tells what is left: seed 3 of the four references
+    plan = runner.invoke(
+        app, ["tabulate", "--resume", str(second), "--reference-seeds", "4", "--dry-run"]
+    )
+    assert '"runs": 32' in plan.output and '"runs_in_the_table": 28' in plan.output
+    assert '"runs_to_go": 4' in plan.output
+    assert read_json(second / "options.json")["reference_seeds"] == 3  # a dry run writes nothing
     fewer = runner.invoke(app, ["tabulate", "--resume", str(second), "--reference-seeds", "2"])
     assert "--reference-seeds may only add" in str(fewer.exception)
     assert read_json(second / "options.json")["reference_seeds"] == 3  # left as it was

@@ -100,7 +100,12 @@ def tabulate(
     archs = tab.enumerate_archs(search_space, config.max_archs)
     if dry_run:
         console.print_json(config.model_dump_json())
-        console.print_json(data=tab.plan(config, search_space, archs))
+        plan = tab.plan(config, search_space, archs)
+        if resume is not None:  # what is left of it
+            plan |= tab.runs_to_go(
+                config, search_space, archs, resume / config.table_name(search_space)
+            )
+        console.print_json(data=plan)
         return
     run_dir = resume or next_run_dir(runs, "tabulate", Path(config.space).stem)
     console.print(f"run folder: [bold]{escape(str(run_dir))}[/bold]")

@@ -368,6 +368,23 @@ def ceiling_so_far(table: Table) -> str:
     )
 
 
+def runs_to_go(
+    config: StudyConfig, space: SearchSpace, archs: dict[str, TableArch], stem: Path
+) -> dict[str, int]:
+    """How many of the runs these options plan are in the table at `stem` already, and how
+    many are left (what `--resume ... --dry-run` adds to the plan)."""
+    have = set()
+    if table_files(stem)[1].is_file():
+        have = {(r.arch_id, r.setting, r.seed) for r in read_rows(stem) if r.status != "failed"}
+    data = config.data_spec(space)
+    units = plan_units(
+        table_settings(config, space, data), archs, config.seed_list(),
+        config.reference_seed_list(), space.objective, data, Path("."), Path("."),
+    )  # fmt: skip
+    left = sum(any((u.arch_id, s, u.seed) not in have for s in u.scores) for u in units)
+    return {"runs_in_the_table": len(units) - left, "runs_to_go": left}
+
+
 def plan(config: StudyConfig, space: SearchSpace, archs: dict[str, TableArch]) -> dict[str, Any]:
     """What a table build runs and its compute, before anything runs (`--dry-run`)."""
     settings = table_settings(config, space, config.data_spec(space))
