@@ -150,3 +150,36 @@ def test_no_cli_module_imports_another_but_main() -> None:
             ) or (isinstance(node, ast.ImportFrom) and node.level > 0):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_defaults_a_help_text_states_are_the_defaults() -> None:
+    """The CLI cannot import the records that hold these defaults (they import torch), so its
+    help states them in words; this holds the words to the records."""
+    from typer.main import get_command
+
+    from diffnas.experiments.study import StudyConfig
+    from diffnas.train.recipe import TrainRecipe
+
+    study = StudyConfig()
+    reference = study.reference.train_recipe("ddpm", "digits", device_type="cpu")
+    proxy = study.proxy.train_recipe("ddpm", "digits", device_type="cpu")
+    search_proxy = TrainRecipe.proxy()
+    stated = {
+        ("tabulate", "proxy_steps"): ",".join(map(str, study.proxy_steps)),
+        ("tabulate", "proxy_batch_size"): str(proxy.batch_size),
+        ("tabulate", "score_samples"): ",".join(map(str, study.score_samples)),
+        ("tabulate", "score_steps"): ",".join(map(str, study.score_steps)),
+        ("tabulate", "reference_steps"): str(reference.steps),
+        ("tabulate", "reference_batch_size"): str(reference.batch_size),
+        ("tabulate", "reference_samples"): str(study.reference.score.num_samples),
+        ("tabulate", "reference_score_steps"): str(study.reference.score.steps),
+        ("tabulate", "seeds"): str(study.seeds),
+        ("search", "proxy_steps"): f"{search_proxy.steps // 1000}k",
+        ("search", "proxy_batch_size"): str(search_proxy.batch_size),
+        ("compare", "proxy_steps"): f"{search_proxy.steps // 1000}k",
+        ("compare", "proxy_batch_size"): str(search_proxy.batch_size),
+    }
+    group = get_command(app)
+    for (command, name), value in stated.items():
+        params = {p.name: p for p in group.commands[command].params}
+        assert f"(default {value})" in params[name].help, (command, name, params[name].help)
