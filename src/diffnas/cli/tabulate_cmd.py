@@ -25,6 +25,9 @@ from diffnas.runs import (
 console = output_console()
 # the options that say where the runs go, not what they measure: --resume may change them
 WHERE_IT_RUNS = ("executor", "workers", "trials_per_gpu", "max_retries", "ray_address", "storage")
+# and more reference seeds, which add runs and change no finished one (fewer are refused when
+# the table opens)
+RESUME_MAY_CHANGE = ("reference_seeds", *WHERE_IT_RUNS)
 
 
 def tabulate(
@@ -82,13 +85,11 @@ def tabulate(
     from diffnas.experiments import tabulate as tab
 
     if resume is not None:
-        refuse_on_resume(ctx, allowed=("dry_run", "reference_seeds", *WHERE_IT_RUNS))
+        refuse_on_resume(ctx, allowed=("dry_run", *RESUME_MAY_CHANGE))
         config = load_options(resume, tab.TabulateConfig, kind="tabulate")
         # where the runs go never changes a score (one feature space, deterministic training):
-        # a table started on one worker may continue on two, or on a cluster; more reference
-        # seeds add runs and change no finished one (fewer are refused when the table opens)
-        changed = ("reference_seeds", *WHERE_IT_RUNS)
-        moved = {k: ctx.params[k] for k in changed if was_given(ctx, k)}
+        # a table started on one worker may continue on two, or on a cluster
+        moved = {k: ctx.params[k] for k in RESUME_MAY_CHANGE if was_given(ctx, k)}
         if moved:
             config = tab.TabulateConfig.model_validate({**config.model_dump(), **moved})
     else:

@@ -118,10 +118,8 @@ def summarise(
     rows = [_row(table, s, **kwargs) for s in table.settings("proxy")]  # type: ignore[arg-type]
     ceiling = _row(table, table.setting(REFERENCE), **kwargs)  # type: ignore[arg-type]
     finished = _complete(table, REFERENCE)
-    complete = [a for a in table.archs() if a in finished]
-    means = split_half_estimate(
-        _matrix(table, REFERENCE, complete), resamples=resamples, seed=seed
-    )  # fmt: skip
+    _, _, reference = paired_scores(table, REFERENCE)
+    means = split_half_estimate(reference, resamples=resamples, seed=seed)
     wall = {
         "proxy_s": _wall(table, "proxy"),
         "reference_s": _wall(table, "reference"),

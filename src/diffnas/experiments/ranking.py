@@ -168,14 +168,12 @@ def split_half(x: np.ndarray, _: np.ndarray | None = None) -> float:
     seeds = x.shape[1]
     if seeds < 4:
         return float("nan")
-    half, taus, seen = seeds // 2, [], set()
+    half, taus = seeds // 2, []
     for first in itertools.combinations(range(seeds), half):
         rest = [k for k in range(seeds) if k not in first]
-        for second in itertools.combinations(rest, half):
-            split = frozenset((first, second))
-            if split not in seen:
-                seen.add(split)
-                taus.append(kendall_tau(x[:, first].mean(axis=1), x[:, second].mean(axis=1)))
+        # each unordered split once: its halves as sorted tuples, the smaller one first
+        for second in (c for c in itertools.combinations(rest, half) if first < c):
+            taus.append(kendall_tau(x[:, first].mean(axis=1), x[:, second].mean(axis=1)))
     return _mean_over_seeds(taus)
 
 

@@ -189,6 +189,11 @@ def plan_units(
     return units
 
 
+def pending(units: list[Unit], have: set[tuple[str, str, int]]) -> list[Unit]:
+    """The runs with a row still missing from `have` ((arch_id, setting, seed) keys)."""
+    return [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
+
+
 def unit_rows(
     unit: Unit, result: EvalResult, settings: dict[str, TableSetting], entry: TableArch
 ) -> list[TableRow]:
@@ -291,7 +296,7 @@ class Tabulation:
             meta.settings, meta.archs, meta.seeds, meta.seeds_of(REFERENCE), meta.objective,
             meta.data, self.work_dir, self.cache_dir,
         )  # fmt: skip
-        todo = [u for u in units if any((u.arch_id, s, u.seed) not in have for s in u.scores)]
+        todo = pending(units, have)
         for unit in todo:
             if any((unit.arch_id, s, unit.seed) in failed for s in unit.scores):
                 forget_result(unit.job.workdir)
@@ -381,7 +386,7 @@ def runs_to_go(
         table_settings(config, space, data), archs, config.seed_list(),
         config.reference_seed_list(), space.objective, data, Path("."), Path("."),
     )  # fmt: skip
-    left = sum(any((u.arch_id, s, u.seed) not in have for s in u.scores) for u in units)
+    left = len(pending(units, have))
     return {"runs_in_the_table": len(units) - left, "runs_to_go": left}
 
 
