@@ -1,12 +1,12 @@
 """Figures a `diffnas compare` against a table leaves implicit, for benchmarks/RESULTS.md.
 
-    python benchmarks/study_figures.py runs/00008-compare-micro [--table micro-digits]
+    python benchmarks/study_figures.py runs/00008-compare-micro [--setting s400-loss]
 
 `compare` already gives each proposer's regret, evaluations to the top 1 / top 3 and
 P(A beats B). This adds, from the same folder and the table:
 - the difference in regret between two proposers, paired by seed (the table's lookups draw
-  the same seed for the same architecture under the same search seed), with a bootstrap
-  interval: `--pair diffnas,llm-no-memory` (the memory's effect) by default;
+  the same seed for the same architecture under the same search seed), with compare's own
+  bootstrap interval: `--pair diffnas,llm-no-memory` (the memory's effect) by default;
 - how many distinct architectures each proposer evaluated, per search and over all seeds
   (how far it explores);
 - the LLM's calls and tokens per search (from each search's summary.json);
@@ -28,36 +28,24 @@ from pathlib import Path
 from statistics import mean
 
 import numpy as np
-from scipy import stats
 
 from diffnas.execute.table import Table
+from diffnas.experiments.regret import mean_interval
 from diffnas.space.arch import ArchConfig
-
-
-def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean of a - b over paired seeds, with a 95 % percentile bootstrap interval."""
-    diff = np.asarray(a) - np.asarray(b)
-    if np.all(diff == diff[0]):
-        return float(diff[0]), float(diff[0]), float(diff[0])
-    ci = stats.bootstrap(
-        (diff,), np.mean, n_resamples=2000, method="percentile", random_state=0
-    ).confidence_interval
-    return float(diff.mean()), float(ci.low), float(ci.high)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a `diffnas compare` run folder")
-    parser.add_argument("--table", default="micro-digits", help="bundled name or path")
     parser.add_argument("--pair", default="diffnas,llm-no-memory")
     parser.add_argument("--setting", default="s400-loss", help="the proxy the searches used")
-    parser.add_argument("--budget", type=int, default=10, help="evaluations per search")
     parser.add_argument("--draws", type=int, default=20_000)
     args = parser.parse_args()
 
     compare = json.loads((args.run / "compare.json").read_text())
     searches = compare["judged"]["searches"]
-    table = Table.load(args.table)
+    table = Table.load(compare["judged"]["table"])
+    budget = compare["rounds"] * compare["per_round"]
 
     by_proposer: dict[str, dict[int, dict]] = defaultdict(dict)
     for name, row in searches.items():
@@ -92,18 +80,17 @@ def main() -> None:
 
     left, right = args.pair.split(",")
     seeds = sorted(set(by_proposer[left]) & set(by_proposer[right]))
-    d, lo, hi = paired_difference(
-        [by_proposer[left][s]["regret"] for s in seeds],
-        [by_proposer[right][s]["regret"] for s in seeds],
+    diff = mean_interval(
+        by_proposer[left][s]["regret"] - by_proposer[right][s]["regret"] for s in seeds
     )
     print(
         f"\nregret {left} - {right}, paired over {len(seeds)} seeds: "
-        f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
     )
 
-    reference = table.mean_scores("reference")
+    reference = table.mean_scores()
     order = sorted(reference, key=reference.get)
-    optimum = reference[order[0]]
+    _, optimum = table.optimum()
     params = {arch_id: table.meta.archs[arch_id].params for arch_id in reference}
     largest_first = sorted(params, key=lambda a: (-params[a], a))
     first = largest_first[0]
@@ -120,15 +107,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     regrets, found = [], 0
     for _ in range(args.draws):
-        picked = rng.choice(len(archs), size=args.budget, replace=False)
+        picked = rng.choice(len(archs), size=budget, replace=False)
         scored = [(rng.choice(list(proxy[archs[i]].values())), archs[i]) for i in picked]
         regrets.append(reference[min(scored)[1]] - optimum)
         found += any(archs[i] in order[:3] for i in picked)
     print(
-        f"uniform random over the {len(archs)} architectures, {args.budget} evaluations, "
+        f"uniform random over the {len(archs)} architectures, {budget} evaluations, "
         f"{args.draws} simulated searches by {args.setting}: regret {mean(regrets):.2f}, "
         f"a top-3 architecture evaluated in {found / args.draws:.1%} of searches "
-        f"(closed form {1 - _none_of_top3(len(archs), args.budget):.1%})"
+        f"(closed form {1 - _none_of_top3(len(archs), budget):.1%})"
     )
 
 
