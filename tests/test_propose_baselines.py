@@ -57,6 +57,28 @@ def test_evolution_mutates_the_tournament_winner_of_the_latest(memory) -> None:
         assert 1 <= len(changed) <= 2  # one dimension (head width may follow attention)
 
 
+def test_evolution_population_follows_the_evaluation_budget(memory) -> None:
+    """Unset, P is half the budget (2..16): a 10-evaluation search mutates from its 6th."""
+    latest = sorted((t for t in memory if t.evaluated), key=lambda t: t.number)[-5:]
+    assert len(latest) == 5  # the memory has enough scored trials to fill P = 5
+    ctx = make_ctx(memory, k=2)
+    ctx.evaluations = 10
+    proposer = EvolutionProposer()
+    assert proposer.population_for(ctx) == 5
+    proposals = proposer.propose(ctx)
+    parents = {int(p.rationale.split()[3]) for p in proposals}
+    assert all(p.rationale.startswith("mutation of trial") for p in proposals)
+    assert parents <= {t.number for t in latest}
+    ctx.evaluations = 400  # a long search: P is capped at 16, which this memory cannot fill
+    assert proposer.population_for(ctx) == 16
+    assert {p.rationale for p in proposer.propose(ctx)} == {
+        "random sample (filling the population)"
+    }
+    ctx.evaluations = 3
+    assert proposer.population_for(ctx) == 2
+    assert EvolutionProposer(population_size=7).population_for(ctx) == 7  # given: kept
+
+
 def test_evolution_rejects_a_tournament_larger_than_the_population() -> None:
     with pytest.raises(
         UserError, match="tournament_size=5 must be between 1 and population_size=4"

@@ -138,6 +138,19 @@ def test_the_memory_study_has_both_values_and_nsga2_generations(memory) -> None:
     assert best <= {tuple(t.values) for t in parents}
 
 
+def test_nsga2_generations_follow_the_evaluation_budget(memory) -> None:
+    """Unset, P is half the budget (2..8): a 10-evaluation search breeds from its 6th."""
+    ctx = latency_ctx(memory)
+    ctx.evaluations = 10
+    study = NSGAIIProposer()._study(ctx, distributions(SPACE), filler=99.0)
+    key = optuna.samplers.NSGAIISampler._get_generation_key()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.system_attrs[key] for t in trials] == [i // 5 for i in range(len(trials))]
+    ctx.evaluations = 100
+    assert NSGAIIProposer().population_for(ctx) == 8
+    assert NSGAIIProposer(population_size=3).population_for(ctx) == 3
+
+
 @pytest.mark.parametrize(
     "proposer", [TPEProposer(n_startup_trials=2), NSGAIIProposer(population_size=2)]
 )

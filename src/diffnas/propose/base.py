@@ -47,6 +47,7 @@ class ProposalContext:
     score_name: str = "rfid"
     objectives: tuple[str, ...] = ("score",)  # ("score", "latency"|"macs"): two objectives
     latency: LatencyCheck | None = None  # measured latency: for an objective or the budget
+    evaluations: int = 0  # candidates the whole search evaluates (rounds x K); 0: not known
 
     @property
     def cost_objective(self) -> str | None:

@@ -95,35 +95,61 @@ class RandomProposer(Proposer):
         return fill_round(ctx, lambda _: draw, self.max_tries, self.name)
 
 
+def budget_population(ctx: ProposalContext, given: int | None, cap: int) -> int:
+    """A population that fits the search: `given`, or half its evaluations between 2 and `cap`.
+
+    A population as large as the budget leaves no evaluation for the offspring: the search
+    would be a random one under the name of evolution."""
+    if given is not None:
+        return given
+    evaluations = ctx.evaluations or ctx.num_rounds * ctx.k
+    return min(cap, max(2, evaluations // 2))
+
+
 class EvolutionProposer(Proposer):
     """Regularised evolution (Real et al. 2019): tournament on the latest P, mutate the winner.
 
-    The population is the last `population_size` evaluated candidates (so the oldest die
-    first, the "aging" of regularised evolution). Until it has that many members, counting
-    those still being evaluated and this round's, the slots are filled with random samples.
+    The population is the last P evaluated candidates (so the oldest die first, the "aging" of
+    regularised evolution). Until it has that many members, counting those still being
+    evaluated and this round's, the slots are filled with random samples. P is
+    `population_size`, or left unset half the search's evaluations, between 2 and 16.
     """
 
     name = "evolution"
+    max_population = 16  # P when the budget is large (Real et al. use 100 over 20,000 models)
 
     def __init__(
-        self, *, population_size: int = 16, tournament_size: int = 4, max_tries: int = 200
+        self,
+        *,
+        population_size: int | None = None,
+        tournament_size: int = 4,
+        max_tries: int = 200,
     ) -> None:
-        if not 1 <= tournament_size <= population_size:
+        if population_size is not None and not 1 <= tournament_size <= population_size:
             raise UserError(
                 f"tournament_size={tournament_size} must be between 1 and population_size={population_size}",
                 field="tournament_size",
+            )
+        if tournament_size < 1:
+            raise UserError(
+                f"tournament_size={tournament_size} must be at least 1", field="tournament_size"
             )
         self.population_size = population_size
         self.tournament_size = tournament_size
         self.max_tries = max_tries
 
+    def population_for(self, ctx: ProposalContext) -> int:
+        """P for this search: `population_size` if given, else from the evaluation budget."""
+        return budget_population(ctx, self.population_size, self.max_population)
+
     def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        size = self.population_for(ctx)
         scored = sorted((t for t in ctx.memory if t.evaluated), key=lambda t: t.number)
-        population = scored[-self.population_size :]
+        population = scored[-size:]
         in_flight = sum(t.status in ("pending", "running") for t in ctx.memory)
 
         def draw_for_slot(accepted: list[ArchConfig]) -> Draw:
-            filling = len(population) + in_flight + len(accepted) < self.population_size
+            filling = len(population) + in_flight + len(accepted) < size
             return self._random(ctx) if filling or not population else self._mutant(ctx, population)
 
         return fill_round(ctx, draw_for_slot, self.max_tries, self.name)
@@ -343,12 +369,14 @@ class NSGAIIProposer(OptunaSamplerProposer):
     """Optuna's NSGA-II (Deb et al. 2002): each generation's children are bred by crossover and
     mutation from the elite of the earlier ones (non-dominated rank, then crowding distance;
     constraint violators last). The memory's trials form the generations in order,
-    `population_size` each; until the first is full the draws are uniform."""
+    P each; until the first is full the draws are uniform. P is `population_size`, or left
+    unset half the search's evaluations, between 2 and 8."""
 
     name = "nsga2"
+    max_population = 8
 
-    def __init__(self, *, population_size: int = 8, max_tries: int = 200) -> None:
-        if population_size < 2:
+    def __init__(self, *, population_size: int | None = None, max_tries: int = 200) -> None:
+        if population_size is not None and population_size < 2:
             raise UserError(
                 f"population_size={population_size} must be at least 2", field="population_size"
             )
@@ -359,9 +387,13 @@ class NSGAIIProposer(OptunaSamplerProposer):
     def label(self) -> str:
         return "NSGA-II"
 
+    def population_for(self, ctx: ProposalContext) -> int:
+        """P for this search: `population_size` if given, else from the evaluation budget."""
+        return budget_population(ctx, self.population_size, self.max_population)
+
     def _sampler(self, ctx: ProposalContext) -> optuna.samplers.NSGAIISampler:
         return optuna.samplers.NSGAIISampler(
-            population_size=self.population_size, seed=ctx.rng.randrange(2**32)
+            population_size=self.population_for(ctx), seed=ctx.rng.randrange(2**32)
         )
 
     def _study(
@@ -369,4 +401,4 @@ class NSGAIIProposer(OptunaSamplerProposer):
     ) -> optuna.Study:
         sampler = self._sampler(ctx)
         key = sampler._get_generation_key()  # where NSGA-II keeps a trial's generation
-        return memory_study(ctx, sampler, dists, filler, (key, self.population_size))
+        return memory_study(ctx, sampler, dists, filler, (key, self.population_for(ctx)))

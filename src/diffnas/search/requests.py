@@ -162,6 +162,7 @@ class Requests:
             score_name=cfg.proxy.score.label,  # the system and memory prompts name it
             objectives=tuple(cfg.objectives),
             latency=self.latency,
+            evaluations=cfg.rounds * cfg.per_round,
         )
         screened = f" (screened by {self.screener.name} down to {k})" if self.screener else ""
         self.console.print(
