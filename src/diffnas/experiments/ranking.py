@@ -7,14 +7,19 @@ Lower is better on both sides (RFID, KID, loss, FID), so a perfect proxy has tau
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from diffnas.ranks import kendall_tau, spearman_rho
+from diffnas.ranks import kendall_taus, spearman_rhos
 
 MIN_ARCHS = 3  # fewer points carry no ranking information
+# A statistic of (x, y) over the architectures (the last axis, or the last but one for scores
+# per seed): a float, or an array over any leading axes (the bootstrap's resamples)
+Statistic = Callable[[np.ndarray, np.ndarray], Any]
 
 
 class Estimate(BaseModel):
@@ -53,7 +58,7 @@ def top_k_overlap(proxy: Sequence[float], reference: Sequence[float], k: int) ->
 
 
 def _bootstrap(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+    statistic: Statistic,
     x: np.ndarray,
     y: np.ndarray,
     resamples: np.ndarray,
@@ -61,11 +66,12 @@ def _bootstrap(
 ) -> tuple[float | None, float | None, int]:
     """Percentile interval of `statistic` over paired resamples of the architectures.
 
-    A resample that draws one architecture many times can make a side constant, where tau
-    and rho do not exist; such draws are left out (their count is reported), which scipy's
-    `stats.bootstrap` cannot do (one nan makes its whole interval nan).
+    The statistic takes every resample at once (a leading axis: `x[resamples]`). A resample
+    that draws one architecture many times can make a side constant, where tau and rho do not
+    exist; such draws are left out (their count is reported), which scipy's `stats.bootstrap`
+    cannot do (one nan makes its whole interval nan).
     """
-    values = np.array([statistic(x[idx], y[idx]) for idx in resamples])
+    values = np.asarray(statistic(x[resamples], y[resamples]), dtype=float).reshape(-1)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return None, None, 0
@@ -99,8 +105,8 @@ def agreement(
         )  # fmt: skip
     draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     estimates, used = {}, resamples
-    for name, statistic in (("tau", kendall_tau), ("rho", spearman_rho)):
-        value = statistic(x, y)
+    for name, statistic in (("tau", kendall_taus), ("rho", spearman_rhos)):
+        value = float(statistic(x, y))
         low, high, used = _bootstrap(statistic, x, y, draws, confidence)
         estimates[name] = Estimate(value=None if np.isnan(value) else value, low=low, high=high)
     return Agreement(
@@ -112,68 +118,80 @@ def agreement(
 
 # ----- several seeds: agreement against the mean reference, and the noise ceiling -----
 #
-# Scores come as arrays of one row per architecture and one column per seed. A search sees one
+# Scores come as arrays of one row per architecture and one column per seed (after any leading
+# axes: the bootstrap's resamples, all at once; the statistics below keep them). A search sees one
 # seed of its proxy, so a proxy's agreement is the mean over its seeds of its agreement with
 # the mean reference. The ceiling is the same statistic for the reference itself: each seed
 # against the mean of the other seeds (with two seeds, the seed-to-seed tau). A proxy near the
 # ceiling ranks as well as running the reference again would.
 
 
-def _mean_over_seeds(per_seed: list[float]) -> float:
-    values = [v for v in per_seed if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def _mean_over_seeds(per_seed: list[Any]) -> Any:
+    """The mean of per-seed statistics (arrays of the same shape, or floats), nan ones left
+    out; nan where every one is nan. A float when they are floats."""
+    values = np.stack([np.asarray(v, dtype=float) for v in per_seed], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all nan: the mean is nan
+        mean = (
+            np.nanmean(values, axis=-1) if values.shape[-1] else np.full(values.shape[:-1], np.nan)
+        )
+    return float(mean) if mean.ndim == 0 else mean
 
 
 def against_mean(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
-) -> Callable[[np.ndarray, np.ndarray], float]:
+    statistic: Statistic,
+) -> Statistic:
     """`statistic` of each proxy seed (a column of x) against the mean reference (over y's
     columns), averaged over the proxy's seeds (nan ones left out)."""
 
-    def paired(x: np.ndarray, y: np.ndarray) -> float:
-        target = y.mean(axis=1)
-        return _mean_over_seeds([statistic(x[:, k], target) for k in range(x.shape[1])])
+    def paired(x: np.ndarray, y: np.ndarray) -> Any:
+        target = y.mean(axis=-1)
+        return _mean_over_seeds([statistic(x[..., k], target) for k in range(x.shape[-1])])
 
     return paired
 
 
 def leave_one_out(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
-) -> Callable[[np.ndarray, np.ndarray], float]:
+    statistic: Statistic,
+) -> Statistic:
     """`statistic` of each seed of x against the mean of x's other seeds, averaged: the noise
     ceiling (nan with one seed). The second argument is ignored (bootstrap's pairing)."""
 
-    def ceiling(x: np.ndarray, _: np.ndarray | None = None) -> float:
-        seeds = x.shape[1]
+    def ceiling(x: np.ndarray, _: np.ndarray | None = None) -> Any:
+        seeds = x.shape[-1]
         if seeds < 2:
-            return float("nan")
+            return _mean_over_seeds([np.full(x.shape[:-2], np.nan)])
         return _mean_over_seeds(
-            [statistic(x[:, k], np.delete(x, k, axis=1).mean(axis=1)) for k in range(seeds)]
+            [statistic(x[..., k], np.delete(x, k, axis=-1).mean(axis=-1)) for k in range(seeds)]
         )
 
     return ceiling
 
 
-def seed_to_seed(x: np.ndarray, _: np.ndarray | None = None) -> float:
+def seed_to_seed(x: np.ndarray, _: np.ndarray | None = None) -> Any:
     """Kendall's tau between two seeds of the same scores, averaged over every pair of seeds:
     how repeatable one ranking is (nan with one seed)."""
-    pairs = [(i, j) for i in range(x.shape[1]) for j in range(i + 1, x.shape[1])]
-    return _mean_over_seeds([kendall_tau(x[:, i], x[:, j]) for i, j in pairs])
+    seeds = x.shape[-1]
+    pairs = [(i, j) for i in range(seeds) for j in range(i + 1, seeds)]
+    return _mean_over_seeds(
+        [kendall_taus(x[..., i], x[..., j]) for i, j in pairs] or [np.full(x.shape[:-2], np.nan)]
+    )
 
 
-def split_half(x: np.ndarray, _: np.ndarray | None = None) -> float:
+def split_half(x: np.ndarray, _: np.ndarray | None = None) -> Any:
     """Kendall's tau between the means of two disjoint halves of the seeds (n // 2 each),
     averaged over every such split: how well a mean over half the seeds ranks itself - the
     repeatability of a reference averaged over seeds, as a table uses it (nan below 4 seeds)."""
-    seeds = x.shape[1]
+    seeds = x.shape[-1]
     if seeds < 4:
-        return float("nan")
+        return _mean_over_seeds([np.full(x.shape[:-2], np.nan)])
     half, taus = seeds // 2, []
     for first in itertools.combinations(range(seeds), half):
         rest = [k for k in range(seeds) if k not in first]
         # each unordered split once: its halves as sorted tuples, the smaller one first
         for second in (c for c in itertools.combinations(rest, half) if first < c):
-            taus.append(kendall_tau(x[:, first].mean(axis=1), x[:, second].mean(axis=1)))
+            means = x[..., list(first)].mean(axis=-1), x[..., list(second)].mean(axis=-1)
+            taus.append(kendall_taus(*means))
     return _mean_over_seeds(taus)
 
 
@@ -216,7 +234,7 @@ def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def _estimate(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+    statistic: Statistic,
     x: np.ndarray,
     y: np.ndarray,
     draws: np.ndarray,
@@ -256,8 +274,8 @@ def seed_agreement(
         )  # fmt: skip
     wrap = leave_one_out if ceiling else against_mean
     draws = _draws(n, resamples, seed)
-    tau, used = _estimate(wrap(kendall_tau), x, y, draws, confidence)
-    rho, _ = _estimate(wrap(spearman_rho), x, y, draws, confidence)
+    tau, used = _estimate(wrap(kendall_taus), x, y, draws, confidence)
+    rho, _ = _estimate(wrap(spearman_rhos), x, y, draws, confidence)
     repeat, _ = _estimate(seed_to_seed, x, y, draws, confidence) if seeds > 1 else (none, 0)
     overlap = wrap(lambda a, b: top_k_overlap(a, b, k))(x, y)
     return SeedAgreement(
@@ -295,4 +313,4 @@ def kendall_estimate(
     if n < MIN_ARCHS:
         return Estimate(value=None)
     wrap = leave_one_out if ceiling else against_mean
-    return _estimate(wrap(kendall_tau), x, y, _draws(n, resamples, seed), confidence)[0]
+    return _estimate(wrap(kendall_taus), x, y, _draws(n, resamples, seed), confidence)[0]
