@@ -22,6 +22,13 @@ import numpy as np
 from scipy import stats
 
 _PAIRS_PER_CHUNK = 2_000_000  # sign entries `kendall_taus` holds at once (16 MB an array)
+_MAX_PAIRWISE_N = 150  # above it, per-row scipy is as fast (benchmarks/bench_ranks.py)
+
+
+def _scipy_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: nan is the answer
+        return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)])
 
 
 def kendall_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -36,6 +43,8 @@ def kendall_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if n < 2 or x.size == 0:
         return np.full(batch, np.nan)
     x, y = x.reshape(-1, n), y.reshape(-1, n)
+    if n > _MAX_PAIRWISE_N:  # scipy's O(n log n) beats the n^2 signs here
+        return _scipy_taus(x, y).reshape(batch)
     out = np.full(len(x), np.nan)
     i, j = np.triu_indices(n, 1)
     step = max(1, _PAIRS_PER_CHUNK // len(i))
