@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -31,14 +32,20 @@ def _scipy_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)])
 
 
+def _paired(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y need the same shape: {x.shape}, {y.shape}")
+    return x, y
+
+
 def kendall_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall's tau-b along the last axis, batched over the leading ones; nan where a side is
     constant, has fewer than 2 values or holds a nan (as scipy's, `nan_policy="propagate"`).
 
-    tau-b = (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y need the same shape: {x.shape}, {y.shape}")
+    tau-b = (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y): a
+    constant side gives 0 / 0 and a nan gives nan signs, so both come out nan by themselves."""
+    x, y = _paired(x, y)
     batch, n = x.shape[:-1], x.shape[-1]
     if n < 2 or x.size == 0:
         return np.full(batch, np.nan)
@@ -54,9 +61,6 @@ def kendall_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         untied = np.count_nonzero(dx, axis=1) * np.count_nonzero(dy, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             tau = (dx * dy).sum(axis=1) / np.sqrt(untied)
-        tau[untied == 0] = np.nan
-        has_nan = np.isnan(xs).any(axis=1) | np.isnan(ys).any(axis=1)
-        tau[has_nan] = np.nan
         out[start : start + step] = np.clip(tau, -1.0, 1.0)
     return out.reshape(batch)
 
@@ -64,9 +68,7 @@ def kendall_taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def spearman_rhos(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho along the last axis (Pearson's r of the average ranks), batched over the
     leading ones; nan where a side is constant, has fewer than 2 values or holds a nan."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y need the same shape: {x.shape}, {y.shape}")
+    x, y = _paired(x, y)
     if x.shape[-1] < 2:
         return np.full(x.shape[:-1], np.nan)
     rx = stats.rankdata(x, axis=-1, nan_policy="propagate")
@@ -80,14 +82,12 @@ def spearman_rhos(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b of two lists; nan when either side is constant or has fewer than 2."""
-    return float(kendall_taus(np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
+    return float(kendall_taus(*_paired(x, y)))
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rho of two lists; nan when either side is constant or has fewer than 2."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(spearman_rhos(np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
+    return float(spearman_rhos(*_paired(x, y)))
 
 
 def defined(value: float) -> float | None:

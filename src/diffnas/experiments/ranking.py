@@ -126,15 +126,15 @@ def agreement(
 # ceiling ranks as well as running the reference again would.
 
 
-def _mean_over_seeds(per_seed: list[Any]) -> Any:
-    """The mean of per-seed statistics (arrays of the same shape, or floats), nan ones left
-    out; nan where every one is nan. A float when they are floats."""
-    values = np.stack([np.asarray(v, dtype=float) for v in per_seed], axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all nan: the mean is nan
-        mean = (
-            np.nanmean(values, axis=-1) if values.shape[-1] else np.full(values.shape[:-1], np.nan)
-        )
+def _mean_over_seeds(per_seed: list[Any], x: np.ndarray) -> Any:
+    """The mean of per-seed statistics of `x` (arrays over its leading axes, or floats), nan
+    ones left out; nan where every one is nan or there is none. A float for a 2-D `x`."""
+    if not per_seed:
+        mean = np.full(x.shape[:-2], np.nan)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all nan: the mean is nan
+            mean = np.nanmean(np.stack([np.asarray(v, dtype=float) for v in per_seed], -1), -1)
     return float(mean) if mean.ndim == 0 else mean
 
 
@@ -146,7 +146,7 @@ def against_mean(
 
     def paired(x: np.ndarray, y: np.ndarray) -> Any:
         target = y.mean(axis=-1)
-        return _mean_over_seeds([statistic(x[..., k], target) for k in range(x.shape[-1])])
+        return _mean_over_seeds([statistic(x[..., k], target) for k in range(x.shape[-1])], x)
 
     return paired
 
@@ -159,11 +159,8 @@ def leave_one_out(
 
     def ceiling(x: np.ndarray, _: np.ndarray | None = None) -> Any:
         seeds = x.shape[-1]
-        if seeds < 2:
-            return _mean_over_seeds([np.full(x.shape[:-2], np.nan)])
-        return _mean_over_seeds(
-            [statistic(x[..., k], np.delete(x, k, axis=-1).mean(axis=-1)) for k in range(seeds)]
-        )
+        others = [np.delete(x, k, axis=-1).mean(axis=-1) for k in range(seeds)] if seeds > 1 else []
+        return _mean_over_seeds([statistic(x[..., k], o) for k, o in enumerate(others)], x)
 
     return ceiling
 
@@ -173,9 +170,7 @@ def seed_to_seed(x: np.ndarray, _: np.ndarray | None = None) -> Any:
     how repeatable one ranking is (nan with one seed)."""
     seeds = x.shape[-1]
     pairs = [(i, j) for i in range(seeds) for j in range(i + 1, seeds)]
-    return _mean_over_seeds(
-        [kendall_taus(x[..., i], x[..., j]) for i, j in pairs] or [np.full(x.shape[:-2], np.nan)]
-    )
+    return _mean_over_seeds([kendall_taus(x[..., i], x[..., j]) for i, j in pairs], x)
 
 
 def split_half(x: np.ndarray, _: np.ndarray | None = None) -> Any:
@@ -184,7 +179,7 @@ def split_half(x: np.ndarray, _: np.ndarray | None = None) -> Any:
     repeatability of a reference averaged over seeds, as a table uses it (nan below 4 seeds)."""
     seeds = x.shape[-1]
     if seeds < 4:
-        return _mean_over_seeds([np.full(x.shape[:-2], np.nan)])
+        return _mean_over_seeds([], x)
     half, taus = seeds // 2, []
     for first in itertools.combinations(range(seeds), half):
         rest = [k for k in range(seeds) if k not in first]
@@ -192,7 +187,7 @@ def split_half(x: np.ndarray, _: np.ndarray | None = None) -> Any:
         for second in (c for c in itertools.combinations(rest, half) if first < c):
             means = x[..., list(first)].mean(axis=-1), x[..., list(second)].mean(axis=-1)
             taus.append(kendall_taus(*means))
-    return _mean_over_seeds(taus)
+    return _mean_over_seeds(taus, x)
 
 
 class SeedSpread(BaseModel):
